@@ -1,0 +1,53 @@
+"""Command line: ``python -m labkit train MODEL [--epochs N] [--seed S] [--out DIR]``.
+
+Trains one model headless and writes ``DIR/metrics.json`` with its figures beside it
+(default DIR: ``runs/MODEL``). ``LABKIT_SMOKE=1`` reduces epochs and data.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import experiments
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m labkit", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train", help="train one model and write metrics.json and figures")
+    train.add_argument("model", choices=sorted(experiments.RECIPES), help="which model to train")
+    train.add_argument("--epochs", type=int, help="number of epochs (default: the notebook's; 2 in smoke mode)")
+    train.add_argument("--seed", type=int, help="random seed (default 0)")
+    train.add_argument("--out", help="output folder (default runs/MODEL)")
+    train.add_argument("--batch-size", type=int, dest="batch_size", help="batch size")
+    train.add_argument("--lr", type=float, help="learning rate")
+    train.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    train.add_argument("--variant", help="VAE variant: default, classic or latent2")
+    train.add_argument("--beta", type=float, help="VAE: weight of the KL term (beta-VAE)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "train":
+        overrides = {k: getattr(args, k) for k in ("epochs", "seed", "batch_size", "lr", "variant", "beta")}
+        allowed = set(experiments.RECIPES[args.model][1].__dataclass_fields__)
+        unused = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None and k not in allowed]
+        if unused:
+            print(f"error: {', '.join(unused)} does not apply to {args.model}", file=sys.stderr)
+            return 2
+        try:
+            cfg = experiments.settings_for(args.model, **{k: v for k, v in overrides.items() if k in allowed})
+            recipe = experiments.RECIPES[args.model][0]
+            final = recipe(cfg, out=args.out, device=args.device, progress=not args.no_progress)
+        except (ValueError, FileNotFoundError, PermissionError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(json.dumps({"model": args.model, "final": final}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

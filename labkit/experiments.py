@@ -1,0 +1,158 @@
+"""Each model's default settings and its headless recipe: train, save figures, write metrics.json.
+
+The notebooks take their defaults from the settings classes here and walk through the same
+recipe cell by cell; ``python -m labkit train MODEL`` runs the recipe in one go.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from . import plots, settings
+from .data import ImageData, load_mnist
+from .device import pick_device, seed_everything
+from .models import DEFAULT_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae
+from .runs import Run
+from .train import AutoencoderObjective, History, VAEObjective, evaluate, fit, seconds_per_epoch
+
+SMOKE_EPOCHS = 2
+
+
+def _check_positive(name: str, value, kind=int) -> None:
+    if not isinstance(value, kind) or isinstance(value, bool) or value < (0 if name == "epochs" else 1):
+        allowed = ">= 0" if name == "epochs" else ">= 1"
+        raise ValueError(f"{name} must be a whole number {allowed}, got {value!r}")
+
+
+@dataclass
+class AESettings:
+    """Defaults of notebook 01 (see its "Settings" cell for why these values)."""
+
+    epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=SMOKE_EPOCHS))
+    batch_size: int = 32
+    lr: float = 1e-3
+    latent_dim: int = 32
+    hidden: tuple = DEFAULT_HIDDEN
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "latent_dim"):
+            _check_positive(name, getattr(self, name))
+
+
+@dataclass
+class VAESettings:
+    """Defaults of notebook 02 (see its "Settings" cell for why these values)."""
+
+    variant: str = "default"
+    epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=SMOKE_EPOCHS))
+    batch_size: int = 32
+    lr: float = 1e-3
+    beta: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.variant not in VAE_VARIANTS:
+            raise ValueError(f"unknown VAE variant {self.variant!r}; choose one of {', '.join(VAE_VARIANTS)}")
+        for name in ("epochs", "batch_size"):
+            _check_positive(name, getattr(self, name))
+
+
+def _prepare(name: str, seed: int, out, device) -> tuple[Run, torch.device, ImageData]:
+    run = Run(name, out)  # fails now, not after training, if the folder is not writable
+    seed_everything(seed)
+    device = pick_device(device)
+    return run, device, load_mnist(device)
+
+
+def _final_common(history: History, model: torch.nn.Module) -> dict:
+    return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
+
+
+def run_ae(cfg: AESettings | None = None, out: str | Path | None = None,
+           device: str | None = None, progress: bool = True) -> dict:
+    """Train the autoencoder of notebook 01 and write its figures and metrics.json."""
+    cfg = cfg or AESettings()
+    run, device, data = _prepare("ae", cfg.seed, out, device)
+    model = Autoencoder(latent_dim=cfg.latent_dim, hidden=cfg.hidden).to(device)
+    objective = AutoencoderObjective(model, lr=cfg.lr)
+    history = fit(objective, data.train_x, data.test_x, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                  progress=progress)
+    test = evaluate(objective, data.test_x)
+    with torch.no_grad():
+        x = data.test_x[:10]
+        run.save_figure(plots.loss_curves(history, (("loss", "MSE per pixel"),), title=f"AE on {data.label}"),
+                        "loss_curves")
+        run.save_figure(plots.reconstruction_grid(x, model(x), title=f"AE reconstructions, {data.label}"),
+                        "reconstructions")
+        codes = model.encode(data.test_x)
+        run.save_figure(plots.tsne_plot(codes, data.test_y, title=f"t-SNE of AE codes, {data.label}",
+                                        seed=cfg.seed), "latent_tsne")
+        random_codes = torch.randn(32, cfg.latent_dim, device=device) * codes.std(0) + codes.mean(0)
+        run.save_figure(plots.image_grid(model.decode(random_codes), title="AE decoding random codes"),
+                        "random_codes")
+    plots.close_all()
+    final = {"test_mse": test["loss"], "test_bce": test["bce"], **_final_common(history, model)}
+    run.write_metrics(model="ae", epochs=cfg.epochs, seed=cfg.seed, device=device, data=data,
+                      history=history, final=final, hyperparameters=asdict(cfg))
+    return final
+
+
+def run_vae(cfg: VAESettings | None = None, out: str | Path | None = None,
+            device: str | None = None, progress: bool = True) -> dict:
+    """Train a VAE variant of notebook 02 and write its figures and metrics.json."""
+    cfg = cfg or VAESettings()
+    run, device, data = _prepare("vae" if cfg.variant == "default" else f"vae-{cfg.variant}", cfg.seed, out, device)
+    model = make_vae(cfg.variant).to(device)
+    objective = VAEObjective(model, lr=cfg.lr, beta=cfg.beta)
+    history = fit(objective, data.train_x, data.test_x, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                  progress=progress)
+    torch.manual_seed(cfg.seed)  # the test ELBO draws z: make the reported number repeatable
+    test = evaluate(objective, data.test_x)
+    title = f"VAE ({cfg.variant}) on {data.label}"
+    with torch.no_grad():
+        x = data.test_x[:10]
+        run.save_figure(plots.loss_curves(history, plots.VAE_PANELS, title=title), "loss_curves")
+        mu, _ = model.encode(x)
+        run.save_figure(plots.reconstruction_grid(x, model.decode(mu), title=f"{title}: reconstructions"),
+                        "reconstructions")
+        run.save_figure(plots.image_grid(model.sample(32), title=f"{title}: samples from the prior"),
+                        "prior_samples")
+        mu_all, _ = model.encode(data.test_x)
+        if model.latent_dim == 2:
+            run.save_figure(plots.latent_scatter(mu_all, data.test_y, title=f"{title}: latent means"),
+                            "latent_scatter")
+            run.save_figure(plots.manifold_grid(model.decode, title=f"{title}: decoded manifold", device=device),
+                            "manifold")
+        else:
+            run.save_figure(plots.tsne_plot(mu_all, data.test_y, title=f"{title}: t-SNE of latent means",
+                                            seed=cfg.seed), "latent_tsne")
+        a, b = _two_different_digits(data)
+        path = plots.linear_path(mu_all[a], mu_all[b], steps=10)
+        run.save_figure(plots.interpolation_strip(model.decode(path), title=f"{title}: interpolation"),
+                        "interpolation")
+    plots.close_all()
+    final = {"test_neg_elbo_nats": test["neg_elbo"], "test_recon_nats": test["recon"],
+             "test_kl_nats": test["kl"], "test_mse": test["mse"], **_final_common(history, model)}
+    run.write_metrics(model="vae", epochs=cfg.epochs, seed=cfg.seed, device=device, data=data,
+                      history=history, final=final, hyperparameters=asdict(cfg))
+    return final
+
+
+def _two_different_digits(data: ImageData, first: int = 1, second: int = 7) -> tuple[int, int]:
+    """Indices of the first test images of two digits (for interpolation pictures)."""
+    labels = data.test_y
+    return int((labels == first).nonzero()[0]), int((labels == second).nonzero()[0])
+
+
+RECIPES = {"ae": (run_ae, AESettings), "vae": (run_vae, VAESettings)}
+
+
+def settings_for(model: str, **overrides) -> object:
+    """The settings object of ``model`` with the given fields replaced (None means default)."""
+    if model not in RECIPES:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(RECIPES)}")
+    cfg = RECIPES[model][1]()
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})

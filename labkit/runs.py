@@ -1,0 +1,90 @@
+"""A run's output folder: its figures and its ``metrics.json``, the file reports are built from.
+
+Notebooks and ``python -m labkit train`` write the same format (see COURSE.md, "Fixed interfaces").
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from . import settings
+from .data import ImageData
+from .train import History
+
+METRICS_FILE = "metrics.json"
+
+
+def environment() -> dict:
+    """Library versions and hardware, recorded in every metrics.json."""
+    import matplotlib
+    import numpy
+    import sklearn
+    import torchvision
+
+    env = {"python": platform.python_version(), "torch": torch.__version__,
+           "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+           "scikit-learn": sklearn.__version__, "matplotlib": matplotlib.__version__,
+           "platform": platform.platform(), "cpu_count": os.cpu_count()}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+class Run:
+    """The folder one training run writes to (default ``runs/<name>``), created up front.
+
+    ``save_figure`` writes PNGs beside ``metrics.json``; ``write_metrics`` writes the record.
+    A folder that cannot be written is reported before any training starts.
+    """
+
+    def __init__(self, name: str, out: str | Path | None = None):
+        self.name = name
+        self.dir = Path(out) if out is not None else settings.runs_root() / name
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.dir, prefix=".write-test-"):
+                pass
+        except OSError as e:
+            raise PermissionError(
+                f"cannot write to the output folder {self.dir} ({e.strerror or e}). Choose a writable "
+                "folder with --out DIR (on Kaggle: under /kaggle/working) or set LABKIT_RUNS.") from e
+        self.figures: dict[str, str] = {}
+
+    def save_figure(self, fig, name: str) -> Path:
+        """Save a matplotlib figure as ``<name>.png`` in the run folder and remember it."""
+        path = self.dir / f"{name}.png"
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        self.figures[name] = path.name
+        return path
+
+    def write_metrics(self, *, model: str, epochs: int, seed: int, device: torch.device | str,
+                      data: ImageData, history: History, final: dict, hyperparameters: dict,
+                      **extra) -> Path:
+        """Write ``metrics.json`` atomically (temporary file, then rename)."""
+        record = {
+            "model": model, "epochs": epochs, "seed": seed, "device": str(device),
+            "smoke": settings.smoke_mode(), "dataset": data.info(),
+            "hyperparameters": hyperparameters, "history": list(history), "final": final,
+            "figures": dict(self.figures), "environment": environment(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
+        }
+        path = self.dir / METRICS_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=float))
+        os.replace(tmp, path)
+        return path
+
+
+def load_metrics(folder: str | Path) -> dict:
+    """Read a run's metrics.json, with a clear error when the run has not been made yet."""
+    path = Path(folder) / METRICS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {METRICS_FILE} in {Path(folder)}: run the notebook or "
+                                f"`python -m labkit train ...` with --out {Path(folder)} first")
+    return json.loads(path.read_text())
