@@ -1,0 +1,58 @@
+"""The project's own promises: dependencies agree, notebooks are clean, CI runs the README command."""
+import json
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they differ
+
+
+def _pyproject_packages() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = project["dependencies"] + project["optional-dependencies"]["dev"]
+    return {CONDA_NAMES.get(n, n) for n in (re.split(r"[<>=!~\[; ]", d)[0].strip().lower() for d in names)}
+
+
+def _environment_packages() -> set[str]:
+    names, section = set(), None
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        if re.match(r"^\w", line):  # a top-level key: name, channels, dependencies
+            section = line.split(":")[0]
+            continue
+        item = line.strip()
+        if item.startswith("- pip:"):
+            section = "pip"
+        elif section == "dependencies" and item.startswith("- "):
+            names.add(re.split(r"[<>=! ]", item[2:])[0].lower())
+    return names - {"python", "pip"}
+
+
+def test_environment_yml_names_the_same_packages_as_pyproject():
+    assert _environment_packages() == _pyproject_packages()
+
+
+def test_environment_yml_installs_labkit_itself_with_dev_extras():
+    assert "- -e .[dev]" in (ROOT / "environment.yml").read_text()
+
+
+def test_torch_is_not_pinned_in_the_package():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "torch" in project["dependencies"] and "torchvision" in project["dependencies"]
+
+
+def test_notebooks_are_committed_without_outputs():
+    notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
+    assert notebooks, "no notebooks found"
+    for path in notebooks:
+        nb = json.loads(path.read_text())
+        dirty = [i for i, c in enumerate(nb["cells"]) if c.get("outputs") or c.get("execution_count")]
+        assert not dirty, f"{path.name}: cells {dirty} carry outputs; strip them before committing"
+        assert nb["metadata"]["kernelspec"]["name"] == "python3"
+
+
+def test_ci_runs_the_test_command_written_in_the_readme():
+    readme = (ROOT / "README.md").read_text()
+    command = re.search(r"```(?:bash|sh)?\n(make test)\n```", readme)
+    assert command, "README must show the test command in its own code block"
+    assert command.group(1) in (ROOT / ".ci" / "run").read_text()

@@ -1,0 +1,115 @@
+"""The one training loop: it learns, it records epoch means, it stops on nonsense."""
+import math
+
+import pytest
+import torch
+
+from labkit import device
+from labkit.models import Autoencoder, make_vae
+from labkit.train import AutoencoderObjective, History, VAEObjective, evaluate, fit, seconds_per_epoch
+
+
+def test_one_epoch_lowers_the_autoencoder_test_loss_clearly(mnist_offline):
+    device.seed_everything(0)
+    objective = AutoencoderObjective(Autoencoder(), lr=2e-3)
+    before = evaluate(objective, mnist_offline.test_x)["loss"]
+    history = fit(objective, mnist_offline.train_x, mnist_offline.test_x, epochs=1, batch_size=32, progress=False)
+    after = history.last["test_loss"]
+    assert before > 0.1  # an untrained decoder outputs ~0.5 everywhere
+    assert after < 0.7 * before
+
+
+def test_one_epoch_lowers_the_vae_negative_elbo_clearly(mnist_offline):
+    device.seed_everything(0)
+    objective = VAEObjective(make_vae("default"), lr=2e-3)
+    torch.manual_seed(0)
+    before = evaluate(objective, mnist_offline.test_x)["neg_elbo"]
+    history = fit(objective, mnist_offline.train_x, mnist_offline.test_x, epochs=1, batch_size=32, progress=False)
+    record = history.last
+    assert before > 500  # ~784 * log 2 nats for a decoder that says 0.5 everywhere
+    assert record["test_neg_elbo"] < 0.5 * before
+    assert record["test_neg_elbo"] == pytest.approx(record["test_recon"] + record["test_kl"], rel=1e-5)
+    assert record["train_kl"] > 0
+
+
+def test_history_records_epoch_means_and_continues_numbering(mnist_offline):
+    x = mnist_offline.train_x[:256]
+    objective = AutoencoderObjective(Autoencoder())
+    history = fit(objective, x, x[:64], epochs=2, batch_size=64, progress=False)
+    history = fit(objective, x, x[:64], epochs=1, batch_size=64, history=history, progress=False)
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert set(history[0]) >= {"epoch", "seconds", "train_loss", "test_loss", "test_bce"}
+    assert history.series("train_loss") == [r["train_loss"] for r in history]
+
+
+def test_train_loss_is_the_mean_over_the_epoch_not_the_last_batch():
+    class Recorder:
+        name, drop_last = "recorder", False
+
+        def __init__(self):
+            self.modules = {"m": torch.nn.Identity()}
+
+        def train_step(self, x):
+            return {"loss": x.float().mean()}
+
+        def eval_step(self, x):
+            return {"loss": x.float().mean()}
+
+    x = torch.arange(10.0).view(10, 1, 1, 1)  # batches of 4, 4, 2: mean over images must be 4.5
+    history = fit(Recorder(), x, x, epochs=1, batch_size=4, progress=False)
+    assert history.last["train_loss"] == pytest.approx(4.5)
+    assert history.last["test_loss"] == pytest.approx(4.5)
+
+
+def test_evaluate_does_not_depend_on_batch_size(mnist_offline):
+    objective = AutoencoderObjective(Autoencoder())
+    x = mnist_offline.test_x[:300]
+    small, large = evaluate(objective, x, batch_size=7), evaluate(objective, x, batch_size=1000)
+    assert small["loss"] == pytest.approx(large["loss"], rel=1e-5)
+
+
+def test_same_seed_same_history(mnist_offline):
+    x = mnist_offline.train_x[:512]
+    runs = []
+    for _ in range(2):
+        device.seed_everything(123)
+        runs.append(fit(AutoencoderObjective(Autoencoder()), x, x[:128], epochs=2, batch_size=64, progress=False))
+    assert runs[0].series("test_loss") == runs[1].series("test_loss")
+
+
+def test_non_finite_loss_stops_with_model_and_epoch():
+    x = torch.rand(64, 1, 28, 28)
+    x[3, 0, 5, 5] = float("nan")
+    with pytest.raises(FloatingPointError, match="ae: train_loss became non-finite in epoch 1"):
+        fit(AutoencoderObjective(Autoencoder()), x, epochs=1, batch_size=32, progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": -1, "batch_size": 8}, "epochs must be"),
+    ({"epochs": 1, "batch_size": 0}, "batch_size must be"),
+])
+def test_bad_loop_arguments_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fit(AutoencoderObjective(Autoencoder()), torch.rand(8, 1, 28, 28), progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("lr", [0, -1e-3, float("nan")])
+def test_bad_learning_rate_is_refused(lr):
+    with pytest.raises(ValueError, match="lr must be a positive number"):
+        AutoencoderObjective(Autoencoder(), lr=lr)
+
+
+def test_negative_beta_is_refused():
+    with pytest.raises(ValueError, match="beta must be"):
+        VAEObjective(make_vae(), beta=-1)
+
+
+def test_zero_epochs_returns_an_empty_history():
+    assert fit(AutoencoderObjective(Autoencoder()), torch.rand(8, 1, 28, 28), epochs=0, batch_size=4,
+               progress=False) == []
+
+
+def test_seconds_per_epoch_leaves_out_the_warm_up_epoch():
+    assert seconds_per_epoch(History([{"seconds": 9.0}, {"seconds": 1.0}, {"seconds": 3.0}])) == 2.0
+    assert seconds_per_epoch(History([{"seconds": 5.0}])) == 5.0
+    assert math.isnan(seconds_per_epoch(History()))
