@@ -15,7 +15,7 @@ from .data import ImageData, load_mnist
 from .device import pick_device, seed_everything
 from .models import DEFAULT_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae
 from .runs import Run
-from .train import AutoencoderObjective, History, VAEObjective, evaluate, fit, seconds_per_epoch
+from .train import AutoencoderObjective, History, VAEObjective, check_beta, check_lr, evaluate, fit, seconds_per_epoch
 
 SMOKE_EPOCHS = 2
 
@@ -40,6 +40,7 @@ class AESettings:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "latent_dim"):
             _check_positive(name, getattr(self, name))
+        check_lr(self.lr)
 
 
 @dataclass
@@ -58,6 +59,8 @@ class VAESettings:
             raise ValueError(f"unknown VAE variant {self.variant!r}; choose one of {', '.join(VAE_VARIANTS)}")
         for name in ("epochs", "batch_size"):
             _check_positive(name, getattr(self, name))
+        check_lr(self.lr)
+        check_beta(self.beta)
 
 
 def _prepare(name: str, seed: int, out, device) -> tuple[Run, torch.device, ImageData]:

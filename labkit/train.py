@@ -47,10 +47,21 @@ class History(list):
         return self[-1] if self else {}
 
 
-def _check_lr(lr: float, what: str = "lr") -> float:
+def check_lr(lr: float, what: str = "lr") -> float:
+    """A learning rate must be a finite number > 0; returns it as a float."""
     if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
         raise ValueError(f"{what} must be a positive number such as 1e-3, got {lr!r}")
     return float(lr)
+
+
+_check_lr = check_lr  # old private name, kept until every module uses check_lr
+
+
+def check_beta(beta: float) -> float:
+    """The KL weight of a (beta-)VAE must be a finite number >= 0; returns it as a float."""
+    if not isinstance(beta, (int, float)) or not beta >= 0 or not math.isfinite(beta):
+        raise ValueError(f"beta must be a number >= 0 (1 is the plain VAE), got {beta!r}")
+    return float(beta)
 
 
 class AutoencoderObjective:
@@ -62,7 +73,7 @@ class AutoencoderObjective:
     def __init__(self, model: nn.Module, lr: float = 1e-3):
         self.model = model
         self.modules = {"model": model}
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=_check_lr(lr))
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=check_lr(lr))
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         loss = F.mse_loss(self.model(x), x)  # per pixel
@@ -85,12 +96,10 @@ class VAEObjective:
     drop_last = False
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, beta: float = 1.0):
-        if not isinstance(beta, (int, float)) or beta < 0 or not math.isfinite(beta):
-            raise ValueError(f"beta must be a number >= 0 (1 is the plain VAE), got {beta!r}")
         self.model = model
-        self.beta = float(beta)
+        self.beta = check_beta(beta)
         self.modules = {"model": model}
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=_check_lr(lr))
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=check_lr(lr))
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x_logits, mu, logvar = self.model(x)
