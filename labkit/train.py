@@ -127,14 +127,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def evaluate(objective: Objective, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
-    """Mean of each quantity ``eval_step`` reports over all of ``x`` (weighted by batch size)."""
+def evaluate(objective: Objective, x: torch.Tensor, y: torch.Tensor | None = None,
+             batch_size: int = 1000) -> dict[str, float]:
+    """Mean of each quantity ``eval_step`` reports over all of ``x`` (weighted by batch size).
+
+    With labels ``y`` the step is called as ``eval_step(x, y)`` (the digit classifier needs them).
+    """
     _set_mode(objective, training=False)
     sums: dict[str, torch.Tensor] = {}
-    for xb in batches(x, batch_size=batch_size, shuffle=False):
-        for k, v in objective.eval_step(xb).items():
-            sums[k] = sums.get(k, 0) + v.float() * len(xb)
+    for batch in batches(*_with_labels(x, y), batch_size=batch_size, shuffle=False):
+        batch = batch if isinstance(batch, tuple) else (batch,)
+        for k, v in objective.eval_step(*batch).items():
+            sums[k] = sums.get(k, 0) + v.float() * len(batch[0])
     return {k: float(v) / len(x) for k, v in sums.items()}
+
+
+def _with_labels(x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"{len(x)} images but {len(y)} labels: pass labels that belong to the images")
+    return (x,) if y is None else (x, y)
 
 
 EpochCallback = Callable[[int, dict, "History"], None]
@@ -142,13 +153,15 @@ EpochCallback = Callable[[int, dict, "History"], None]
 
 def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
         epochs: int, batch_size: int, callbacks: Iterable[EpochCallback] = (),
-        history: History | None = None, progress: bool = True) -> History:
+        history: History | None = None, progress: bool = True,
+        train_y: torch.Tensor | None = None, test_y: torch.Tensor | None = None) -> History:
     """Train ``objective`` for ``epochs`` epochs on resident images; return the per-epoch history.
 
     Each record holds ``epoch``, ``seconds`` (training time of the epoch), ``train_<k>`` for every
     quantity the train step reports (epoch means, not the last batch) and ``test_<k>`` for the
     evaluation on ``test_x``. ``callbacks`` are called as ``cb(epoch, record, history)``.
-    Passing the ``history`` of an earlier call continues its epoch count.
+    Passing the ``history`` of an earlier call continues its epoch count. With labels
+    (``train_y``, ``test_y``) the steps are called as ``train_step(x, y)``.
     """
     if not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a whole number >= 0, got {epochs!r}")
@@ -168,11 +181,13 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
         sums: dict[str, torch.Tensor] = {}
         seen = 0
         t0 = time.perf_counter()
-        for xb in tqdm(batches(train_x, batch_size=batch_size, shuffle=True, drop_last=objective.drop_last),
-                       total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"):
-            for k, v in objective.train_step(xb).items():
-                sums[k] = sums.get(k, 0) + v.float() * len(xb)
-            seen += len(xb)
+        for batch in tqdm(batches(*_with_labels(train_x, train_y), batch_size=batch_size, shuffle=True,
+                                  drop_last=objective.drop_last),
+                          total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"):
+            batch = batch if isinstance(batch, tuple) else (batch,)
+            for k, v in objective.train_step(*batch).items():
+                sums[k] = sums.get(k, 0) + v.float() * len(batch[0])
+            seen += len(batch[0])
         _sync(device)
         record: dict = {"epoch": epoch, "seconds": time.perf_counter() - t0}
         record.update({f"train_{k}": float(v) / max(seen, 1) for k, v in sums.items()})
@@ -182,7 +197,7 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
                 f"{objective.name}: {', '.join(bad)} became non-finite in epoch {epoch}. "
                 "Lower the learning rate or check the input data for NaNs.")
         if test_x is not None and test_x.shape[0] > 0:
-            record.update({f"test_{k}": v for k, v in evaluate(objective, test_x).items()})
+            record.update({f"test_{k}": v for k, v in evaluate(objective, test_x, test_y).items()})
         history.append(record)
         epoch_bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
                                if k in ("train_loss", "test_loss")})
