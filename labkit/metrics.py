@@ -1,0 +1,242 @@
+"""Measured numbers for comparing models: reconstruction error, ELBO parts, a digit classifier,
+a classifier-based Fréchet distance and class coverage (notebook 04_compare, "Measuring").
+
+Everything is computed on the test split, per image, with a fixed seed where sampling is involved.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import settings
+from .data import ImageData, batches
+from .losses import bernoulli_nll, kl_divergence, reparameterize
+
+CLASSIFIER_VERSION = 1  # bump when DigitClassifier or its training recipe changes: caches retrain
+
+
+# --------------------------------------------------------------------------- reconstruction and ELBO
+
+
+@torch.no_grad()
+def reconstruction_errors(reconstruct, x: torch.Tensor, batch_size: int = 1000) -> dict[str, float]:
+    """MSE per pixel and binary cross-entropy per image (nats) of ``reconstruct(x)`` against x.
+
+    ``reconstruct`` maps images to reconstructed pixel values in [0, 1]: the AE itself, or for a VAE
+    ``lambda x: vae.decode(vae.encode(x)[0])`` (decoding the posterior mean, no sampling).
+    """
+    mse = bce = 0.0
+    for xb in batches(x, batch_size=batch_size, shuffle=False):
+        r = reconstruct(xb).clamp(1e-6, 1 - 1e-6)
+        mse += F.mse_loss(r, xb, reduction="sum").item()
+        bce += F.binary_cross_entropy(r, xb, reduction="sum").item()
+    n = len(x)
+    return {"mse_per_pixel": mse / x[0].numel() / n, "bce_nats": bce / n}
+
+
+@torch.no_grad()
+def elbo_decomposition(vae, x: torch.Tensor, samples: int = 1, seed: int = 0,
+                       batch_size: int = 1000) -> dict[str, float]:
+    """The test ELBO split into its parts, per image in nats: recon + kl = neg_elbo.
+
+    ``recon`` = E_q[-log p(x|z)] estimated with ``samples`` draws of z per image; ``kl`` is exact.
+    """
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    recon = kl = 0.0
+    for xb in batches(x, batch_size=batch_size, shuffle=False):
+        mu, logvar = vae.encode(xb)
+        kl += kl_divergence(mu, logvar).sum().item()
+        for _ in range(samples):
+            recon += bernoulli_nll(vae.decode_logits(reparameterize(mu, logvar)), xb).sum().item() / samples
+    torch.random.set_rng_state(generator_state)
+    n = len(x)
+    return {"recon": recon / n, "kl": kl / n, "neg_elbo": (recon + kl) / n}
+
+
+@torch.no_grad()
+def importance_weighted_bound(vae, x: torch.Tensor, k: int = 64, seed: int = 0,
+                              batch_size: int = 250) -> float:
+    """-log p(x) estimated with k importance samples (Burda, Grosse & Salakhutdinov 2016, eq. 8).
+
+    log p(x) >= log 1/k sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x). For k = 1 this is the ELBO;
+    it tightens as k grows, so the returned negative bound is <= the negative ELBO (nats per image).
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    total = 0.0
+    for xb in batches(x, batch_size=batch_size, shuffle=False):
+        mu, logvar = vae.encode(xb)                                  # (B, D)
+        std = torch.exp(0.5 * logvar)
+        z = mu + std * torch.randn(k, *mu.shape, device=mu.device)  # (k, B, D)
+        log_q = torch.distributions.Normal(mu, std).log_prob(z).sum(-1)          # (k, B)
+        log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)     # (k, B)
+        logits = vae.decode_logits(z.flatten(0, 1))                              # (k*B, C, H, W)
+        log_lik = -bernoulli_nll(logits, xb.repeat(k, 1, 1, 1)).view(k, -1)      # (k, B)
+        log_w = log_lik + log_prior - log_q
+        total += -(torch.logsumexp(log_w, dim=0) - math.log(k)).sum().item()
+    torch.random.set_rng_state(generator_state)
+    return total / len(x)
+
+
+# --------------------------------------------------------------------------- the digit classifier
+
+
+class DigitClassifier(nn.Module):
+    """A small CNN for MNIST; its 128-d penultimate layer is the feature space of the Fréchet distance.
+
+    ``features(x)`` gives (B, 128); ``forward(x)`` gives class logits (B, 10). ``num_features`` tells
+    torchmetrics the feature size.
+    """
+
+    num_features = 128
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),   # (B, 16, 28, 28)
+            nn.MaxPool2d(2),                              # (B, 16, 14, 14)
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),  # (B, 32, 14, 14)
+            nn.MaxPool2d(2),                              # (B, 32, 7, 7)
+            nn.Flatten(),                                 # (B, 1568)
+            nn.Dropout(0.25),
+            nn.Linear(32 * 7 * 7, self.num_features), nn.ReLU(),  # (B, 128)
+        )
+        self.head = nn.Sequential(nn.Dropout(0.25), nn.Linear(self.num_features, 10))  # (B, 10)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class ClassifierObjective:
+    """Cross-entropy on digit labels, for ``labkit.train.fit`` with ``train_y``/``test_y``."""
+
+    name = "classifier"
+    drop_last = False
+
+    def __init__(self, model: DigitClassifier, lr: float = 1e-3):
+        self.model = model
+        self.modules = {"model": model}
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"loss": loss.detach(), "accuracy": (logits.argmax(1) == y).float().mean()}
+
+    @torch.no_grad()
+    def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.model(x)
+        return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(1) == y).float().mean()}
+
+
+def _fingerprint(data: ImageData, epochs: int, seed: int) -> str:
+    h = hashlib.sha1(f"v{CLASSIFIER_VERSION}-e{epochs}-s{seed}-{data.source}".encode())
+    for t in (data.train_x, data.train_y, data.test_x, data.test_y):
+        h.update((t * 255).round().to(torch.uint8).cpu().numpy().tobytes() if t.is_floating_point()
+                 else t.cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def digit_classifier(data: ImageData, epochs: int = 6, seed: int = 0, cache_dir: str | Path | None = None,
+                     progress: bool = False) -> tuple[DigitClassifier, float]:
+    """The trained digit classifier for ``data`` and its test accuracy, cached under the data root.
+
+    The cache file is named after a fingerprint of the images and labels, so a change of data
+    (another source, smoke mode) trains a new classifier. Weights are loaded with
+    ``weights_only=True``: a cache file cannot run code.
+    """
+    from .device import seed_everything
+    from .train import evaluate, fit
+
+    device = data.train_x.device
+    cache_dir = Path(cache_dir) if cache_dir is not None else settings.data_root() / "cache"
+    path = cache_dir / f"mnist-classifier-{_fingerprint(data, epochs, seed)}.pt"
+    model = DigitClassifier().to(device)
+    if path.is_file():
+        saved = torch.load(path, map_location=device, weights_only=True)
+        model.load_state_dict(saved["state_dict"])
+        model.eval()
+        return model, float(saved["test_accuracy"])
+    seed_everything(seed)
+    objective = ClassifierObjective(model)
+    fit(objective, data.train_x, epochs=epochs, batch_size=64, train_y=data.train_y, progress=progress)
+    accuracy = evaluate(objective, data.test_x, data.test_y)["accuracy"]
+    model.eval()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": model.state_dict(), "test_accuracy": accuracy}, tmp)
+    tmp.replace(path)
+    return model, accuracy
+
+
+# --------------------------------------------------------------------------- sample quality
+
+
+class _Features(nn.Module):
+    """Wraps the classifier's penultimate layer as the feature module torchmetrics expects."""
+
+    def __init__(self, classifier: DigitClassifier):
+        super().__init__()
+        self.classifier = classifier
+        self.num_features = classifier.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier.features(x.float())
+
+
+def _check_images(images: torch.Tensor, what: str) -> None:
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"{what} must be MNIST-shaped images (N, 1, 28, 28) in [0, 1], got {tuple(images.shape)}")
+    if len(images) < 2:
+        raise ValueError(f"{what} needs at least 2 images to estimate a covariance, got {len(images)}")
+
+
+@torch.no_grad()
+def frechet_distance(classifier: DigitClassifier, real: torch.Tensor, fake: torch.Tensor,
+                     batch_size: int = 500) -> float:
+    """Fréchet distance between real and generated digits in the classifier's feature space.
+
+    The FID of Heusel et al. 2017 with the MNIST classifier in place of Inception, computed by
+    torchmetrics' ``FrechetInceptionDistance(feature=...)``. Images (N, 1, 28, 28) in [0, 1].
+    """
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    _check_images(real, "real")
+    _check_images(fake, "fake")
+    classifier.eval()
+    fid = FrechetInceptionDistance(feature=_Features(classifier), normalize=True).to(real.device)
+    for images, is_real in ((real, True), (fake, False)):
+        for xb in batches(images, batch_size=batch_size, shuffle=False):
+            fid.update(xb, real=is_real)
+    return max(float(fid.compute()), 0.0)
+
+
+@torch.no_grad()
+def class_coverage(classifier: DigitClassifier, samples: torch.Tensor) -> dict:
+    """Which digits the classifier sees among the samples: how many of the 10, and how unevenly.
+
+    ``kl_from_uniform`` = KL(sample class histogram || uniform) in nats: 0 when every digit is
+    equally common, log 10 ≈ 2.303 when all samples are one digit (total mode collapse).
+    """
+    _check_images(samples, "samples")
+    classifier.eval()
+    predicted = torch.cat([classifier(xb).argmax(1) for xb in batches(samples, batch_size=500, shuffle=False)])
+    counts = torch.bincount(predicted, minlength=10).double()
+    p = counts / counts.sum()
+    nonzero = p > 0
+    kl = float((p[nonzero] * torch.log(p[nonzero] * 10)).sum())
+    return {"classes_covered": int(nonzero.sum()), "kl_from_uniform": kl, "histogram": counts.long().tolist()}
