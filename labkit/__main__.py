@@ -1,7 +1,8 @@
-"""Command line: ``python -m labkit train MODEL [--epochs N] [--seed S] [--out DIR]``.
+"""Command line: ``python -m labkit train MODEL [--epochs N] [--seed S] [--out DIR]`` and ``report``.
 
-Trains one model headless and writes ``DIR/metrics.json`` with its figures beside it
-(default DIR: ``runs/MODEL``). ``LABKIT_SMOKE=1`` reduces epochs and data.
+``train`` trains one model headless and writes ``DIR/metrics.json`` with its figures beside it
+(default DIR: ``runs/MODEL``); ``LABKIT_SMOKE=1`` reduces epochs and data. ``report`` builds
+REPORT.md from the runs.
 """
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--variant", help="VAE variant: default, classic or latent2")
     train.add_argument("--beta", type=float, help="VAE: weight of the KL term (beta-VAE)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    report = commands.add_parser("report", help="build REPORT.md from the runs")
+    report.add_argument("--runs", help="folder of runs (default runs/ or $LABKIT_RUNS)")
+    report.add_argument("--out", help="report file (default REPORT.md at the top of the checkout)")
     return parser
 
 
@@ -46,6 +50,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(json.dumps({"model": args.model, "final": final}))
+    elif args.command == "report":
+        from .report import build_report
+
+        try:
+            path = build_report(args.runs, args.out)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {path}")
     return 0
 
 

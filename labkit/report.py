@@ -1,0 +1,223 @@
+"""REPORT.md, the document instructors grade from, built from the runs' metrics.json files.
+
+``python -m labkit report`` (and the last cell of notebook 04) calls ``build_report``. The
+student's Discussion sections live between markers and survive every rebuild.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import settings
+from .runs import METRICS_FILE
+
+PLACEHOLDER = "_Write your discussion here._"
+FIGURES_DIR_SUFFIX = "_files"
+
+
+@dataclass(frozen=True)
+class Part:
+    key: str
+    title: str
+    runs: tuple[str, ...]  # run folder names, in order of appearance
+    questions: tuple[str, ...]
+
+
+PARTS = (
+    Part("ae", "Part 1: Autoencoder (notebook 01)", ("ae",), (
+        "How does the AE's test MSE compare with PCA using as many components as the code has dimensions? Why?",
+        "Which digits are reconstructed worst, and what do the failures have in common?",
+        "Why do decoded random codes not look like digits?",
+    )),
+    Part("vae", "Part 2: Variational autoencoder (notebook 02)", ("vae", "vae-classic", "vae-seed", "vae-latent2"), (
+        "How do the reconstruction and KL terms evolve during training, and why does the KL rise first?",
+        "Compare the VAE's reconstructions with the AE's. What does the KL term cost, and what does it buy?",
+        "What does the decoded manifold of the 2-D model show about how the digits are arranged?",
+        "What changes when beta grows (beta-VAE)?",
+    )),
+    Part("gan", "Part 3: GANs (notebook 03)", ("dcgan", "gan"), (
+        "Describe the D(x) and D(G(z)) curves: who was winning when, and did training settle?",
+        "Do you see signs of mode collapse in the fixed-noise grids or the diversity numbers?",
+        "What did label smoothing and k generator steps change in your runs?",
+    )),
+    Part("compare", "Part 4: AE vs VAE vs GAN (notebook 04)", ("compare",), (
+        "Which model would you choose for compression, for sampling, for sharp images? Back it with the table.",
+        "Is the Fréchet distance consistent with what you see in the samples? Where does it disagree?",
+        "What would you change to make the comparison fairer?",
+    )),
+)
+
+# Instructor checklist: (part, run, kind, name, description); kind is "final" or "figure".
+CHECKLIST = (
+    ("ae", "ae", "final", "test_mse", "AE test MSE per pixel"),
+    ("ae", "ae", "figure", "reconstructions", "AE reconstructions"),
+    ("ae", "ae", "figure", "latent_tsne", "AE latent t-SNE"),
+    ("ae", "ae", "figure", "random_codes", "AE decoded random codes"),
+    ("vae", "vae", "final", "test_neg_elbo_nats", "VAE test -ELBO (nats)"),
+    ("vae", "vae", "figure", "loss_curves", "VAE loss curves with the ELBO split"),
+    ("vae", "vae", "figure", "prior_samples", "VAE samples from the prior"),
+    ("vae", "vae", "figure", "interpolation", "VAE interpolation between two digits"),
+    ("vae", "vae-latent2", "figure", "manifold", "decoded manifold of the latent-2 VAE"),
+    ("gan", "dcgan", "figure", "progression", "DCGAN fixed-noise progression"),
+    ("gan", "dcgan", "final", "seconds_per_epoch", "DCGAN seconds per epoch"),
+    ("gan", "gan", "figure", "progression", "MNIST GAN fixed-noise progression"),
+    ("compare", "compare", "final", "table", "measured comparison table"),
+)
+
+
+def _discussion_markers(key: str) -> tuple[str, str]:
+    return f"<!-- discussion:{key}:start -->", f"<!-- discussion:{key}:end -->"
+
+
+def read_discussions(report_path: Path) -> dict[str, str]:
+    """The student's text of each Discussion section of an existing report (empty if none)."""
+    if not report_path.is_file():
+        return {}
+    text = report_path.read_text()
+    found = {}
+    for part in PARTS:
+        start, end = _discussion_markers(part.key)
+        match = re.search(re.escape(start) + r"\n(.*?)\n?" + re.escape(end), text, flags=re.S)
+        if match:
+            found[part.key] = match.group(1).strip()
+    return found
+
+
+def load_runs(runs_dir: Path) -> dict[str, dict]:
+    """Every ``<runs_dir>/<name>/metrics.json``, by run name; unreadable files are reported."""
+    runs = {}
+    for path in sorted(runs_dir.glob(f"*/{METRICS_FILE}")):
+        try:
+            runs[path.parent.name] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} cannot be read ({e}); delete it or rerun that notebook") from e
+    return runs
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _table(rows: list[tuple[str, object]], header=("", "")) -> list[str]:
+    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v).replace('|', '/')} |" for k, v in rows]
+    return lines
+
+
+def _copy_figures(run_name: str, record: dict, runs_dir: Path, figures_dir: Path, report_dir: Path) -> dict[str, str]:
+    """Copy a run's figures next to the report; return name -> relative path."""
+    copied = {}
+    for name, filename in record.get("figures", {}).items():
+        source = runs_dir / run_name / filename
+        if source.is_file():
+            target = figures_dir / run_name / filename
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            copied[name] = target.relative_to(report_dir).as_posix()
+    return copied
+
+
+def _environment_section(runs: dict[str, dict]) -> list[str]:
+    lines = ["## Environment", ""]
+    if not runs:
+        return lines + ["No runs found yet: run the notebooks (or `python -m labkit train ...`) first.", ""]
+    first = next(iter(runs.values()))
+    env = first.get("environment", {})
+    modes = sorted({"smoke (reduced epochs and data)" if r.get("smoke") else "full settings" for r in runs.values()})
+    lines += _table([
+        ("device", ", ".join(sorted({r.get("device", "?") for r in runs.values()}))),
+        ("GPU", env.get("gpu", "none")),
+        ("platform", env.get("platform", "?")),
+        ("libraries", "; ".join(f"{k} {env[k]}" for k in ("python", "torch", "torchvision", "numpy", "scikit-learn")
+                                if k in env)),
+        ("seeds", ", ".join(sorted({str(r.get("seed")) for r in runs.values()}))),
+        ("settings", ", ".join(modes)),
+    ], header=("what", "value"))
+    lines += ["", "Data used by each run (offline subsets and synthetic stand-ins are named as such):", "",
+              "| run | dataset | source | train | test |", "|---|---|---|---|---|"]
+    for name, r in runs.items():
+        d = r.get("dataset", {})
+        lines.append(f"| {name} | {d.get('label', d.get('name', '?'))} | {d.get('source', '?')} | "
+                     f"{d.get('n_train', '?')} | {d.get('n_test', '?')} |")
+    return lines + [""]
+
+
+def _run_section(name: str, record: dict, figures: dict[str, str]) -> list[str]:
+    lines = [f"### Run `{name}`: {record.get('model', '?')}, {record.get('epochs', '?')} epochs"
+             f"{' (smoke mode)' if record.get('smoke') else ''}", ""]
+    hyper = record.get("hyperparameters", {})
+    if hyper:
+        lines += ["Hyperparameters:", ""] + _table(sorted(hyper.items()), ("setting", "value")) + [""]
+    final = {k: v for k, v in record.get("final", {}).items() if k != "table"}
+    if final:
+        lines += ["Measured:", ""] + _table(sorted(final.items()), ("metric", "value")) + [""]
+    if "table" in record.get("final", {}):
+        lines += record["final"]["table"].strip().splitlines() + [""]
+    for fig_name, rel in figures.items():
+        lines += [f"![{name}: {fig_name}]({rel})", ""]
+    return lines
+
+
+def _checklist(runs: dict[str, dict], discussions: dict[str, str]) -> list[str]:
+    lines = ["## Instructor checklist", "", "| part | item | status |", "|---|---|---|"]
+    for part_key, run, kind, item, description in CHECKLIST:
+        record = runs.get(run, {})
+        present = item in record.get("final" if kind == "final" else "figures", {})
+        if present and record.get("smoke"):
+            status = "present (smoke run)"
+        else:
+            status = "present" if present else f"missing (run `{run}`)"
+        lines.append(f"| {part_key} | {description} | {status} |")
+    for part in PARTS:
+        written = discussions.get(part.key, "") not in ("", PLACEHOLDER)
+        lines.append(f"| {part.key} | discussion written | {'present' if written else 'missing'} |")
+    return lines + [""]
+
+
+def build_report(runs_dir: str | Path | None = None, out: str | Path | None = None) -> Path:
+    """Write REPORT.md from every run under ``runs_dir`` (default: the runs folder).
+
+    Figures are copied into ``<report>_files/`` beside the report and linked by relative paths.
+    Existing Discussion text in ``out`` is kept. Returns the report's path.
+    """
+    runs_dir = Path(runs_dir) if runs_dir is not None else settings.runs_root()
+    root = settings.project_root() or Path.cwd()
+    out = Path(out) if out is not None else root / "REPORT.md"
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"no runs folder at {runs_dir}: run the notebooks or `python -m labkit train` first")
+    runs = load_runs(runs_dir)
+    discussions = read_discussions(out)
+    figures_dir = out.parent / (out.stem + FIGURES_DIR_SUFFIX)
+    if figures_dir.is_dir():
+        shutil.rmtree(figures_dir)  # only what the current runs produced
+    lines = ["# Lab report: deep generative models", "",
+             f"Built by `python -m labkit report` on {time.strftime('%Y-%m-%d %H:%M')} from {len(runs)} runs. "
+             "Every number and figure below comes from those runs; edit only the Discussion sections "
+             "(between their markers): they are kept when the report is rebuilt.", ""]
+    lines += _environment_section(runs)
+    for part in PARTS:
+        lines += [f"## {part.title}", ""]
+        present = [name for name in part.runs if name in runs]
+        extra = sorted(n for n in runs if n.startswith(part.runs[0] + "-") and n not in part.runs)
+        for name in present + extra:
+            figures = _copy_figures(name, runs[name], runs_dir, figures_dir, out.parent)
+            lines += _run_section(name, runs[name], figures)
+        if not present and not extra:
+            lines += [f"_No run yet: {', '.join(part.runs)}._", ""]
+        start, end = _discussion_markers(part.key)
+        lines += ["### Discussion", "", "Guiding questions:", ""]
+        lines += [f"- {q}" for q in part.questions]
+        lines += ["", start, discussions.get(part.key) or PLACEHOLDER, end, ""]
+    lines += _checklist(runs, discussions)
+    out.write_text("\n".join(lines))
+    return out
