@@ -74,6 +74,17 @@ def _final_common(history: History, model: torch.nn.Module) -> dict:
     return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
 
 
+def ae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
+    """The ``final`` entry of an AE's metrics.json from ``evaluate`` on the test split."""
+    return {"test_mse": test["loss"], "test_bce": test["bce"], **_final_common(history, model)}
+
+
+def vae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
+    """The ``final`` entry of a VAE's metrics.json from ``evaluate`` on the test split."""
+    return {"test_neg_elbo_nats": test["neg_elbo"], "test_recon_nats": test["recon"],
+            "test_kl_nats": test["kl"], "test_mse": test["mse"], **_final_common(history, model)}
+
+
 def run_ae(cfg: AESettings | None = None, out: str | Path | None = None,
            device: str | None = None, progress: bool = True) -> dict:
     """Train the autoencoder of notebook 01 and write its figures and metrics.json."""
@@ -97,7 +108,7 @@ def run_ae(cfg: AESettings | None = None, out: str | Path | None = None,
         run.save_figure(plots.image_grid(model.decode(random_codes), title="AE decoding random codes"),
                         "random_codes")
     plots.close_all()
-    final = {"test_mse": test["loss"], "test_bce": test["bce"], **_final_common(history, model)}
+    final = ae_final(test, history, model)
     run.write_metrics(model="ae", epochs=cfg.epochs, seed=cfg.seed, device=device, data=data,
                       history=history, final=final, hyperparameters=asdict(cfg))
     return final
@@ -132,22 +143,23 @@ def run_vae(cfg: VAESettings | None = None, out: str | Path | None = None,
         else:
             run.save_figure(plots.tsne_plot(mu_all, data.test_y, title=f"{title}: t-SNE of latent means",
                                             seed=cfg.seed), "latent_tsne")
-        a, b = _two_different_digits(data)
+        a, b = first_test_index(data, 1), first_test_index(data, 7)
         path = plots.linear_path(mu_all[a], mu_all[b], steps=10)
         run.save_figure(plots.interpolation_strip(model.decode(path), title=f"{title}: interpolation"),
                         "interpolation")
     plots.close_all()
-    final = {"test_neg_elbo_nats": test["neg_elbo"], "test_recon_nats": test["recon"],
-             "test_kl_nats": test["kl"], "test_mse": test["mse"], **_final_common(history, model)}
+    final = vae_final(test, history, model)
     run.write_metrics(model="vae", epochs=cfg.epochs, seed=cfg.seed, device=device, data=data,
                       history=history, final=final, hyperparameters=asdict(cfg))
     return final
 
 
-def _two_different_digits(data: ImageData, first: int = 1, second: int = 7) -> tuple[int, int]:
-    """Indices of the first test images of two digits (for interpolation pictures)."""
-    labels = data.test_y
-    return int((labels == first).nonzero()[0]), int((labels == second).nonzero()[0])
+def first_test_index(data: ImageData, digit: int) -> int:
+    """Index of the first test image of ``digit`` (for interpolation pictures)."""
+    found = (data.test_y == digit).nonzero()
+    if len(found) == 0:
+        raise ValueError(f"the test split holds no image of digit {digit}")
+    return int(found[0])
 
 
 RECIPES = {"ae": (run_ae, AESettings), "vae": (run_vae, VAESettings)}

@@ -182,8 +182,9 @@ def model_summary(model: nn.Module, input_shape: Sequence[int], device: torch.de
             hooks.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()
-    try:
-        with torch.no_grad():
+    devices = [device] if torch.device(device).type == "cuda" else []
+    try:  # the forward pass may draw random numbers (a VAE samples z): leave the generators as they were
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
             model(torch.zeros(*input_shape, device=device))
     finally:
         for h in hooks:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 import torch
 from torchvision.utils import make_grid
 
@@ -72,6 +73,7 @@ def loss_curves(history: History, panels: Sequence[tuple[str, str]] = (("loss", 
                 epochs = [r["epoch"] for r in history if f"{split}_{key}" in r]
                 ax.plot(epochs, values, style, markersize=3, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.set_title(key)
         if log_y:
@@ -113,11 +115,14 @@ def latent_scatter(codes: torch.Tensor, labels: torch.Tensor, title: str = "",
 def tsne_embedding(codes: torch.Tensor, seed: int = 0, max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
     """t-SNE (scikit-learn) of the first ``max_points`` codes: returns (embedding (N, 2), indices)."""
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     codes = np.asarray(codes.detach().float().cpu())
     index = np.arange(min(len(codes), max_points))
     perplexity = float(min(30, max(5, (len(index) - 1) // 4)))
-    embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(codes[index])
+    with threadpool_limits(limits=1, user_api="openmp"):  # t-SNE's threads thrash on a busy small machine
+        embedding = TSNE(n_components=2, perplexity=perplexity, init="pca",
+                         random_state=seed).fit_transform(codes[index])
     return embedding, index
 
 
