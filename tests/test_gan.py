@@ -1,0 +1,271 @@
+"""The GAN lab: network shapes, DCGAN init, the adversarial losses with known answers, k generator
+steps, the fixed-noise progression and its GIF, the mode-collapse signal, and short real runs."""
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from labkit import device, gan
+from labkit.gan_experiments import DCGANSettings, GANSettings, run_dcgan, run_gan
+from labkit.train import fit
+
+
+# --------------------------------------------------------------------------- networks
+
+@pytest.mark.parametrize("size, channels", [(28, 1), (32, 3), (64, 3)])
+@pytest.mark.parametrize("downsample", ["stride", "maxpool"])
+def test_dcgan_output_shapes_at_28_32_and_64_pixels(size, channels, downsample):
+    G, D = gan.dcgan(size, channels, downsample=downsample)
+    images = G(torch.randn(4, 100))
+    assert images.shape == (4, channels, size, size)
+    assert images.min() >= -1 and images.max() <= 1  # tanh
+    assert D(images).shape == (4,)
+
+
+def test_dcgan_64_has_the_parameter_count_of_pytorch_examples():
+    # pytorch/examples dcgan/main.py with nz=100, ngf=ndf=64, nc=3: 3,576,704 and 2,765,633 parameters
+    G, D = gan.dcgan(64, 3)
+    assert sum(p.numel() for p in G.parameters()) == 3_576_704
+    assert sum(p.numel() for p in D.parameters()) == 2_765_633
+
+
+def test_mlp_gan_has_the_write_up_003_layers_and_shapes():
+    G, D = gan.mlp_gan()
+    assert [m.out_features for m in G.modules() if isinstance(m, nn.Linear)] == [128, 256, 512, 1024, 784]
+    assert [m.out_features for m in D.modules() if isinstance(m, nn.Linear)] == [512, 256, 1]
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in G.modules()) == 3
+    images = G(torch.randn(5, 100))
+    assert images.shape == (5, 1, 28, 28) and D(images).shape == (5,)
+
+
+def test_maxpool_discriminator_downsamples_with_pooling_not_strides():
+    D = gan.DCGANDiscriminator(32, downsample="maxpool")
+    assert sum(isinstance(m, nn.MaxPool2d) for m in D.modules()) == 3
+    assert all(m.stride == (1, 1) for m in D.modules() if isinstance(m, nn.Conv2d))
+
+
+def test_discriminator_says_which_size_it_was_built_for():
+    with pytest.raises(ValueError, match="image_size=32"):
+        gan.DCGANDiscriminator(64)(torch.zeros(2, 3, 32, 32))
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: gan.DCGANGenerator(latent_dim=0), "latent_dim"),
+    (lambda: gan.DCGANGenerator(image_size=48), "48 is not supported"),
+    (lambda: gan.DCGANDiscriminator(downsample="avgpool"), "downsample"),
+    (lambda: gan.GANObjective(*gan.mlp_gan(), lr_g=0), "lr_g"),
+    (lambda: gan.GANObjective(*gan.mlp_gan(), lr_d=-1e-4), "lr_d"),
+    (lambda: gan.GANObjective(*gan.mlp_gan(), g_steps=0), "g_steps"),
+    (lambda: gan.GANObjective(*gan.mlp_gan(), real_label=0.0), "real_label"),
+    (lambda: gan.GANObjective(*gan.mlp_gan(), real_label=1.1), "real_label"),
+    (lambda: GANSettings(lr=0), "lr"),
+    (lambda: DCGANSettings(dataset="cifar10", image_size=64), "does not fit cifar10"),
+    (lambda: DCGANSettings(dataset="imagenet"), "unknown dataset"),
+])
+def test_bad_hyperparameters_are_refused_with_a_clear_message(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_dcgan_settings_follow_the_dataset_when_it_is_changed_later():
+    cfg = replace(DCGANSettings(), dataset="cifar10")  # what the command line does with --dataset
+    assert cfg.size == 32 and cfg.run_name == "dcgan-cifar10"
+    assert DCGANSettings().size == 64 and DCGANSettings(image_size=32).size == 32
+    assert GANSettings(lr=1e-3, lr_d=4e-4).lrs == (1e-3, 4e-4)
+
+
+@torch.no_grad()
+def test_dcgan_init_is_normal_0_002_for_convolutions_and_1_002_for_batch_norm():
+    torch.manual_seed(0)
+    for net in gan.dcgan(64, 3):
+        convs = torch.cat([m.weight.flatten() for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
+        scales = torch.cat([m.weight for m in net.modules() if isinstance(m, nn.BatchNorm2d)])
+        biases = [m.bias for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d))
+                  if m.bias is not None]
+        assert abs(convs.mean()) < 5e-4 and convs.std() == pytest.approx(0.02, abs=5e-4)
+        assert scales.mean() == pytest.approx(1.0, abs=3e-3) and scales.std() == pytest.approx(0.02, abs=3e-3)
+        assert all((b == 0).all() for b in biases)
+    # PyTorch's own default init (std ~0.006 here) is far from it: the test tells the two apart
+    assert abs(nn.ConvTranspose2d(100, 512, 4).weight.std() - 0.02) > 0.01
+
+
+# --------------------------------------------------------------------------- losses and the objective
+
+def test_discriminator_loss_with_label_smoothing_equals_the_hand_computed_value():
+    ln3 = math.log(3)
+    real_logits = torch.tensor([0.0, ln3])  # D(x) = 0.5, 0.75
+    fake_logits = torch.tensor([ln3, -ln3])  # D(G(z)) = 0.75, 0.25
+    # real targets 0.9: -(0.9 ln p + 0.1 ln(1 - p)); fake targets 0: -ln(1 - p)
+    real = (math.log(2) + -(0.9 * math.log(0.75) + 0.1 * math.log(0.25))) / 2
+    fake = (-math.log(0.25) + -math.log(0.75)) / 2
+    loss = gan.discriminator_loss(real_logits, fake_logits, real_label=0.9)
+    assert float(loss) == pytest.approx(real + fake, abs=1e-6)
+    assert float(loss) == pytest.approx(1.382333, abs=1e-6)
+    # without smoothing the real term is -ln p
+    plain = (-math.log(0.5) - math.log(0.75)) / 2 + fake
+    assert float(gan.discriminator_loss(real_logits, fake_logits)) == pytest.approx(plain, abs=1e-6)
+    assert float(gan.generator_loss(fake_logits)) == pytest.approx((-math.log(0.75) - math.log(0.25)) / 2, abs=1e-6)
+
+
+class ConstantDiscriminator(nn.Module):
+    """Says the same logit for every image (0 * x keeps a gradient path to G)."""
+
+    def __init__(self, logit: float):
+        super().__init__()
+        self.logit = nn.Parameter(torch.tensor(float(logit)))
+
+    def forward(self, x):
+        return self.logit + 0 * x.flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("real_label", [1.0, 0.9])
+def test_train_step_reports_the_hand_computed_discriminator_loss_on_a_fixed_batch(real_label):
+    G = gan.MLPGenerator()
+    objective = gan.GANObjective(G, ConstantDiscriminator(math.log(3)), real_label=real_label)  # D = 0.75
+    out = objective.train_step(torch.rand(16, 1, 28, 28))
+    real = -(real_label * math.log(0.75) + (1 - real_label) * math.log(0.25))
+    assert float(out["d_loss"]) == pytest.approx(real + math.log(4), abs=1e-5)  # 1.67398 / 1.78384
+    assert float(out["d_real"]) == pytest.approx(0.75, abs=1e-6)
+    assert float(out["d_fake"]) == pytest.approx(0.75, abs=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_k_generator_updates_really_run_k_times_per_discriminator_update(k):
+    G, D = gan.mlp_gan()
+    objective = gan.GANObjective(G, D, g_steps=k)
+    forwards = []
+    G.register_forward_hook(lambda *_: forwards.append("G"))
+    D.register_forward_hook(lambda *_: forwards.append("D"))
+    x = torch.rand(8, 1, 28, 28)
+    objective.train_step(x)
+    objective.train_step(x)
+    g_step = {int(objective.opt_g.state[p]["step"]) for p in G.parameters()}
+    d_step = {int(objective.opt_d.state[p]["step"]) for p in D.parameters()}
+    assert g_step == {2 * k} and d_step == {2}
+    # per train step: G makes the batch D sees (reused by the first G update), D judges real and fake,
+    # then each of the k G updates judges a fake (the later ones on fresh noise)
+    assert forwards.count("G") == 2 * k and forwards.count("D") == 2 * (2 + k)
+
+
+def test_fit_records_epoch_means_of_the_four_quantities_and_drops_the_ragged_batch():
+    G, D = gan.mlp_gan()
+    objective = gan.GANObjective(G, D)
+    seen = []
+    step = objective.train_step
+    objective.train_step = lambda x: seen.append(step(x)) or seen[-1]
+    history = fit(objective, torch.rand(70, 1, 28, 28), epochs=1, batch_size=32, progress=False)
+    assert len(seen) == 2  # 70 images, batches of 32: the last 6 are dropped
+    for key in ("d_loss", "g_loss", "d_real", "d_fake"):
+        assert history.last[f"train_{key}"] == pytest.approx(sum(float(s[key]) for s in seen) / 2, rel=1e-6)
+
+
+def test_sampling_leaves_the_generator_unchanged():
+    G = gan.DCGANGenerator(image_size=32)
+    state = {k: v.clone() for k, v in G.state_dict().items()}
+    G.train()
+    z = torch.randn(16, 100)
+    first, second = gan.generate(G, z), gan.generate(G, z)
+    assert torch.equal(first, second)
+    assert all(torch.equal(v, state[k]) for k, v in G.state_dict().items())  # running stats untouched
+    assert G.training and all(m.track_running_stats for m in G.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+# --------------------------------------------------------------------------- progression and GIF
+
+def test_fixed_noise_frames_and_gif_have_one_frame_per_epoch(mnist_offline, tmp_path):
+    device.seed_everything(0)
+    G, D = gan.dcgan(28, 1, width=16)
+    recorder = gan.FixedNoise(G, n=16, seed=1)
+    z = recorder.z.clone()
+    history = fit(gan.GANObjective(G, D), mnist_offline.train_x[:256], epochs=3, batch_size=64,
+                  callbacks=[recorder], progress=False)
+    assert recorder.epochs == [1, 2, 3] and len(history) == 3
+    assert torch.equal(recorder.z, z)  # drawn once
+    assert not torch.equal(recorder.frames[0], recorder.frames[-1])  # G learned between epochs
+    with Image.open(recorder.save_gif(tmp_path / "p.gif")) as gif:
+        assert gif.n_frames == 3 and gif.info["loop"] == 0
+    fig = recorder.figure()
+    assert len(fig.axes) == 3
+
+
+def test_gif_keeps_one_frame_per_epoch_even_when_g_does_not_change(tmp_path):
+    G = gan.DCGANGenerator(image_size=28, channels=1, width=8)
+    recorder = gan.FixedNoise(G, n=4)
+    for epoch in range(1, 6):
+        recorder(epoch, {}, [])
+    assert all(torch.equal(f, recorder.frames[0]) for f in recorder.frames)
+    with Image.open(gan.progression_gif(recorder.frames, recorder.epochs, tmp_path / "same.gif")) as gif:
+        assert gif.n_frames == 5  # Pillow would merge identical frames; the epoch label prevents it
+
+
+def test_progression_figure_shows_at_most_max_rows_with_first_and_last_epoch():
+    assert gan._pick_rows(25, 10)[0] == 0 and gan._pick_rows(25, 10)[-1] == 24
+    assert len(gan._pick_rows(25, 10)) == 10 and gan._pick_rows(4, 10) == [0, 1, 2, 3]
+    frames = [torch.zeros(8, 3, 32, 32)] * 25
+    assert len(gan.fixed_noise_progression(frames, list(range(1, 26))).axes) == 10
+
+
+# --------------------------------------------------------------------------- mode collapse
+
+def test_diversity_known_answers():
+    zeros, ones = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
+    assert gan.diversity(torch.cat([zeros, ones])) == pytest.approx(2.0)  # sqrt(4 pixels * 1^2)
+    assert gan.diversity(torch.cat([zeros, ones, ones])) == pytest.approx(4 / 3)  # distances 2, 2, 0
+
+
+def test_diversity_ratio_is_1_for_real_data_and_0_for_a_collapsed_generator(mnist_offline):
+    real = mnist_offline.test_x[:300]
+    assert gan.diversity_ratio(real, real)["diversity_ratio"] == pytest.approx(1.0)
+    collapsed = real[:1].repeat(300, 1, 1, 1)
+    assert gan.diversity_ratio(collapsed, real)["diversity_ratio"] == 0.0
+    ones_only = mnist_offline.test_x[mnist_offline.test_y == 1][:100]  # one digit class: a partial collapse
+    assert gan.diversity_ratio(ones_only, real)["diversity_ratio"] < 0.75
+
+
+# --------------------------------------------------------------------------- short real runs
+
+def test_two_epochs_of_the_mnist_gan_move_samples_towards_the_data(mnist_offline):
+    device.seed_everything(0)
+    G, D = gan.mlp_gan()
+    objective = gan.GANObjective(G, D)
+    real_mean = float(mnist_offline.train_x.mean())  # about 0.13: mostly black digits
+    before = float((gan.sample(G, 500, seed=0) + 1).mean() / 2)  # an untrained tanh says about 0.5
+    history = fit(objective, mnist_offline.train_x[:1024], epochs=2, batch_size=32, progress=False)
+    after = float((gan.sample(G, 500, seed=0) + 1).mean() / 2)
+    assert abs(before - 0.5) < 0.1 and real_mean < 0.2
+    assert abs(after - real_mean) < 0.5 * abs(before - real_mean)  # about 0.3 in practice
+    assert history[0]["train_d_real"] > history[0]["train_d_fake"]  # D learns to tell them apart first
+
+
+def test_run_dcgan_on_the_stand_in_writes_metrics_figures_and_gif(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
+    monkeypatch.setenv("LABKIT_SMOKE", "1")
+    cfg = DCGANSettings(epochs=2, batch_size=16, n_images=32)
+    final = run_dcgan(cfg, out=tmp_path / "run", device="cpu", progress=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"] == "dcgan" and metrics["epochs"] == 2
+    assert metrics["dataset"]["source"] == "synthetic-stand-in" and "synthetic stand-in" in metrics["dataset"]["label"]
+    assert metrics["dataset"]["n_train"] == 32
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2]
+    assert {"train_d_loss", "train_g_loss", "train_d_real", "train_d_fake"} <= set(metrics["history"][0])
+    assert final["seconds_per_epoch"] > 0 and 0 < final["diversity_ratio"] < 2
+    assert metrics["hyperparameters"]["real_label"] == 0.9 and metrics["hyperparameters"]["image_size"] == 64
+    for name in ("real_images", "gan_curves", "progression", "samples", "progression_gif"):
+        assert (tmp_path / "run" / metrics["figures"][name]).is_file()
+    with Image.open(tmp_path / "run" / "progression.gif") as gif:
+        assert gif.n_frames == 2
+
+
+def test_run_gan_on_mnist_reports_the_mode_collapse_ratio(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
+    monkeypatch.setenv("LABKIT_SMOKE", "1")
+    final = run_gan(GANSettings(epochs=1, batch_size=256), out=tmp_path / "run", device="cpu", progress=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"] == "gan" and metrics["dataset"]["source"] == "offline-subset"
+    assert metrics["final"]["diversity_ratio"] == final["diversity_ratio"]
+    assert 0 < final["diversity_ratio"] < 2 and final["real_diversity"] > 5  # MNIST digits differ by ~10
+    assert final["parameters_g"] == 1_510_032 and final["parameters_d"] == 533_505
