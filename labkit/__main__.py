@@ -24,8 +24,17 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, dest="batch_size", help="batch size")
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    train.add_argument("--variant", help="VAE variant: default, classic or latent2")
+    train.add_argument("--variant", help="VAE variant: default, seed, classic or latent2")
     train.add_argument("--beta", type=float, help="VAE: weight of the KL term (beta-VAE)")
+    train.add_argument("--lr-g", type=float, dest="lr_g", help="GAN: generator learning rate (default: --lr)")
+    train.add_argument("--lr-d", type=float, dest="lr_d", help="GAN: discriminator learning rate (default: --lr)")
+    train.add_argument("--real-label", type=float, dest="real_label",
+                       help="GAN: target for real images (0.9 = one-sided label smoothing, 1 = none)")
+    train.add_argument("--g-steps", type=int, dest="g_steps", help="GAN: generator updates per discriminator update (k)")
+    train.add_argument("--dataset", help="dcgan: abstract-art (default), cifar10 or mnist")
+    train.add_argument("--image-size", type=int, dest="image_size", help="dcgan: 64 or 32 for abstract-art")
+    train.add_argument("--downsample", help="dcgan: discriminator downsampling, stride (default) or maxpool")
+    train.add_argument("--n-images", type=int, dest="n_images", help="dcgan: train on at most N images")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     report = commands.add_parser("report", help="build REPORT.md from the runs")
     report.add_argument("--runs", help="folder of runs (default runs/ or $LABKIT_RUNS)")
@@ -36,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "train":
-        overrides = {k: getattr(args, k) for k in ("epochs", "seed", "batch_size", "lr", "variant", "beta")}
+        overrides = {k: getattr(args, k) for k in ("epochs", "seed", "batch_size", "lr", "variant", "beta", "lr_g",
+                                                   "lr_d", "real_label", "g_steps", "dataset", "image_size",
+                                                   "downsample", "n_images")}
         allowed = set(experiments.RECIPES[args.model][1].__dataclass_fields__)
         unused = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None and k not in allowed]
         if unused:

@@ -162,7 +162,9 @@ def first_test_index(data: ImageData, digit: int) -> int:
     return int(found[0])
 
 
-RECIPES = {"ae": (run_ae, AESettings), "vae": (run_vae, VAESettings)}
+from .gan_experiments import RECIPES_GAN  # noqa: E402 - the GAN recipes live with the GANs
+
+RECIPES = {"ae": (run_ae, AESettings), "vae": (run_vae, VAESettings), **RECIPES_GAN}
 
 
 def settings_for(model: str, **overrides) -> object:

@@ -54,9 +54,6 @@ def check_lr(lr: float, what: str = "lr") -> float:
     return float(lr)
 
 
-_check_lr = check_lr  # old private name, kept until every module uses check_lr
-
-
 def check_beta(beta: float) -> float:
     """The KL weight of a (beta-)VAE must be a finite number >= 0; returns it as a float."""
     if not isinstance(beta, (int, float)) or not beta >= 0 or not math.isfinite(beta):

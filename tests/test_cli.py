@@ -19,6 +19,8 @@ def run_cli(*args, tmp_path, smoke="1"):
     ("ae", {"test_mse", "seconds_per_epoch"}, {"loss_curves", "reconstructions", "latent_tsne", "random_codes"}),
     ("vae", {"test_neg_elbo_nats", "test_recon_nats", "test_kl_nats", "seconds_per_epoch"},
      {"loss_curves", "reconstructions", "prior_samples", "latent_tsne", "interpolation"}),
+    ("gan", {"seconds_per_epoch", "d_real", "d_fake", "diversity_ratio"},
+     {"real_images", "gan_curves", "progression", "progression_gif", "samples"}),
 ])
 def test_train_writes_metrics_json_and_figures(tmp_path, model, final_keys, figures):
     out = tmp_path / "run"
@@ -35,7 +37,8 @@ def test_train_writes_metrics_json_and_figures(tmp_path, model, final_keys, figu
     assert final_keys <= set(metrics["final"])
     assert set(metrics["figures"]) == figures
     for name in figures:
-        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        magic = (out / metrics["figures"][name]).read_bytes()[:6]
+        assert magic in (b"\x89PNG\r\n", b"GIF89a")
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert printed["final"] == pytest.approx(metrics["final"])
 

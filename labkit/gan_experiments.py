@@ -1,0 +1,189 @@
+"""Default settings and headless recipes of notebook 03: the MNIST GAN of write-up 003 (``gan``) and
+the DCGAN on abstract art, CIFAR-10 or MNIST (``dcgan``), as ``python -m labkit train gan|dcgan`` runs them.
+
+The notebook walks through the same steps cell by cell and ends with ``save_gan_run``, so a notebook
+run and a command-line run leave the same metrics.json, figures and GIF.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import gan, plots, settings
+from .art import load_abstract_art, load_cifar10
+from .data import ImageData, load_mnist
+from .device import pick_device, seed_everything
+from .models import count_parameters
+from .runs import Run
+from .train import History, check_lr, fit, seconds_per_epoch
+
+SMOKE_EPOCHS = 2
+DATASETS = {"abstract-art": 64, "cifar10": 32, "mnist": 28}  # dataset -> default image size
+N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)
+
+
+def _check(name: str, value, kind=int, low=1) -> None:
+    if not isinstance(value, kind) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be a {'whole ' if kind is int else ''}number >= {low}, got {value!r}")
+
+
+@dataclass
+class GANSettings:
+    """Defaults of the MNIST GAN of write-up 003 (notebook 03, "The MNIST GAN").
+
+    ``lr`` is both learning rates unless ``lr_g`` / ``lr_d`` set one apart; ``real_label`` 0.9
+    switches on one-sided label smoothing; ``g_steps`` = k generator updates per D update.
+    """
+
+    epochs: int = field(default_factory=lambda: settings.pick(full=100, smoke=SMOKE_EPOCHS))
+    batch_size: int = 64
+    latent_dim: int = 100
+    lr: float = 2e-4
+    lr_g: float | None = None
+    lr_d: float | None = None
+    real_label: float = 1.0
+    g_steps: int = 1
+    seed: int = 0
+
+    def __post_init__(self):
+        _check("epochs", self.epochs)
+        for name in ("batch_size", "latent_dim", "g_steps"):
+            _check(name, getattr(self, name))
+        for name in ("lr", "lr_g", "lr_d"):
+            if name == "lr" or getattr(self, name) is not None:
+                check_lr(getattr(self, name), name)
+        gan._check_real_label(self.real_label)
+
+    @property
+    def lrs(self) -> tuple[float, float]:
+        """(generator lr, discriminator lr)."""
+        return (self.lr_g or self.lr, self.lr_d or self.lr)
+
+    def objective(self, generator, discriminator) -> gan.GANObjective:
+        lr_g, lr_d = self.lrs
+        return gan.GANObjective(generator, discriminator, lr_g=lr_g, lr_d=lr_d, real_label=self.real_label,
+                                g_steps=self.g_steps, latent_dim=self.latent_dim)
+
+
+@dataclass
+class DCGANSettings(GANSettings):
+    """Defaults of the DCGAN of notebook 03 (write-ups 001, 002, 004): abstract art at 64x64,
+    one-sided label smoothing on. ``dataset``: abstract-art, cifar10 or mnist; ``image_size``
+    defaults to the dataset's (64, 32, 28); ``downsample``: stride or maxpool (write-up 004);
+    ``n_images`` caps the training images (None: all; smoke mode: 128 abstract-art images)."""
+
+    real_label: float = 0.9
+    dataset: str = "abstract-art"
+    image_size: int | None = None
+    width: int = 64
+    downsample: str = "stride"
+    n_images: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        allowed = (64, 32) if self.dataset == "abstract-art" else (DATASETS[self.dataset],)
+        if self.size not in allowed:
+            raise ValueError(f"image_size {self.image_size!r} does not fit {self.dataset}: use "
+                             f"{' or '.join(map(str, allowed))}")
+        _check("width", self.width)
+        if self.downsample not in gan.DOWNSAMPLING:
+            raise ValueError(f"downsample must be one of {', '.join(gan.DOWNSAMPLING)}, got {self.downsample!r}")
+        if self.n_images is not None:
+            _check("n_images", self.n_images)
+
+    @property
+    def size(self) -> int:
+        """The image size in use: ``image_size``, or the dataset's default when that is None."""
+        return self.image_size or DATASETS[self.dataset]
+
+    @property
+    def run_name(self) -> str:
+        return "dcgan" if self.dataset == "abstract-art" else f"dcgan-{self.dataset}"
+
+    def networks(self, channels: int) -> tuple[gan.DCGANGenerator, gan.DCGANDiscriminator]:
+        return gan.dcgan(self.size, channels, self.latent_dim, self.width, self.downsample)
+
+
+def load_gan_data(cfg: DCGANSettings, device: torch.device | str = "cpu") -> ImageData:
+    """The images of ``cfg.dataset`` at ``cfg.size`` pixels, capped at ``cfg.n_images``."""
+    if cfg.dataset == "abstract-art":
+        return load_abstract_art(device, size=cfg.size, n_images=cfg.n_images, seed=cfg.seed)
+    data = load_cifar10(device) if cfg.dataset == "cifar10" else load_mnist(device)
+    if cfg.n_images is not None:
+        data.train_x = data.train_x[:cfg.n_images]
+        data.train_y = None if data.train_y is None else data.train_y[:cfg.n_images]
+    return data
+
+
+def save_gan_run(run: Run, *, model: str, cfg: GANSettings, data: ImageData, objective: gan.GANObjective,
+                 recorder: gan.FixedNoise, history: History, device) -> dict:
+    """Save the figures (real images, curves, progression figure and GIF, samples) and metrics.json.
+
+    ``final`` holds seconds and images per second of an epoch, the last epoch's means of the four
+    adversarial quantities, and the mode-collapse check (``diversity_ratio``: generated vs real).
+    """
+    G, D = objective.generator, objective.discriminator
+    title = f"{model.upper()} on {data.label}"
+    run.save_figure(plots.image_grid(data.train_x[:64], title=f"real images: {data.label}"), "real_images")
+    run.save_figure(gan.gan_curves(history, title=title, real_label=cfg.real_label), "gan_curves")
+    run.save_figure(recorder.figure(title=f"{title}: fixed noise after each epoch"), "progression")
+    gif = recorder.save_gif(run.dir / "progression.gif", n_show=64 if data.image_shape[-1] < 48 else 32)
+    run.figures["progression_gif"] = gif.name
+    n_check = settings.pick(*N_DIVERSITY)
+    fake = gan.sample(G, n_check, seed=cfg.seed)
+    run.save_figure(plots.image_grid(fake[:64], value_range=(-1, 1), title=f"{title}: samples"), "samples")
+    real = data.test_x if data.n_test >= 100 else data.train_x  # held-out images when there are enough
+    per_epoch = seconds_per_epoch(history)
+    final = {"seconds_per_epoch": per_epoch,
+             "images_per_second": (data.n_train // cfg.batch_size) * cfg.batch_size / per_epoch,
+             "parameters_g": count_parameters(G), "parameters_d": count_parameters(D),
+             **{k: history.last.get(f"train_{k}", float("nan")) for k in ("d_loss", "g_loss", "d_real", "d_fake")},
+             **gan.diversity_ratio((fake + 1) / 2, real[:n_check].cpu())}
+    plots.close_all()
+    used = {"lr_g": cfg.lrs[0], "lr_d": cfg.lrs[1]}  # what was used, not None for "same as lr"
+    if isinstance(cfg, DCGANSettings):
+        used["image_size"] = cfg.size
+    run.write_metrics(model=model, epochs=len(history), seed=cfg.seed, device=device, data=data, history=history,
+                      final=final, hyperparameters={**asdict(cfg), **used})
+    return final
+
+
+def _start(name: str, seed: int, out, device) -> tuple[Run, torch.device]:
+    run = Run(name, out)  # fails now, not after training, if the folder is not writable
+    seed_everything(seed)
+    return run, pick_device(device)
+
+
+def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device, progress: bool) -> dict:
+    G, D = G.to(device), D.to(device)
+    objective = cfg.objective(G, D)
+    recorder = gan.FixedNoise(G, n=64, seed=cfg.seed)
+    history = fit(objective, data.train_x, data.test_x, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                  callbacks=[recorder], progress=progress)
+    return save_gan_run(run, model=model, cfg=cfg, data=data, objective=objective, recorder=recorder,
+                        history=history, device=device)
+
+
+def run_gan(cfg: GANSettings | None = None, out: str | Path | None = None,
+            device: str | None = None, progress: bool = True) -> dict:
+    """Train the MNIST GAN of write-up 003 and write its figures, GIF and metrics.json."""
+    cfg = cfg or GANSettings()
+    run, device = _start("gan", cfg.seed, out, device)
+    data = load_mnist(device)
+    return _train("gan", run, cfg, data, *gan.mlp_gan(cfg.latent_dim), device, progress)
+
+
+def run_dcgan(cfg: DCGANSettings | None = None, out: str | Path | None = None,
+              device: str | None = None, progress: bool = True) -> dict:
+    """Train the DCGAN (abstract art by default) and write its figures, GIF and metrics.json."""
+    cfg = cfg or DCGANSettings()
+    run, device = _start(cfg.run_name, cfg.seed, out, device)
+    data = load_gan_data(cfg, device)
+    return _train("dcgan", run, cfg, data, *cfg.networks(data.image_shape[0]), device, progress)
+
+
+RECIPES_GAN = {"gan": (run_gan, GANSettings), "dcgan": (run_dcgan, DCGANSettings)}
