@@ -159,21 +159,22 @@ def digit_classifier(data: ImageData, epochs: int = 6, seed: int = 0, cache_dir:
     (another source, smoke mode) trains a new classifier. Weights are loaded with
     ``weights_only=True``: a cache file cannot run code.
     """
-    from .device import seed_everything
     from .train import evaluate, fit
 
     device = data.train_x.device
     cache_dir = Path(cache_dir) if cache_dir is not None else settings.data_root() / "cache"
     path = cache_dir / f"mnist-classifier-{_fingerprint(data, epochs, seed)}.pt"
-    model = DigitClassifier().to(device)
-    if path.is_file():
-        saved = torch.load(path, map_location=device, weights_only=True)
-        model.load_state_dict(saved["state_dict"])
-        model.eval()
-        return model, float(saved["test_accuracy"])
-    seed_everything(seed)
-    objective = ClassifierObjective(model)
-    fit(objective, data.train_x, epochs=epochs, batch_size=64, train_y=data.train_y, progress=progress)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # leave the caller's RNG alone
+        torch.manual_seed(seed)
+        model = DigitClassifier().to(device)
+        if path.is_file():
+            saved = torch.load(path, map_location=device, weights_only=True)
+            model.load_state_dict(saved["state_dict"])
+            return model.eval(), float(saved["test_accuracy"])
+        print(f"labkit: training the digit classifier for this data once ({epochs} epochs); "
+              f"it is cached as {path}")
+        objective = ClassifierObjective(model)
+        fit(objective, data.train_x, epochs=epochs, batch_size=64, train_y=data.train_y, progress=progress)
     accuracy = evaluate(objective, data.test_x, data.test_y)["accuracy"]
     model.eval()
     cache_dir.mkdir(parents=True, exist_ok=True)

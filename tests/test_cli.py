@@ -19,7 +19,7 @@ def run_cli(*args, tmp_path, smoke="1"):
     ("ae", {"test_mse", "seconds_per_epoch"}, {"loss_curves", "reconstructions", "latent_tsne", "random_codes"}),
     ("vae", {"test_neg_elbo_nats", "test_recon_nats", "test_kl_nats", "seconds_per_epoch"},
      {"loss_curves", "reconstructions", "prior_samples", "latent_tsne", "interpolation"}),
-    ("gan", {"seconds_per_epoch", "d_real", "d_fake", "diversity_ratio"},
+    ("gan", {"seconds_per_epoch", "d_real", "d_fake", "diversity_ratio", "fid_classifier", "class_coverage"},
      {"real_images", "gan_curves", "progression", "progression_gif", "samples"}),
 ])
 def test_train_writes_metrics_json_and_figures(tmp_path, model, final_keys, figures):
