@@ -74,6 +74,14 @@ def _final_common(history: History, model: torch.nn.Module) -> dict:
     return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
 
 
+def _finish(run: Run, model: str, cfg, device, data: ImageData, history: History, final: dict) -> dict:
+    """Close the figures and write metrics.json; returns ``final``."""
+    plots.close_all()
+    run.write_metrics(model=model, epochs=cfg.epochs, seed=cfg.seed, device=device, data=data,
+                      history=history, final=final, hyperparameters=asdict(cfg))
+    return final
+
+
 def ae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
     """The ``final`` entry of an AE's metrics.json from ``evaluate`` on the test split."""
     return {"test_mse": test["loss"], "test_bce": test["bce"], **_final_common(history, model)}
@@ -107,11 +115,7 @@ def run_ae(cfg: AESettings | None = None, out: str | Path | None = None,
         random_codes = torch.randn(32, cfg.latent_dim, device=device) * codes.std(0) + codes.mean(0)
         run.save_figure(plots.image_grid(model.decode(random_codes), title="AE decoding random codes"),
                         "random_codes")
-    plots.close_all()
-    final = ae_final(test, history, model)
-    run.write_metrics(model="ae", epochs=cfg.epochs, seed=cfg.seed, device=device, data=data,
-                      history=history, final=final, hyperparameters=asdict(cfg))
-    return final
+    return _finish(run, "ae", cfg, device, data, history, ae_final(test, history, model))
 
 
 def run_vae(cfg: VAESettings | None = None, out: str | Path | None = None,
@@ -147,11 +151,7 @@ def run_vae(cfg: VAESettings | None = None, out: str | Path | None = None,
         path = plots.linear_path(mu_all[a], mu_all[b], steps=10)
         run.save_figure(plots.interpolation_strip(model.decode(path), title=f"{title}: interpolation"),
                         "interpolation")
-    plots.close_all()
-    final = vae_final(test, history, model)
-    run.write_metrics(model="vae", epochs=cfg.epochs, seed=cfg.seed, device=device, data=data,
-                      history=history, final=final, hyperparameters=asdict(cfg))
-    return final
+    return _finish(run, "vae", cfg, device, data, history, vae_final(test, history, model))
 
 
 def first_test_index(data: ImageData, digit: int) -> int:

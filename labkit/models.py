@@ -36,9 +36,15 @@ def mlp(sizes: Sequence[int]) -> nn.Sequential:
 
 
 class _FlatImageModel(nn.Module):
-    """Checks that inputs are images of the expected shape before the first layer sees them."""
+    """Validates the sizes, and checks that inputs are images of the expected shape before the
+    first layer sees them."""
 
-    image_shape: tuple[int, int, int]
+    def __init__(self, latent_dim: int, hidden: Sequence[int], image_shape: Sequence[int]):
+        super().__init__()
+        _check_sizes(latent_dim, hidden, image_shape)
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.hidden = tuple(hidden)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
@@ -64,10 +70,7 @@ class Autoencoder(_FlatImageModel):
 
     def __init__(self, latent_dim: int = 32, hidden: Sequence[int] = DEFAULT_HIDDEN,
                  image_shape: Sequence[int] = MNIST_SHAPE):
-        super().__init__()
-        _check_sizes(latent_dim, hidden, image_shape)
-        self.image_shape = tuple(image_shape)
-        self.latent_dim = latent_dim
+        super().__init__(latent_dim, hidden, image_shape)
         n_pixels = math.prod(image_shape)
         self.encoder = nn.Sequential(
             nn.Flatten(),                                   # (B, 784)
@@ -100,11 +103,7 @@ class VAE(_FlatImageModel):
 
     def __init__(self, latent_dim: int = 32, hidden: Sequence[int] = DEFAULT_HIDDEN,
                  image_shape: Sequence[int] = MNIST_SHAPE):
-        super().__init__()
-        _check_sizes(latent_dim, hidden, image_shape)
-        self.image_shape = tuple(image_shape)
-        self.latent_dim = latent_dim
-        self.hidden = tuple(hidden)
+        super().__init__(latent_dim, hidden, image_shape)
         n_pixels = math.prod(image_shape)
         self.encoder = nn.Sequential(
             nn.Flatten(),                       # (B, 784)
