@@ -11,7 +11,6 @@ import json
 import time
 
 import numpy as np
-import torch
 from sklearn.decomposition import PCA
 
 from labkit import data, device, models, train

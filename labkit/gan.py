@@ -395,7 +395,8 @@ def fixed_noise_progression(frames: Sequence[torch.Tensor], epochs: Sequence[int
     return fig
 
 
-def _frame_image(images: torch.Tensor, nrow: int, label: str, scale: int) -> "Image.Image":
+def _frame_image(images: torch.Tensor, nrow: int, label: str, scale: int):
+    """One GIF frame: the image grid as a PIL RGB image, enlarged ``scale`` times, labelled on top."""
     from PIL import Image, ImageDraw
     from torchvision.utils import make_grid
 
