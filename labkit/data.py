@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+from urllib.parse import urlparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -176,6 +177,13 @@ def _try_download(root: Path) -> str | None:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # no network must cost seconds, not minutes
     try:
+        mirrors = getattr(datasets.MNIST, "mirrors", [])
+        if mirrors:  # one bounded probe instead of a timeout per file and mirror
+            host = urlparse(mirrors[0]).hostname
+            try:
+                socket.create_connection((host, 443), timeout=DOWNLOAD_TIMEOUT_S).close()
+            except OSError as e:
+                return f"no connection to the MNIST mirror: {e}"
         for train in (True, False):
             datasets.MNIST(str(root), train=train, download=True)
         return None
