@@ -12,9 +12,8 @@ import torch
 
 from . import plots, settings
 from .data import ImageData, load_mnist
-from .device import pick_device, seed_everything
 from .models import DEFAULT_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae
-from .runs import Run
+from .runs import Run, start_run
 from .train import AutoencoderObjective, History, VAEObjective, check_beta, check_lr, evaluate, fit, seconds_per_epoch
 
 SMOKE_EPOCHS = 2
@@ -64,9 +63,7 @@ class VAESettings:
 
 
 def _prepare(name: str, seed: int, out, device) -> tuple[Run, torch.device, ImageData]:
-    run = Run(name, out)  # fails now, not after training, if the folder is not writable
-    seed_everything(seed)
-    device = pick_device(device)
+    run, device = start_run(name, seed, out, device)
     return run, device, load_mnist(device)
 
 

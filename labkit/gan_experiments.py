@@ -14,9 +14,8 @@ import torch
 from . import gan, metrics, plots, settings
 from .art import load_abstract_art, load_cifar10
 from .data import ImageData, load_mnist
-from .device import pick_device, seed_everything
 from .models import count_parameters
-from .runs import Run
+from .runs import Run, start_run
 from .train import History, check_lr, fit, seconds_per_epoch
 
 SMOKE_EPOCHS = 2
@@ -166,12 +165,6 @@ def digit_sample_quality(data: ImageData, samples: torch.Tensor, seed: int = 0) 
             "classifier_test_accuracy": accuracy}
 
 
-def _start(name: str, seed: int, out, device) -> tuple[Run, torch.device]:
-    run = Run(name, out)  # fails now, not after training, if the folder is not writable
-    seed_everything(seed)
-    return run, pick_device(device)
-
-
 def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device, progress: bool) -> dict:
     G, D = G.to(device), D.to(device)
     objective = cfg.objective(G, D)
@@ -186,7 +179,7 @@ def run_gan(cfg: GANSettings | None = None, out: str | Path | None = None,
             device: str | None = None, progress: bool = True) -> dict:
     """Train the MNIST GAN of write-up 003 and write its figures, GIF and metrics.json."""
     cfg = cfg or GANSettings()
-    run, device = _start("gan", cfg.seed, out, device)
+    run, device = start_run("gan", cfg.seed, out, device)
     data = load_mnist(device)
     return _train("gan", run, cfg, data, *gan.mlp_gan(cfg.latent_dim), device, progress)
 
@@ -195,7 +188,7 @@ def run_dcgan(cfg: DCGANSettings | None = None, out: str | Path | None = None,
               device: str | None = None, progress: bool = True) -> dict:
     """Train the DCGAN (abstract art by default) and write its figures, GIF and metrics.json."""
     cfg = cfg or DCGANSettings()
-    run, device = _start(cfg.run_name, cfg.seed, out, device)
+    run, device = start_run(cfg.run_name, cfg.seed, out, device)
     data = load_gan_data(cfg, device)
     return _train("dcgan", run, cfg, data, *cfg.networks(data.image_shape[0]), device, progress)
 

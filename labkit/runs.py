@@ -81,6 +81,17 @@ class Run:
         return path
 
 
+def start_run(name: str, seed: int, out: str | Path | None = None,
+              device: str | None = None) -> tuple[Run, torch.device]:
+    """Open the run folder (failing now, not after training, if it is not writable), seed every
+    generator and pick the device: the first step of every headless recipe."""
+    from .device import pick_device, seed_everything
+
+    run = Run(name, out)
+    seed_everything(seed)
+    return run, pick_device(device)
+
+
 def load_metrics(folder: str | Path) -> dict:
     """Read a run's metrics.json, with a clear error when the run has not been made yet."""
     path = Path(folder) / METRICS_FILE
