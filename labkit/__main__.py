@@ -1,7 +1,8 @@
 """Command line: ``python -m labkit train MODEL [--epochs N] [--seed S] [--out DIR]`` and ``report``.
 
 ``train`` trains one model headless and writes ``DIR/metrics.json`` with its figures beside it
-(default DIR: ``runs/MODEL``); ``LABKIT_SMOKE=1`` reduces epochs and data. ``report`` builds
+(default DIR: ``runs/MODEL``); ``LABKIT_SMOKE=1`` reduces epochs and data. A checkpoint is saved in
+DIR after every epoch: running the same command again resumes an interrupted run. ``report`` builds
 REPORT.md from the runs.
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--image-size", type=int, dest="image_size", help="dcgan: 64 or 32 for abstract-art")
     train.add_argument("--downsample", help="dcgan: discriminator downsampling, stride (default) or maxpool")
     train.add_argument("--n-images", type=int, dest="n_images", help="dcgan: train on at most N images")
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                       help="auto (default): mixed precision on a CUDA GPU, float32 elsewhere")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     report = commands.add_parser("report", help="build REPORT.md from the runs")
     report.add_argument("--runs", help="folder of runs (default runs/ or $LABKIT_RUNS)")
@@ -47,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         overrides = {k: getattr(args, k) for k in ("epochs", "seed", "batch_size", "lr", "variant", "beta", "lr_g",
                                                    "lr_d", "real_label", "g_steps", "dataset", "image_size",
-                                                   "downsample", "n_images")}
+                                                   "downsample", "n_images", "precision")}
         allowed = set(experiments.RECIPES[args.model][1].__dataclass_fields__)
         unused = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None and k not in allowed]
         if unused:
@@ -57,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = experiments.settings_for(args.model, **{k: v for k, v in overrides.items() if k in allowed})
             recipe = experiments.RECIPES[args.model][0]
             final = recipe(cfg, out=args.out, device=args.device, progress=not args.no_progress)
-        except (ValueError, FileNotFoundError, PermissionError) as e:
+        except (ValueError, FileNotFoundError, PermissionError, FloatingPointError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(json.dumps({"model": args.model, "final": final}))

@@ -13,8 +13,9 @@ import torch
 from . import plots, settings
 from .data import ImageData, load_mnist
 from .models import DEFAULT_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae
-from .runs import Run, start_run
-from .train import AutoencoderObjective, History, VAEObjective, check_beta, check_lr, evaluate, fit, seconds_per_epoch
+from .runs import Run, fit_in_run, start_run
+from .train import (AutoencoderObjective, History, VAEObjective, check_beta, check_lr, check_precision, evaluate,
+                    seconds_per_epoch)
 
 SMOKE_EPOCHS = 2
 
@@ -35,11 +36,13 @@ class AESettings:
     latent_dim: int = 32
     hidden: tuple = DEFAULT_HIDDEN
     seed: int = 0
+    precision: str = "auto"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "latent_dim"):
             _check_positive(name, getattr(self, name))
         check_lr(self.lr)
+        check_precision(self.precision)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class VAESettings:
     lr: float = 1e-3
     beta: float = 1.0
     seed: int = 0
+    precision: str = "auto"
 
     def __post_init__(self):
         if self.variant not in VAE_VARIANTS:
@@ -60,6 +64,7 @@ class VAESettings:
             _check_positive(name, getattr(self, name))
         check_lr(self.lr)
         check_beta(self.beta)
+        check_precision(self.precision)
 
 
 def _prepare(name: str, seed: int, out, device) -> tuple[Run, torch.device, ImageData]:
@@ -71,11 +76,13 @@ def _final_common(history: History, model: torch.nn.Module) -> dict:
     return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
 
 
-def _finish(run: Run, model: str, cfg, device, data: ImageData, history: History, final: dict) -> dict:
+def _finish(run: Run, model: str, cfg, device, data: ImageData, history: History, final: dict,
+            objective) -> dict:
     """Close the figures and write metrics.json; returns ``final``."""
     plots.close_all()
     run.write_metrics(model=model, epochs=cfg.epochs, seed=cfg.seed, device=device, data=data,
-                      history=history, final=final, hyperparameters=asdict(cfg))
+                      history=history, final=final,
+                      hyperparameters={**asdict(cfg), "precision": objective.precision.mode})
     return final
 
 
@@ -97,8 +104,7 @@ def run_ae(cfg: AESettings | None = None, out: str | Path | None = None,
     run, device, data = _prepare("ae", cfg.seed, out, device)
     model = Autoencoder(latent_dim=cfg.latent_dim, hidden=cfg.hidden).to(device)
     objective = AutoencoderObjective(model, lr=cfg.lr)
-    history = fit(objective, data.train_x, data.test_x, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                  progress=progress)
+    history = fit_in_run(run, objective, data, cfg, progress)
     test = evaluate(objective, data.test_x)
     with torch.no_grad():
         x = data.test_x[:10]
@@ -112,7 +118,7 @@ def run_ae(cfg: AESettings | None = None, out: str | Path | None = None,
         random_codes = torch.randn(32, cfg.latent_dim, device=device) * codes.std(0) + codes.mean(0)
         run.save_figure(plots.image_grid(model.decode(random_codes), title="AE decoding random codes"),
                         "random_codes")
-    return _finish(run, "ae", cfg, device, data, history, ae_final(test, history, model))
+    return _finish(run, "ae", cfg, device, data, history, ae_final(test, history, model), objective)
 
 
 def run_vae(cfg: VAESettings | None = None, out: str | Path | None = None,
@@ -122,8 +128,7 @@ def run_vae(cfg: VAESettings | None = None, out: str | Path | None = None,
     run, device, data = _prepare("vae" if cfg.variant == "default" else f"vae-{cfg.variant}", cfg.seed, out, device)
     model = make_vae(cfg.variant).to(device)
     objective = VAEObjective(model, lr=cfg.lr, beta=cfg.beta)
-    history = fit(objective, data.train_x, data.test_x, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                  progress=progress)
+    history = fit_in_run(run, objective, data, cfg, progress)
     torch.manual_seed(cfg.seed)  # the test ELBO draws z: make the reported number repeatable
     test = evaluate(objective, data.test_x)
     title = f"VAE ({cfg.variant}) on {data.label}"
@@ -148,7 +153,7 @@ def run_vae(cfg: VAESettings | None = None, out: str | Path | None = None,
         path = plots.linear_path(mu_all[a], mu_all[b], steps=10)
         run.save_figure(plots.interpolation_strip(model.decode(path), title=f"{title}: interpolation"),
                         "interpolation")
-    return _finish(run, "vae", cfg, device, data, history, vae_final(test, history, model))
+    return _finish(run, "vae", cfg, device, data, history, vae_final(test, history, model), objective)
 
 
 def first_test_index(data: ImageData, digit: int) -> int:

@@ -7,6 +7,7 @@ Generators end in tanh, so they draw pixels in [-1, 1]; the data module gives im
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from . import plots
-from .train import History, check_lr
+from .train import History, ObjectiveBase, check_lr
 
 LATENT_DIM = 100
 IMAGE_SIZES = (28, 32, 64)
@@ -244,7 +245,12 @@ def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
-class GANObjective:
+D_WINS_EPOCHS = 3        # epochs in a row ...
+D_WINS_LOSS = 0.05       # ... with the D loss below this ...
+D_WINS_FAKE = 0.05       # ... and D(G(z)) below this: the discriminator has won outright
+
+
+class GANObjective(ObjectiveBase):
     """The adversarial game as an ``Objective`` for ``labkit.train.fit`` (notebook 03, "Training").
 
     Each ``train_step`` makes one discriminator update on a real batch and a fake batch, then
@@ -271,6 +277,8 @@ class GANObjective:
             raise ValueError(f"betas must be two numbers in [0, 1) such as (0.5, 0.999), got {betas!r}")
         self.opt_g = torch.optim.Adam(generator.parameters(), lr=check_lr(lr_g, "lr_g"), betas=tuple(betas))
         self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=check_lr(lr_d, "lr_d"), betas=tuple(betas))
+        self.optimizers = {"generator": self.opt_g, "discriminator": self.opt_d}
+        self.warned = False
 
     def noise(self, n: int, device: torch.device | str) -> torch.Tensor:
         """n draws of z ~ N(0, I): (n, latent_dim)."""
@@ -280,26 +288,39 @@ class GANObjective:
         x = x * 2 - 1                                         # [0, 1] -> [-1, 1]
         b = x.shape[0]
         # 1. discriminator: push D(x) towards real_label and D(G(z)) towards 0
-        fake = self.generator(self.noise(b, x.device))
-        real_logits = self.discriminator(x)
-        fake_logits = self.discriminator(fake.detach())      # no gradient into G here
-        d_loss = discriminator_loss(real_logits, fake_logits, self.real_label)
-        self.opt_d.zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.opt_d.step()
+        with self.precision.autocast():
+            fake = self.generator(self.noise(b, x.device))
+            real_logits = self.discriminator(x).float()
+            fake_logits = self.discriminator(fake.detach()).float()   # no gradient into G here
+            d_loss = discriminator_loss(real_logits, fake_logits, self.real_label)
+        self.precision.minimize(d_loss, self.opt_d)
         # 2. generator, k times: push D(G(z)) towards 1 (the first step reuses the batch above)
         g_total = torch.zeros((), device=x.device)
         for step in range(self.g_steps):
-            if step > 0:
-                fake = self.generator(self.noise(b, x.device))
-            g_loss = generator_loss(self.discriminator(fake))
-            self.opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            self.opt_g.step()
+            with self.precision.autocast():
+                if step > 0:
+                    fake = self.generator(self.noise(b, x.device))
+                g_loss = generator_loss(self.discriminator(fake).float())
+            self.precision.minimize(g_loss, self.opt_g)
             g_total = g_total + g_loss.detach()
         return {"d_loss": d_loss.detach(), "g_loss": g_total / self.g_steps,
                 "d_real": torch.sigmoid(real_logits.detach()).mean(),
                 "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
+
+    def epoch_end(self, record: dict, history: History) -> None:
+        """Warn once when D has won outright for ``D_WINS_EPOCHS`` epochs in a row: its loss near 0
+        and D(G(z)) near 0 leave G almost no gradient to learn from (notebook 03, "Reading the curves")."""
+        recent = history[-D_WINS_EPOCHS:]
+        if self.warned or len(recent) < D_WINS_EPOCHS:
+            return
+        if all(r.get("train_d_loss", 1) < D_WINS_LOSS and r.get("train_d_fake", 1) < D_WINS_FAKE for r in recent):
+            self.warned = True
+            warnings.warn(
+                f"the discriminator has won outright for {D_WINS_EPOCHS} epochs (epoch {record['epoch']}: D loss "
+                f"{record['train_d_loss']:.3f}, D(G(z)) {record['train_d_fake']:.3f}): the generator gets almost no "
+                "gradient. Try one-sided label smoothing (real_label=0.9), a lower discriminator learning rate "
+                "(lr_d=1e-4), more generator steps (g_steps=2), or restart with another seed.",
+                RuntimeWarning, stacklevel=2)
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -364,6 +385,16 @@ class FixedNoise:
     def __call__(self, epoch: int, record: dict, history: History) -> None:
         self.frames.append(generate(self.generator, self.z))
         self.epochs.append(epoch)
+
+    def state_dict(self) -> dict:
+        """The noise and the frames so far (as 8-bit images: a checkpoint of 100 epochs stays small)."""
+        return {"z": self.z.cpu(), "epochs": list(self.epochs),
+                "frames": [((f + 1) * 127.5).round().to(torch.uint8) for f in self.frames]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.z = state["z"].to(self.z.device)
+        self.epochs = list(state["epochs"])
+        self.frames = [f.float() / 127.5 - 1 for f in state["frames"]]
 
     def figure(self, **kwargs) -> plt.Figure:
         return fixed_noise_progression(self.frames, self.epochs, **kwargs)

@@ -15,8 +15,8 @@ from . import gan, metrics, plots, settings
 from .art import load_abstract_art, load_cifar10
 from .data import ImageData, load_mnist
 from .models import count_parameters
-from .runs import Run, start_run
-from .train import History, check_lr, fit, seconds_per_epoch
+from .runs import Run, fit_in_run, start_run
+from .train import History, check_lr, check_precision, seconds_per_epoch
 
 SMOKE_EPOCHS = 2
 DATASETS = {"abstract-art": 64, "cifar10": 32, "mnist": 28}  # dataset -> default image size
@@ -45,6 +45,7 @@ class GANSettings:
     real_label: float = 1.0
     g_steps: int = 1
     seed: int = 0
+    precision: str = "auto"
 
     def __post_init__(self):
         _check("epochs", self.epochs)
@@ -54,6 +55,7 @@ class GANSettings:
             if name == "lr" or getattr(self, name) is not None:
                 check_lr(getattr(self, name), name)
         gan._check_real_label(self.real_label)
+        check_precision(self.precision)
 
     @property
     def lrs(self) -> tuple[float, float]:
@@ -145,7 +147,7 @@ def save_gan_run(run: Run, *, model: str, cfg: GANSettings, data: ImageData, obj
     if data.name == "MNIST":
         final.update(digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed))
     plots.close_all()
-    used = {"lr_g": cfg.lrs[0], "lr_d": cfg.lrs[1]}  # what was used, not None for "same as lr"
+    used = {"lr_g": cfg.lrs[0], "lr_d": cfg.lrs[1], "precision": objective.precision.mode}  # what was used, not None for "same as lr"
     if isinstance(cfg, DCGANSettings):
         used["image_size"] = cfg.size
     run.write_metrics(model=model, epochs=len(history), seed=cfg.seed, device=device, data=data, history=history,
@@ -167,10 +169,11 @@ def digit_sample_quality(data: ImageData, samples: torch.Tensor, seed: int = 0) 
 
 def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device, progress: bool) -> dict:
     G, D = G.to(device), D.to(device)
+    if device.type == "cuda" and model == "dcgan":  # convolutions run faster on NHWC tensors on GPUs
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     objective = cfg.objective(G, D)
     recorder = gan.FixedNoise(G, n=64, seed=cfg.seed)
-    history = fit(objective, data.train_x, data.test_x, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                  callbacks=[recorder], progress=progress)
+    history = fit_in_run(run, objective, data, cfg, progress, callbacks=[recorder])
     return save_gan_run(run, model=model, cfg=cfg, data=data, objective=objective, recorder=recorder,
                         history=history, device=device)
 

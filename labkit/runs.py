@@ -9,13 +9,15 @@ import os
 import platform
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from . import settings
+from .checkpoint import FILE_NAME as CHECKPOINT_FILE
 from .data import ImageData
-from .train import History
+from .train import History, fit
 
 METRICS_FILE = "metrics.json"
 
@@ -56,6 +58,11 @@ class Run:
                 "folder with --out DIR (on Kaggle: under /kaggle/working) or set LABKIT_RUNS.") from e
         self.figures: dict[str, str] = {}
 
+    @property
+    def checkpoint_path(self) -> Path:
+        """Where training saves its checkpoint after every epoch (``labkit.checkpoint``)."""
+        return self.dir / CHECKPOINT_FILE
+
     def save_figure(self, fig, name: str) -> Path:
         """Save a matplotlib figure as ``<name>.png`` in the run folder and remember it."""
         path = self.dir / f"{name}.png"
@@ -90,6 +97,14 @@ def start_run(name: str, seed: int, out: str | Path | None = None,
     run = Run(name, out)
     seed_everything(seed)
     return run, pick_device(device)
+
+
+def fit_in_run(run: Run, objective, data: ImageData, cfg, progress: bool = True, callbacks=()) -> History:
+    """``fit`` as every headless recipe calls it: checkpointed in the run folder after each epoch,
+    so that the same command resumes a run that was cut off (and refuses another run's checkpoint)."""
+    return fit(objective, data.train_x, data.test_x, epochs=cfg.epochs, batch_size=cfg.batch_size,
+               callbacks=callbacks, progress=progress, checkpoint=run.checkpoint_path, config=asdict(cfg),
+               precision=cfg.precision)
 
 
 def load_metrics(folder: str | Path) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .checkpoint import Checkpoint
 from .data import batches
 from .losses import vae_loss
 
@@ -25,6 +27,8 @@ class Objective(Protocol):
     """What ``fit`` needs from a model: named modules, one optimisation step, one evaluation step.
 
     Both steps return per-batch means as 0-d tensors (kept on the device: no host sync per step).
+    Optional: ``optimizers`` (name -> optimiser, saved in checkpoints), ``precision`` (set by
+    ``fit``) and ``epoch_end(record, history)`` (called after each epoch, e.g. to warn).
     """
 
     name: str
@@ -34,6 +38,60 @@ class Objective(Protocol):
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
     def eval_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class Precision:
+    """Mixed precision for one device: an autocast context for forward passes and a gradient
+    scaler for float16 (bfloat16 needs none). ``Precision("cpu", "fp32")`` changes nothing.
+
+    ``mode``: ``"auto"`` is bfloat16 on a CUDA GPU that supports it natively, float16 with a
+    gradient scaler on older GPUs (Colab's and Kaggle's T4), float32 elsewhere.
+    Notebook 01, "Training", says what it does to a run.
+    """
+
+    def __init__(self, device: torch.device | str = "cpu", mode: str = "auto"):
+        if mode not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {mode!r}")
+        self.device_type = torch.device(device).type
+        if mode == "auto":
+            mode = "fp32"
+            if self.device_type == "cuda":
+                mode = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+        self.mode = mode
+        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=mode == "fp16")
+
+    def __repr__(self) -> str:
+        return f"Precision({self.device_type!r}, {self.mode!r})"
+
+    def autocast(self):
+        """Context for forward passes: matrix products in ``dtype``, losses kept in float32."""
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.mode != "fp32")
+
+    def minimize(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """One optimiser step on ``loss``: zero the gradients, backpropagate (under float16 the
+        loss is scaled up so that small gradients do not underflow, and a step whose gradients
+        overflowed is skipped), step, and adjust the scale."""
+        optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+FULL_PRECISION = Precision("cpu", "fp32")
+
+
+class ObjectiveBase:
+    """Shared defaults of the course's objectives: float32 until ``fit`` sets ``precision``."""
+
+    precision: Precision = FULL_PRECISION
+    drop_last = False
+
+    def epoch_end(self, record: dict, history: "History") -> None:
+        """Called by ``fit`` after each epoch; nothing by default."""
 
 
 class History(list):
@@ -61,55 +119,61 @@ def check_beta(beta: float) -> float:
     return float(beta)
 
 
-class AutoencoderObjective:
+def check_precision(precision: str) -> str:
+    """``precision`` must be one of ``labkit.train.PRECISIONS``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (auto: mixed precision on a CUDA GPU, "
+                         f"float32 elsewhere), got {precision!r}")
+    return precision
+
+
+class AutoencoderObjective(ObjectiveBase):
     """Mean squared error between images and reconstructions (notebook 01, "Training")."""
 
     name = "ae"
-    drop_last = False
 
     def __init__(self, model: nn.Module, lr: float = 1e-3):
         self.model = model
         self.modules = {"model": model}
         self.optimizer = torch.optim.Adam(model.parameters(), lr=check_lr(lr))
+        self.optimizers = {"optimizer": self.optimizer}
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        loss = F.mse_loss(self.model(x), x)  # per pixel
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        with self.precision.autocast():
+            loss = F.mse_loss(self.model(x), x)  # per pixel
+        self.precision.minimize(loss, self.optimizer)
         return {"loss": loss.detach()}
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        recon = self.model(x)
+        recon = self.model(x).float()
         return {"loss": F.mse_loss(recon, x),
                 "bce": F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x, reduction="sum") / len(x)}
 
 
-class VAEObjective:
+class VAEObjective(ObjectiveBase):
     """Negative ELBO (reconstruction + beta * KL) per image in nats (notebook 02, "The loss")."""
 
     name = "vae"
-    drop_last = False
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, beta: float = 1.0):
         self.model = model
         self.beta = check_beta(beta)
         self.modules = {"model": model}
         self.optimizer = torch.optim.Adam(model.parameters(), lr=check_lr(lr))
+        self.optimizers = {"optimizer": self.optimizer}
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x_logits, mu, logvar = self.model(x)
-        parts = vae_loss(x_logits, x, mu, logvar, beta=self.beta)
-        self.optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        self.optimizer.step()
+        with self.precision.autocast():
+            x_logits, mu, logvar = self.model(x)
+            parts = vae_loss(x_logits.float(), x, mu.float(), logvar.float(), beta=self.beta)
+        self.precision.minimize(parts["loss"], self.optimizer)
         return {k: v.detach() for k, v in parts.items()}
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x_logits, mu, logvar = self.model(x)
-        parts = vae_loss(x_logits, x, mu, logvar, beta=self.beta)
+        parts = vae_loss(x_logits.float(), x, mu.float(), logvar.float(), beta=self.beta)
         parts["mse"] = F.mse_loss(torch.sigmoid(x_logits), x)
         return parts
 
@@ -132,9 +196,12 @@ def evaluate(objective: Objective, x: torch.Tensor, y: torch.Tensor | None = Non
     """
     _set_mode(objective, training=False)
     sums: dict[str, torch.Tensor] = {}
+    precision = getattr(objective, "precision", FULL_PRECISION)
     for batch in batches(*_with_labels(x, y), batch_size=batch_size, shuffle=False):
         batch = batch if isinstance(batch, tuple) else (batch,)
-        for k, v in objective.eval_step(*batch).items():
+        with precision.autocast():
+            step = objective.eval_step(*batch)
+        for k, v in step.items():
             sums[k] = sums.get(k, 0) + v.float() * len(batch[0])
     return {k: float(v) / len(x) for k, v in sums.items()}
 
@@ -147,11 +214,27 @@ def _with_labels(x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor,
 
 EpochCallback = Callable[[int, dict, "History"], None]
 
+NAN_CHECK_EVERY = 25  # steps between checks for a non-finite loss (each check waits for the GPU)
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss became NaN or infinite; the message names the model, epoch and step."""
+
+
+def _check_finite_data(x: torch.Tensor, what: str) -> None:
+    if x.is_floating_point():
+        bad = ~torch.isfinite(x.flatten(1)).all(1)
+        if bool(bad.any()):
+            raise ValueError(f"{what} holds {int(bad.sum())} image(s) with NaN or infinite pixels (the first is image "
+                             f"{int(bad.nonzero()[0])}): clean or drop them before training.")
+
 
 def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
         epochs: int, batch_size: int, callbacks: Iterable[EpochCallback] = (),
         history: History | None = None, progress: bool = True,
-        train_y: torch.Tensor | None = None, test_y: torch.Tensor | None = None) -> History:
+        train_y: torch.Tensor | None = None, test_y: torch.Tensor | None = None,
+        checkpoint: str | Path | Checkpoint | None = None, config: dict | None = None,
+        precision: str = "auto") -> History:
     """Train ``objective`` for ``epochs`` epochs on resident images; return the per-epoch history.
 
     Each record holds ``epoch``, ``seconds`` (training time of the epoch), ``train_<k>`` for every
@@ -159,40 +242,44 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
     evaluation on ``test_x``. ``callbacks`` are called as ``cb(epoch, record, history)``.
     Passing the ``history`` of an earlier call continues its epoch count. With labels
     (``train_y``, ``test_y``) the steps are called as ``train_step(x, y)``.
+
+    ``checkpoint`` (a file or a run folder) is written after every epoch; when it already holds
+    more epochs than ``history``, training resumes from it (and says so) up to the same final
+    epoch, with the random generators restored so that the result equals an uninterrupted run.
+    ``config`` (the run's settings) is stored in it and must match on resume.
+    ``precision``: ``"auto"`` (mixed precision on CUDA GPUs, float32 elsewhere), ``"fp32"``,
+    ``"bf16"`` or ``"fp16"`` (see ``Precision``). Notebook 01, "Training", walks through it.
     """
-    if not isinstance(epochs, int) or epochs < 0:
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"epochs must be a whole number >= 0, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
     if train_x.shape[0] == 0:
         raise ValueError("train_x holds no images: check the data folder or the smoke-mode sizes")
+    _check_finite_data(train_x, "train_x")
     history = History() if history is None else history
+    callbacks = list(callbacks)
     device = train_x.device
-    start = len(history) + 1
+    objective.precision = Precision(device, precision)
+    target = len(history) + epochs
+    if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+        checkpoint = Checkpoint(checkpoint, config)
+    if checkpoint is not None:
+        checkpoint.check_space(objective)
+        if checkpoint.exists():
+            state = checkpoint.load(map_location=device)
+            if state["epochs_done"] > len(history):
+                checkpoint.restore(state, objective, history, callbacks, train_x)
+                left = max(target - len(history), 0)
+                print(f"labkit: resuming {objective.name} from {checkpoint.path}: {len(history)} epoch(s) done, "
+                      + (f"{left} to go" if left else "nothing left to train (delete the checkpoint or "
+                         "choose another output folder to train from scratch)"))
     n_batches = (train_x.shape[0] // batch_size if objective.drop_last
                  else math.ceil(train_x.shape[0] / batch_size))
-    epoch_bar = tqdm(range(start, start + epochs), desc=f"{objective.name} epochs", disable=not progress,
-                     unit="epoch")
+    epoch_bar = tqdm(range(len(history) + 1, target + 1), desc=f"{objective.name} epochs",
+                     disable=not progress, unit="epoch")
     for epoch in epoch_bar:
-        _set_mode(objective, training=True)
-        sums: dict[str, torch.Tensor] = {}
-        seen = 0
-        t0 = time.perf_counter()
-        for batch in tqdm(batches(*_with_labels(train_x, train_y), batch_size=batch_size, shuffle=True,
-                                  drop_last=objective.drop_last),
-                          total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"):
-            batch = batch if isinstance(batch, tuple) else (batch,)
-            for k, v in objective.train_step(*batch).items():
-                sums[k] = sums.get(k, 0) + v.float() * len(batch[0])
-            seen += len(batch[0])
-        _sync(device)
-        record: dict = {"epoch": epoch, "seconds": time.perf_counter() - t0}
-        record.update({f"train_{k}": float(v) / max(seen, 1) for k, v in sums.items()})
-        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
-        if bad:
-            raise FloatingPointError(
-                f"{objective.name}: {', '.join(bad)} became non-finite in epoch {epoch}. "
-                "Lower the learning rate or check the input data for NaNs.")
+        record = _train_epoch(objective, train_x, train_y, batch_size, epoch, n_batches, progress, checkpoint)
         if test_x is not None and test_x.shape[0] > 0:
             record.update({f"test_{k}": v for k, v in evaluate(objective, test_x, test_y).items()})
         history.append(record)
@@ -200,8 +287,55 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
                                if k in ("train_loss", "test_loss")})
         for callback in callbacks:
             callback(epoch, record, history)
+        if hasattr(objective, "epoch_end"):
+            objective.epoch_end(record, history)
+        if checkpoint is not None:
+            checkpoint.save(objective, history, callbacks, train_x)
     _set_mode(objective, training=False)
     return history
+
+
+def _train_epoch(objective: Objective, train_x: torch.Tensor, train_y: torch.Tensor | None, batch_size: int,
+                 epoch: int, n_batches: int, progress: bool, checkpoint) -> dict:
+    """One pass over the shuffled training data; returns the epoch's record (means per image).
+
+    Whether any step's outputs became non-finite is tracked on the device and checked every
+    ``NAN_CHECK_EVERY`` steps, so the GPU is not made to wait after every step."""
+    _set_mode(objective, training=True)
+    device = train_x.device
+    sums: dict[str, torch.Tensor] = {}
+    first_bad = torch.zeros((), dtype=torch.long, device=device)  # 0: every step finite so far
+    seen = 0
+    t0 = time.perf_counter()
+    steps = batches(*_with_labels(train_x, train_y), batch_size=batch_size, shuffle=True,
+                    drop_last=objective.drop_last)
+    for step, batch in enumerate(tqdm(steps, total=n_batches, desc=f"epoch {epoch}", leave=False,
+                                      disable=not progress, unit="batch"), start=1):
+        batch = batch if isinstance(batch, tuple) else (batch,)
+        out = objective.train_step(*batch)
+        finite = torch.stack([torch.isfinite(v).all() for v in out.values()]).all()
+        first_bad = torch.where((first_bad == 0) & ~finite, step, first_bad)
+        for k, v in out.items():
+            sums[k] = sums.get(k, 0) + v.float() * len(batch[0])
+        seen += len(batch[0])
+        if step % NAN_CHECK_EVERY == 0 or step == n_batches:
+            _stop_if_diverged(objective, out, int(first_bad), epoch, n_batches, checkpoint)
+    _sync(device)
+    record: dict = {"epoch": epoch, "seconds": time.perf_counter() - t0}
+    record.update({f"train_{k}": float(v) / max(seen, 1) for k, v in sums.items()})
+    return record
+
+
+def _stop_if_diverged(objective, out: dict, bad_step: int, epoch: int, n_batches: int, checkpoint) -> None:
+    if bad_step == 0:
+        return
+    names = ", ".join(k for k, v in out.items() if not bool(torch.isfinite(v).all())) or "the loss"
+    kept = (f"The checkpoint of the last good epoch ({epoch - 1}) is kept in {checkpoint.path}."
+            if checkpoint is not None and checkpoint.exists() else "No checkpoint was written for this run.")
+    raise TrainingDiverged(
+        f"{objective.name}: the training loss became non-finite (NaN or infinite) in epoch {epoch}, step "
+        f"{bad_step} of {n_batches} (now non-finite: {names}); training stopped. {kept} Lower the learning "
+        "rate, or check the input data for NaNs, then train again.")
 
 
 def seconds_per_epoch(history: History) -> float:

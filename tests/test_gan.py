@@ -11,7 +11,7 @@ from torch import nn
 
 from labkit import device, gan
 from labkit.gan_experiments import DCGANSettings, GANSettings, run_dcgan, run_gan
-from labkit.train import fit
+from labkit.train import History, fit
 
 
 # --------------------------------------------------------------------------- networks
@@ -269,3 +269,35 @@ def test_run_gan_on_mnist_reports_the_mode_collapse_ratio(tmp_path, monkeypatch)
     assert metrics["final"]["diversity_ratio"] == final["diversity_ratio"]
     assert 0 < final["diversity_ratio"] < 2 and final["real_diversity"] > 5  # MNIST digits differ by ~10
     assert final["parameters_g"] == 1_510_032 and final["parameters_d"] == 533_505
+
+
+def _records(d_loss, d_fake, n):
+    return [{"epoch": e, "train_d_loss": d_loss, "train_d_fake": d_fake} for e in range(1, n + 1)]
+
+
+def test_a_discriminator_that_wins_outright_for_three_epochs_gets_one_warning_with_what_to_try():
+    import warnings as w
+
+    objective = gan.GANObjective(*gan.mlp_gan(8), latent_dim=8)
+    history = History()
+    caught = []
+    for record in _records(0.01, 0.002, 5):
+        history.append(record)
+        with w.catch_warnings(record=True) as got:
+            w.simplefilter("always")
+            objective.epoch_end(record, history)
+        caught.append([str(x.message) for x in got])
+    assert [len(c) for c in caught] == [0, 0, 1, 0, 0]
+    assert "won outright for 3 epochs (epoch 3" in caught[2][0]
+    assert "real_label=0.9" in caught[2][0] and "lr_d=1e-4" in caught[2][0] and "g_steps=2" in caught[2][0]
+
+
+@pytest.mark.parametrize("d_loss, d_fake", [(0.01, 0.3), (0.4, 0.01)])
+def test_a_discriminator_ahead_but_not_winning_outright_gets_no_warning(d_loss, d_fake):
+    import warnings as w
+
+    objective = gan.GANObjective(*gan.mlp_gan(8), latent_dim=8)
+    history = History(_records(d_loss, d_fake, 5))
+    with w.catch_warnings():
+        w.simplefilter("error")
+        objective.epoch_end(history.last, history)

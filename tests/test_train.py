@@ -6,7 +6,7 @@ import torch
 
 from labkit import device
 from labkit.models import Autoencoder, make_vae
-from labkit.train import AutoencoderObjective, History, VAEObjective, evaluate, fit, seconds_per_epoch
+from labkit.train import AutoencoderObjective, History, Precision, VAEObjective, evaluate, fit, seconds_per_epoch
 
 
 def test_one_epoch_lowers_the_autoencoder_test_loss_clearly(mnist_offline):
@@ -77,10 +77,11 @@ def test_same_seed_same_history(mnist_offline):
     assert runs[0].series("test_loss") == runs[1].series("test_loss")
 
 
-def test_non_finite_loss_stops_with_model_and_epoch():
+def test_images_with_nan_pixels_are_refused_before_training_naming_the_image():
     x = torch.rand(64, 1, 28, 28)
     x[3, 0, 5, 5] = float("nan")
-    with pytest.raises(FloatingPointError, match="ae: train_loss became non-finite in epoch 1"):
+    x[9, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"train_x holds 2 image\(s\) with NaN or infinite pixels \(the first is image 3\)"):
         fit(AutoencoderObjective(Autoencoder()), x, epochs=1, batch_size=32, progress=False)
 
 
@@ -113,3 +114,21 @@ def test_seconds_per_epoch_leaves_out_the_warm_up_epoch():
     assert seconds_per_epoch(History([{"seconds": 9.0}, {"seconds": 1.0}, {"seconds": 3.0}])) == 2.0
     assert seconds_per_epoch(History([{"seconds": 5.0}])) == 5.0
     assert math.isnan(seconds_per_epoch(History()))
+
+
+def test_precision_auto_is_float32_without_a_gpu_and_unknown_modes_are_refused():
+    assert Precision("cpu").mode == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16, fp16"):
+        Precision("cpu", "half")
+
+
+def test_bfloat16_training_ends_within_two_percent_of_float32(mnist_offline):
+    x, results = mnist_offline.train_x[:1000], {}
+    for mode in ("fp32", "bf16"):
+        device.seed_everything(0)
+        objective = VAEObjective(make_vae("classic"), lr=2e-3)
+        fit(objective, x, epochs=1, batch_size=64, progress=False, precision=mode)
+        torch.manual_seed(0)
+        results[mode] = evaluate(objective, mnist_offline.test_x)["neg_elbo"]
+    assert objective.precision.mode == "bf16"
+    assert results["bf16"] == pytest.approx(results["fp32"], rel=0.02)
