@@ -6,6 +6,7 @@ with no edits; see the "Settings" cell at the top of each notebook.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import TypeVar
 
@@ -70,10 +71,36 @@ def data_root() -> Path:
     return path
 
 
-def runs_root() -> Path:
-    """Where runs write metrics.json, figures and checkpoints: ``$LABKIT_RUNS`` or ``runs/``."""
+KAGGLE_WORKING = Path("/kaggle/working")         # kept with the notebook's output on Kaggle
+COLAB_DRIVE = Path("/content/drive/MyDrive")      # Google Drive, once the student mounts it on Colab
+
+
+def on_kaggle() -> bool:
+    return "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+
+
+def on_colab() -> bool:
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def runs_location() -> tuple[Path, str]:
+    """Where runs go and why: ``$LABKIT_RUNS``; on Kaggle its working folder; on Colab Google Drive
+    when it is mounted (so checkpoints survive a disconnect); otherwise ``runs/`` of the checkout
+    (or of the current folder when labkit is installed as a package)."""
     env = os.environ.get("LABKIT_RUNS", "").strip()
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser(), "LABKIT_RUNS"
+    if on_kaggle() and KAGGLE_WORKING.is_dir():
+        return KAGGLE_WORKING / "runs", "Kaggle's working folder, kept when you save a version"
+    if on_colab():
+        if COLAB_DRIVE.is_dir():
+            return COLAB_DRIVE / "labkit" / "runs", "your Google Drive: it survives a disconnect"
+        return Path.cwd() / "runs", ("the Colab runtime's disk, LOST when the runtime disconnects: mount Google Drive "
+                                     "first (from google.colab import drive; drive.mount('/content/drive'))")
     root = project_root()
-    return (root if root is not None else Path.cwd()) / "runs"
+    return (root if root is not None else Path.cwd()) / "runs", "the runs/ folder of this checkout"
+
+
+def runs_root() -> Path:
+    """Where runs write metrics.json, figures and checkpoints (see ``runs_location``)."""
+    return runs_location()[0]

@@ -38,3 +38,33 @@ def test_data_root_missing_folder_names_it(monkeypatch, tmp_path):
     monkeypatch.setenv("LABKIT_DATA", str(missing))
     with pytest.raises(FileNotFoundError, match="nowhere.*mkdir"):
         settings.data_root()
+
+
+@pytest.fixture
+def no_platform(monkeypatch):
+    for name in ("LABKIT_RUNS", "KAGGLE_KERNEL_RUN_TYPE", "COLAB_RELEASE_TAG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delitem(__import__("sys").modules, "google.colab", raising=False)
+
+
+def test_runs_go_to_kaggles_working_folder_on_kaggle(no_platform, monkeypatch, tmp_path):
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    monkeypatch.setattr(settings, "KAGGLE_WORKING", tmp_path)
+    assert settings.runs_root() == tmp_path / "runs"
+
+
+def test_runs_go_to_google_drive_on_colab_when_it_is_mounted_and_warn_when_not(no_platform, monkeypatch, tmp_path):
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab")
+    monkeypatch.setattr(settings, "COLAB_DRIVE", tmp_path / "MyDrive")
+    path, why = settings.runs_location()
+    assert "LOST when the runtime disconnects" in why and "drive.mount" in why
+    (tmp_path / "MyDrive").mkdir()
+    path, why = settings.runs_location()
+    assert path == tmp_path / "MyDrive" / "labkit" / "runs" and "Google Drive" in why
+
+
+def test_labkit_runs_wins_over_the_platform_and_the_checkout_is_the_default(no_platform, monkeypatch, tmp_path):
+    assert settings.runs_root() == settings.project_root() / "runs"
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Batch")
+    monkeypatch.setenv("LABKIT_RUNS", str(tmp_path))
+    assert settings.runs_location() == (tmp_path, "LABKIT_RUNS")
