@@ -1,0 +1,177 @@
+"""Running the notebooks on Colab and Kaggle: the repository they come from, their badges and set-up cell.
+
+``REPOSITORY`` is the one place that names the course repository. ``python -m labkit.hosted
+--sync-notebooks`` rewrites the "Open in Colab / Kaggle" badges and the set-up cell of every
+notebook from it; ``--check`` lists the notebooks that disagree with it (tests run the check).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+# The course repository on GitHub. This is a placeholder: an instructor who publishes the kit
+# changes it to their own repository and runs `python -m labkit.hosted --sync-notebooks`.
+REPOSITORY = "https://github.com/labkit-course/labkit"
+BRANCH = "main"
+NOTEBOOKS_FOLDER = "notebooks"
+
+COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
+KAGGLE_BADGE = "https://kaggle.com/static/images/open-in-kaggle.svg"
+SETUP_CELL_ID = "hosted-setup"   # the set-up cell's id in every notebook
+GPU_ADVICE = {"Colab": "Runtime > Change runtime type > T4 GPU",
+              "Kaggle": "Settings > Accelerator > GPU T4 x2"}
+
+_REPOSITORY_PATTERN = re.compile(r"^https://github\.com/([\w.-]+)/([\w.-]+?)/?$")
+_BADGES_LINE = re.compile(r"^\[!\[Open in Colab\].*$", flags=re.M)
+
+
+def github_path(repository: str = REPOSITORY) -> str:
+    """``OWNER/REPO`` of a ``https://github.com/OWNER/REPO`` address; anything else is an error."""
+    match = _REPOSITORY_PATTERN.match(repository)
+    if not match:
+        raise ValueError(f"REPOSITORY must look like https://github.com/OWNER/REPO, got {repository!r}")
+    return f"{match.group(1)}/{match.group(2)}"
+
+
+def notebook_on_github(notebook: str, repository: str = REPOSITORY) -> str:
+    """``OWNER/REPO/blob/BRANCH/notebooks/NAME.ipynb``: the part both badge links share."""
+    return f"{github_path(repository)}/blob/{BRANCH}/{NOTEBOOKS_FOLDER}/{notebook}"
+
+
+def colab_url(notebook: str, repository: str = REPOSITORY) -> str:
+    """Colab's address that opens ``notebook`` (a file name such as ``01_ae.ipynb``) from GitHub."""
+    return f"https://colab.research.google.com/github/{notebook_on_github(notebook, repository)}"
+
+
+def kaggle_url(notebook: str, repository: str = REPOSITORY) -> str:
+    """Kaggle's address that imports ``notebook`` from GitHub into a new Kaggle notebook."""
+    return f"https://kaggle.com/kernels/welcome?src=https://github.com/{notebook_on_github(notebook, repository)}"
+
+
+def badges_markdown(notebook: str, repository: str = REPOSITORY) -> str:
+    """The line of the title cell with the two badges."""
+    return (f"[![Open in Colab]({COLAB_BADGE})]({colab_url(notebook, repository)}) "
+            f"[![Open in Kaggle]({KAGGLE_BADGE})]({kaggle_url(notebook, repository)})")
+
+
+def setup_cell_source(repository: str = REPOSITORY) -> str:
+    """The notebooks' first code cell. It runs before labkit is installed, so it imports nothing of it.
+
+    On Colab or Kaggle it installs labkit from ``repository`` (keeping the torch the platform ships)
+    and says how to switch on a GPU when there is none; elsewhere it prints one line.
+    """
+    github_path(repository)  # fail here, not in a student's notebook, on a malformed address
+    return f'''# On Colab or Kaggle: install labkit from the course repository and check for a GPU (on Kaggle the
+# install needs the internet switched on: Settings > Internet). Elsewhere labkit is already installed.
+import os, sys
+HOSTED = "Colab" if "google.colab" in sys.modules else "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else None
+SWITCH_ON_GPU = {json.dumps(GPU_ADVICE)}
+if HOSTED:
+    %pip install -q "labkit @ git+{repository}"
+    import torch
+    if not torch.cuda.is_available():
+        print(f"No GPU in this {{HOSTED}} runtime, so training will be slow: switch one on with "
+              f"{{SWITCH_ON_GPU[HOSTED]}}, then run the notebook again from the top.")
+else:
+    print("Not on Colab or Kaggle: using the labkit installed in this environment.")'''
+
+
+def _text(source) -> str:
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _lines(text: str) -> list[str]:
+    return text.splitlines(keepends=True)
+
+
+def _setup_cell(repository: str) -> dict:
+    return {"cell_type": "code", "execution_count": None, "id": SETUP_CELL_ID, "metadata": {},
+            "outputs": [], "source": _lines(setup_cell_source(repository))}
+
+
+def synced(nb: dict, notebook: str, repository: str = REPOSITORY) -> dict:
+    """``nb`` (a notebook as parsed JSON) with its badges and set-up cell made from ``repository``.
+
+    The badges go right under the title (first line of the first cell), replacing old ones; the
+    set-up cell replaces the cell with id ``hosted-setup``, or goes before the first code cell.
+    """
+    cells = [dict(c) for c in nb["cells"]]
+    title = _text(cells[0]["source"])
+    badges = badges_markdown(notebook, repository)
+    if _BADGES_LINE.search(title):
+        title = _BADGES_LINE.sub(lambda _: badges, title, count=1)
+    else:
+        first, _, rest = title.partition("\n")
+        title = f"{first}\n\n{badges}\n" + (f"\n{rest.lstrip(chr(10))}" if rest.strip() else "")
+    cells[0]["source"] = _lines(title)
+    ids = [c.get("id") for c in cells]
+    if SETUP_CELL_ID in ids:
+        cells[ids.index(SETUP_CELL_ID)] = _setup_cell(repository)
+    else:
+        first_code = next((i for i, c in enumerate(cells) if c["cell_type"] == "code"), len(cells))
+        cells.insert(first_code, _setup_cell(repository))
+    return {**nb, "cells": cells}
+
+
+def problems(path: str | Path, repository: str = REPOSITORY) -> list[str]:
+    """What in the notebook at ``path`` disagrees with ``repository`` (empty when nothing does)."""
+    path = Path(path)
+    nb = json.loads(path.read_text())
+    found = []
+    title = _text(nb["cells"][0]["source"])
+    if badges_markdown(path.name, repository) not in title:
+        found.append(f"{path.name}: the title cell lacks the badges for {repository} "
+                     f"(expected the line {badges_markdown(path.name, repository)!r})")
+    setup = [c for c in nb["cells"] if c.get("id") == SETUP_CELL_ID]
+    if len(setup) != 1:
+        found.append(f"{path.name}: expected one set-up cell with id {SETUP_CELL_ID!r}, found {len(setup)}")
+    elif _text(setup[0]["source"]) != setup_cell_source(repository):
+        found.append(f"{path.name}: the set-up cell differs from labkit.hosted.setup_cell_source({repository!r})")
+    else:
+        first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+        if first_code is not setup[0]:
+            found.append(f"{path.name}: the set-up cell must be the first code cell (before the imports)")
+    return found
+
+
+def notebooks(folder: str | Path | None = None) -> list[Path]:
+    """The course notebooks (``notebooks/*.ipynb`` of the checkout unless ``folder`` is given)."""
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parent.parent / NOTEBOOKS_FOLDER
+    return sorted(folder.glob("*.ipynb"))
+
+
+def sync_notebooks(folder: str | Path | None = None, repository: str = REPOSITORY) -> list[Path]:
+    """Rewrite the badges and set-up cell of every notebook in ``folder``; returns those changed."""
+    changed = []
+    for path in notebooks(folder):
+        text = path.read_text()
+        new = json.dumps(synced(json.loads(text), path.name, repository), indent=1, ensure_ascii=False) + "\n"
+        if new != text:
+            path.write_text(new)
+            changed.append(path)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m labkit.hosted", description=__doc__.splitlines()[0])
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--sync-notebooks", action="store_true",
+                        help="rewrite every notebook's badges and set-up cell from labkit.hosted.REPOSITORY")
+    action.add_argument("--check", action="store_true", help="list notebooks that disagree with REPOSITORY")
+    parser.add_argument("--folder", default=None, help="notebooks folder (default: notebooks/ of the checkout)")
+    args = parser.parse_args(argv)
+    if args.sync_notebooks:
+        for path in sync_notebooks(args.folder):
+            print("rewrote", path)
+        print(f"badges and set-up cells point to {REPOSITORY}")
+        return 0
+    found = [p for path in notebooks(args.folder) for p in problems(path)]
+    print("\n".join(found) if found else f"all notebooks point to {REPOSITORY}")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
