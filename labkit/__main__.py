@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     report = commands.add_parser("report", help="build REPORT.md from the runs")
     report.add_argument("--runs", help="folder of runs (default runs/ or $LABKIT_RUNS)")
-    report.add_argument("--out", help="report file (default REPORT.md at the top of the checkout)")
+    report.add_argument("--out", help="report file (default: REPORT.md beside the runs folder, the top of the checkout for runs/)")
     return parser
 
 

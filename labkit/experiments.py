@@ -44,6 +44,10 @@ class AESettings:
         check_lr(self.lr)
         check_precision(self.precision)
 
+    def objective(self, device: torch.device | str = "cpu") -> AutoencoderObjective:
+        """A fresh autoencoder on ``device`` with its objective, as these settings describe it."""
+        return AutoencoderObjective(Autoencoder(latent_dim=self.latent_dim, hidden=self.hidden).to(device), lr=self.lr)
+
 
 @dataclass
 class VAESettings:
@@ -65,6 +69,10 @@ class VAESettings:
         check_lr(self.lr)
         check_beta(self.beta)
         check_precision(self.precision)
+
+    def objective(self, device: torch.device | str = "cpu") -> VAEObjective:
+        """A fresh VAE of ``variant`` on ``device`` with its objective, as these settings describe it."""
+        return VAEObjective(make_vae(self.variant).to(device), lr=self.lr, beta=self.beta)
 
 
 def _prepare(name: str, seed: int, out, device) -> tuple[Run, torch.device, ImageData]:

@@ -187,12 +187,14 @@ def _checklist(runs: dict[str, dict], discussions: dict[str, str]) -> list[str]:
 def build_report(runs_dir: str | Path | None = None, out: str | Path | None = None) -> Path:
     """Write REPORT.md from every run under ``runs_dir`` (default: the runs folder).
 
+    The report goes to ``out``, by default beside the runs folder: ``REPORT.md`` at the top of the
+    checkout for ``runs/``, in Kaggle's working folder or on Google Drive when the runs are there.
+
     Figures are copied into ``<report>_files/`` beside the report and linked by relative paths.
     Existing Discussion text in ``out`` is kept. Returns the report's path.
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else settings.runs_root()
-    root = settings.project_root() or Path.cwd()
-    out = Path(out) if out is not None else root / "REPORT.md"
+    out = Path(out) if out is not None else runs_dir.parent / "REPORT.md"
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"no runs folder at {runs_dir}: run the notebooks or `python -m labkit train` first")
     runs = load_runs(runs_dir)

@@ -1,0 +1,235 @@
+"""Notebook 04: the AE, the VAE and the MNIST GAN on the same data and seed, compared on measured
+numbers instead of opinions.
+
+``trained`` reuses the run that notebook 01, 02 or 03 (or ``python -m labkit train``) left in the
+runs folder, loading its weights from the checkpoint, and trains what is missing. The measuring
+functions are short on purpose: each is one idea of the comparison, explained in the notebook
+section of the same name.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from . import gan, metrics, settings
+from .checkpoint import Checkpoint
+from .data import ImageData
+from .experiments import RECIPES
+from .models import count_parameters
+from .runs import METRICS_FILE, Run, load_metrics
+from .train import History, seconds_per_epoch
+
+COMPARED = ("ae", "vae", "gan")
+INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose codes we walk between
+
+
+def make_objective(name: str, cfg, device: torch.device | str):
+    """A fresh, untrained objective of model ``name`` ("ae", "vae" or "gan") built from ``cfg``."""
+    if name == "gan":
+        return cfg.objective(*(m.to(device) for m in gan.mlp_gan(cfg.latent_dim)))
+    return cfg.objective(device)
+
+
+@dataclass
+class Trained:
+    """One trained model of the comparison: its objective (the networks), settings, history, and
+    the ``metrics.json`` its run wrote; ``reused`` says whether it came from an earlier run."""
+
+    name: str
+    cfg: object
+    objective: object
+    history: History
+    metrics: dict
+    reused: bool
+
+    @property
+    def parameters(self) -> int:
+        return sum(count_parameters(m) for m in self.objective.modules.values())
+
+
+def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, progress: bool = True) -> Trained:
+    """The model ``name`` trained with ``cfg`` (default: its notebook's settings) on ``data``.
+
+    Reuses ``runs/<name>`` when it holds a metrics.json and a checkpoint of all ``cfg.epochs``
+    epochs for these settings; otherwise runs the headless recipe, which resumes a partial run.
+    A run folder whose checkpoint belongs to other settings or data is reported, not overwritten.
+    """
+    if name not in COMPARED:
+        raise ValueError(f"unknown model {name!r}; notebook 04 compares {', '.join(COMPARED)}")
+    recipe, settings_class = RECIPES[name]
+    cfg = cfg or settings_class()
+    run = Run(name)
+    checkpoint = Checkpoint(run.checkpoint_path, asdict(cfg))
+    done = (run.dir / METRICS_FILE).is_file() and checkpoint.exists() and \
+        checkpoint.load(map_location="cpu")["epochs_done"] >= cfg.epochs
+    if not done:
+        recipe(cfg, out=run.dir, device=str(device), progress=progress)
+    objective = make_objective(name, cfg, device)
+    history = History()
+    checkpoint.restore(checkpoint.load(map_location=device), objective, history, [], data.train_x)
+    for module in objective.modules.values():
+        module.eval()
+    return Trained(name, cfg, objective, history, load_metrics(run.dir), reused=done)
+
+
+# --------------------------------------------------------------------------- measurements
+
+@torch.no_grad()
+def reconstruction(ae: Trained, vae: Trained, test_x: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Test reconstruction error of the AE and of the VAE (decoding the posterior mean, no sampling)."""
+    vae_model = vae.objective.model
+    return {"ae": metrics.reconstruction_errors(ae.objective.model, test_x),
+            "vae": metrics.reconstruction_errors(lambda x: vae_model.decode(vae_model.encode(x)[0]), test_x)}
+
+
+@torch.no_grad()
+def samples(model: Trained, n: int, seed: int, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """n generated digits in [0, 1]: from the GAN's noise, the VAE's prior, or, for the AE, random
+    codes drawn from a Gaussian fitted to the codes of ``reference`` images (notebook 01's recipe)."""
+    if model.name == "gan":
+        return (gan.sample(model.objective.generator, n, seed=seed) + 1) / 2
+    net = model.objective.model
+    device = next(net.parameters()).device
+    g = torch.Generator().manual_seed(seed)
+    if model.name == "vae":
+        return net.decode(torch.randn(n, net.latent_dim, generator=g).to(device)).cpu()
+    codes = net.encode(reference)
+    z = torch.randn(n, codes.shape[1], generator=g).to(device) * codes.std(0) + codes.mean(0)
+    return net.decode(z).cpu()
+
+
+def sample_quality(classifier, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+    """Classifier Fréchet distance to the real test digits, class coverage and its KL from uniform,
+    and the diversity ratio (``labkit.metrics``, ``labkit.gan.diversity_ratio``)."""
+    fake = fake.to(real.device)
+    coverage = metrics.class_coverage(classifier, fake)
+    return {"fid_classifier": metrics.frechet_distance(classifier, real, fake),
+            "class_coverage": coverage["classes_covered"],
+            "class_kl_from_uniform": coverage["kl_from_uniform"],
+            "diversity_ratio": gan.diversity_ratio(fake.cpu(), real.cpu())["diversity_ratio"]}
+
+
+@torch.no_grad()
+def path_smoothness(decoded: torch.Tensor, classifier) -> dict[str, float]:
+    """Two numbers for one decoded interpolation path (steps, 1, 28, 28) in [0, 1]:
+
+    * ``largest_step_ratio``: the largest pixel distance between neighbouring images divided by the
+      mean one: 1 when the image changes evenly along the path, large when it jumps;
+    * ``mid_path_confidence``: the classifier's mean top probability on the inner images: near 1
+      when the images on the way still look like some digit, low for blends that are no digit.
+    """
+    flat = decoded.flatten(1).float()
+    steps = (flat[1:] - flat[:-1]).norm(dim=1)
+    inner = decoded[1:-1].to(next(classifier.parameters()).device)
+    confidence = torch.softmax(classifier(inner), dim=1).max(1).values.mean()
+    return {"largest_step_ratio": float(steps.max() / steps.mean().clamp_min(1e-12)),
+            "mid_path_confidence": float(confidence)}
+
+
+@torch.no_grad()
+def interpolation(model: Trained, data: ImageData, classifier, steps: int = 10, seed: int = 0
+                  ) -> tuple[dict[str, float], torch.Tensor]:
+    """Mean ``path_smoothness`` over straight latent paths: between the codes of the first test
+    images of each pair in ``INTERPOLATION_PAIRS`` (AE, VAE: the posterior means), or between pairs
+    of noise vectors (GAN). Also returns the first path's images for a figure."""
+    from .plots import linear_path
+
+    if model.name == "gan":
+        G = model.objective.generator
+        g = torch.Generator().manual_seed(seed)
+        ends = torch.randn(len(INTERPOLATION_PAIRS), 2, G.latent_dim, generator=g)
+        paths = [(gan.generate(G, linear_path(a, b, steps).to(next(G.parameters()).device)) + 1) / 2 for a, b in ends]
+    else:
+        net = model.objective.model
+        encode = (lambda x: net.encode(x)[0]) if model.name == "vae" else net.encode
+        paths = []
+        for a, b in INTERPOLATION_PAIRS:
+            found = [(data.test_y == d).nonzero() for d in (a, b)]
+            if any(len(f) == 0 for f in found):
+                continue
+            za, zb = encode(data.test_x[[int(found[0][0]), int(found[1][0])]])
+            paths.append(net.decode(linear_path(za, zb, steps)).cpu())
+    if not paths:
+        raise ValueError("no interpolation path: the test split lacks the digits of INTERPOLATION_PAIRS")
+    scores = [path_smoothness(p, classifier) for p in paths]
+    return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}, paths[0]
+
+
+def _mean_spread(values: list[float]) -> float:
+    mean = sum(values) / len(values)
+    return (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+
+
+def stability(model: Trained, last: int = 5) -> str:
+    """One measured sentence on how steady training was, from the run's per-epoch history."""
+    h = model.history
+    if model.name == "gan":
+        tail = h[-last:]
+        gap = tail[-1]["train_d_real"] - tail[-1]["train_d_fake"]
+        return (f"D loss spread {_mean_spread([r['train_d_loss'] for r in tail]):.3f} over the last {len(tail)} "
+                f"epochs; D(x) - D(G(z)) = {gap:.2f} at the end")
+    test = h.series("test_loss")
+    rises = sum(b > a for a, b in zip(test, test[1:]))
+    return f"test loss rose in {rises} of {max(len(test) - 1, 0)} epoch-to-epoch steps"
+
+
+# --------------------------------------------------------------------------- the table
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}g}"
+
+
+def comparison_rows(results: dict) -> list[tuple[str, str, str, str]]:
+    """The rows of the comparison table (aspect, AE, VAE, GAN) from ``results`` as notebook 04
+    collects them: reconstruction, elbo, iwae, quality, smoothness, stability, cost."""
+    rec, q, s, cost = results["reconstruction"], results["quality"], results["smoothness"], results["cost"]
+    no_encoder = "n/a (no encoder)"
+    row = lambda aspect, f: (aspect, *(f(m) for m in COMPARED))  # noqa: E731
+    return [
+        ("Reconstruction: test MSE per pixel", _fmt(rec["ae"]["mse_per_pixel"]), _fmt(rec["vae"]["mse_per_pixel"]),
+         no_encoder),
+        ("Reconstruction: test BCE, nats per image", _fmt(rec["ae"]["bce_nats"]), _fmt(rec["vae"]["bce_nats"]),
+         no_encoder),
+        ("Likelihood bound: test -ELBO (recon + KL), nats", "n/a (not a likelihood model)",
+         f"{_fmt(results['elbo']['neg_elbo'])} ({_fmt(results['elbo']['recon'])} + {_fmt(results['elbo']['kl'])})",
+         "n/a (not a likelihood model)"),
+        (f"Likelihood bound: importance-weighted, k = {results['iwae_k']}, nats", "n/a", _fmt(results["iwae"]), "n/a"),
+        row("Samples: Fréchet distance to test digits (classifier features, lower is better)",
+            lambda m: _fmt(q[m]["fid_classifier"])),
+        row("Mode coverage: digits found among the samples (of 10)", lambda m: f"{q[m]['class_coverage']}"),
+        row("Mode coverage: KL of the class histogram from uniform, nats (0 = even, 2.30 = one digit)",
+            lambda m: _fmt(q[m]["class_kl_from_uniform"], 3)),
+        row("Sample diversity / real diversity", lambda m: _fmt(q[m]["diversity_ratio"], 3)),
+        row("Latent space: largest step / mean step along an interpolation (1 = even)",
+            lambda m: _fmt(s[m]["largest_step_ratio"], 3)),
+        row("Latent space: classifier confidence mid-path (digit-like in between)",
+            lambda m: _fmt(s[m]["mid_path_confidence"], 3)),
+        row("Training stability", lambda m: results["stability"][m]),
+        row("Cost: seconds per epoch (this device)", lambda m: _fmt(cost[m]["seconds_per_epoch"], 3)),
+        row("Cost: epochs trained", lambda m: f"{cost[m]['epochs']}"),
+        row("Cost: parameters", lambda m: _fmt(cost[m]["parameters"])),
+    ]
+
+
+def markdown_table(rows: list[tuple[str, ...]], header=("Aspect (measured)", "AE", "VAE", "GAN")) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def cost(model: Trained) -> dict:
+    """Seconds per epoch (from the run's history), epochs and parameter count."""
+    return {"seconds_per_epoch": seconds_per_epoch(model.history), "epochs": len(model.history),
+            "parameters": model.parameters}
+
+
+def n_samples() -> int:
+    """Samples per model for the sample-quality numbers (1,000 at full settings, 500 in smoke mode)."""
+    return settings.pick(full=1000, smoke=500)
