@@ -145,7 +145,9 @@ def save_gan_run(run: Run, *, model: str, cfg: GANSettings, data: ImageData, obj
              **{k: history.last.get(f"train_{k}", float("nan")) for k in ("d_loss", "g_loss", "d_real", "d_fake")},
              **gan.diversity_ratio((fake + 1) / 2, real[:n_check].cpu())}
     if data.name == "MNIST":
-        final.update(digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed))
+        final.update(metrics.digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed))
+    elif data.name != "MNIST":
+        final.update(metrics.inception_fid(real[:n_check], (fake + 1) / 2))
     plots.close_all()
     used = {"lr_g": cfg.lrs[0], "lr_d": cfg.lrs[1], "precision": objective.precision.mode}  # what was used, not None for "same as lr"
     if isinstance(cfg, DCGANSettings):
@@ -153,18 +155,6 @@ def save_gan_run(run: Run, *, model: str, cfg: GANSettings, data: ImageData, obj
     run.write_metrics(model=model, epochs=len(history), seed=cfg.seed, device=device, data=data, history=history,
                       final=final, hyperparameters={**asdict(cfg), **used})
     return final
-
-
-def digit_sample_quality(data: ImageData, samples: torch.Tensor, seed: int = 0) -> dict:
-    """Classifier-based Fréchet distance and class coverage of generated digits in [0, 1]
-    (``labkit.metrics``; the classifier is trained once per dataset and cached)."""
-    classifier, accuracy = metrics.digit_classifier(data, seed=seed)
-    samples = samples.to(data.test_x.device)
-    coverage = metrics.class_coverage(classifier, samples)
-    return {"fid_classifier": metrics.frechet_distance(classifier, data.test_x, samples),
-            "class_coverage": coverage["classes_covered"],
-            "class_kl_from_uniform": coverage["kl_from_uniform"],
-            "classifier_test_accuracy": accuracy}
 
 
 def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device, progress: bool) -> dict:

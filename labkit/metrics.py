@@ -241,3 +241,52 @@ def class_coverage(classifier: DigitClassifier, samples: torch.Tensor) -> dict:
     nonzero = p > 0
     kl = float((p[nonzero] * torch.log(p[nonzero] * 10)).sum())
     return {"classes_covered": int(nonzero.sum()), "kl_from_uniform": kl, "histogram": counts.long().tolist()}
+
+
+def sample_quality(classifier: DigitClassifier, real: torch.Tensor, samples: torch.Tensor) -> dict:
+    """Classifier Fréchet distance of generated digits in [0, 1] to ``real`` ones, the number of
+    digits found among them and the KL of their class histogram from uniform (notebook 04, "Samples")."""
+    samples = samples.to(real.device)
+    coverage = class_coverage(classifier, samples)
+    return {"fid_classifier": frechet_distance(classifier, real, samples),
+            "class_coverage": coverage["classes_covered"],
+            "class_kl_from_uniform": coverage["kl_from_uniform"]}
+
+
+def digit_sample_quality(data: ImageData, samples: torch.Tensor, seed: int = 0) -> dict:
+    """``sample_quality`` against the test digits of ``data`` with its cached classifier, plus that
+    classifier's test accuracy: the numbers an MNIST GAN run records in its metrics.json."""
+    classifier, accuracy = digit_classifier(data, seed=seed)
+    return {**sample_quality(classifier, data.test_x, samples), "classifier_test_accuracy": accuracy}
+
+
+INCEPTION_DOWNLOAD_TIMEOUT = 20  # seconds before giving up on the Inception weights
+
+
+def inception_fid(real: torch.Tensor, fake: torch.Tensor) -> dict:
+    """Inception FID (Heusel et al. 2017) of colour images in [0, 1] through torchmetrics, or, when
+    the Inception weights cannot be had (offline, no ``torch-fidelity``), why it was not computed.
+
+    Returns ``{"inception_fid": value}`` or ``{"inception_fid_not_computed": reason}``: the report
+    shows either. With a few hundred images the number is biased upwards; compare runs of the same size.
+    """
+    if settings.offline():
+        return {"inception_fid_not_computed": "offline (LABKIT_OFFLINE=1): the Inception weights cannot be downloaded"}
+    import socket
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(INCEPTION_DOWNLOAD_TIMEOUT)
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        fid = FrechetInceptionDistance(feature=2048, normalize=True).to(real.device)
+        for images, is_real in ((real, True), (fake.to(real.device), False)):
+            for xb in batches(images, batch_size=100, shuffle=False):
+                fid.update(xb.expand(-1, 3, -1, -1), real=is_real)
+        return {"inception_fid": float(fid.compute())}
+    except (ImportError, ModuleNotFoundError) as e:
+        return {"inception_fid_not_computed": f"torch-fidelity is not installed ({e}); pip install torch-fidelity"}
+    except (OSError, RuntimeError, ValueError) as e:
+        return {"inception_fid_not_computed": f"the Inception weights could not be loaded ({str(e)[:160]})"}
+    finally:
+        socket.setdefaulttimeout(previous)

@@ -258,6 +258,7 @@ def test_run_dcgan_on_the_stand_in_writes_metrics_figures_and_gif(tmp_path, monk
         assert (tmp_path / "run" / metrics["figures"][name]).is_file()
     with Image.open(tmp_path / "run" / "progression.gif") as gif:
         assert gif.n_frames == 2
+    assert "offline" in metrics["final"]["inception_fid_not_computed"]  # the report says why there is no FID
 
 
 def test_run_gan_on_mnist_reports_the_mode_collapse_ratio(tmp_path, monkeypatch):

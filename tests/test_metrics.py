@@ -100,3 +100,43 @@ def test_reconstruction_errors_known_answers():
     assert half["mse_per_pixel"] == pytest.approx(0.25)
     assert half["bce_nats"] == pytest.approx(784 * math.log(2), rel=1e-5)
     assert Autoencoder()(x).shape == x.shape
+
+
+def test_inception_fid_offline_says_why_it_was_not_computed(monkeypatch):
+    monkeypatch.setenv("LABKIT_OFFLINE", "1")
+    result = metrics.inception_fid(torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64))
+    assert result == {"inception_fid_not_computed":
+                      "offline (LABKIT_OFFLINE=1): the Inception weights cannot be downloaded"}
+
+
+def test_inception_fid_reports_a_failed_download_and_passes_images_through_when_it_works(monkeypatch):
+    import torchmetrics.image.fid as tm_fid
+
+    monkeypatch.setenv("LABKIT_OFFLINE", "0")
+
+    class Unreachable:
+        def __init__(self, **kwargs):
+            raise OSError("<urlopen error [Errno -2] Name or service not known>")
+
+    monkeypatch.setattr(tm_fid, "FrechetInceptionDistance", Unreachable)
+    result = metrics.inception_fid(torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64))
+    assert result["inception_fid_not_computed"].startswith("the Inception weights could not be loaded (<urlopen")
+
+    class MeanGap:  # a stand-in with FID's interface: real/fake batches in, one number out
+        def __init__(self, feature, normalize):
+            assert (feature, normalize) == (2048, True)
+            self.sums = {True: 0.0, False: 0.0}
+
+        def to(self, device):
+            return self
+
+        def update(self, images, real):
+            assert images.shape[1] == 3
+            self.sums[real] += float(images.sum())
+
+        def compute(self):
+            return torch.tensor(self.sums[True] - self.sums[False])
+
+    monkeypatch.setattr(tm_fid, "FrechetInceptionDistance", MeanGap)
+    real, fake = torch.ones(150, 3, 8, 8), torch.zeros(150, 3, 8, 8)
+    assert metrics.inception_fid(real, fake) == {"inception_fid": 150 * 3 * 8 * 8}
