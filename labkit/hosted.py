@@ -105,7 +105,8 @@ def synced(nb: dict, notebook: str, repository: str = REPOSITORY) -> dict:
         title = _BADGES_LINE.sub(lambda _: badges, title, count=1)
     else:
         first, _, rest = title.partition("\n")
-        title = f"{first}\n\n{badges}\n" + (f"\n{rest.lstrip(chr(10))}" if rest.strip() else "")
+        rest = rest.lstrip("\n")
+        title = f"{first}\n\n{badges}\n" + (f"\n{rest}" if rest else "")
     cells[0]["source"] = _lines(title)
     ids = [c.get("id") for c in cells]
     if SETUP_CELL_ID in ids:
@@ -163,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--check", action="store_true", help="list notebooks that disagree with REPOSITORY")
     parser.add_argument("--folder", default=None, help="notebooks folder (default: notebooks/ of the checkout)")
     args = parser.parse_args(argv)
+    if not notebooks(args.folder):
+        print(f"no notebooks (*.ipynb) in {args.folder or NOTEBOOKS_FOLDER}")
+        return 1
     if args.sync_notebooks:
         for path in sync_notebooks(args.folder):
             print("rewrote", path)

@@ -129,3 +129,8 @@ def test_set_up_cell_is_silent_about_the_gpu_when_there_is_one(monkeypatch, caps
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     _run_setup_cell(monkeypatch, "Colab")
     assert capsys.readouterr().out == ""
+
+
+def test_the_command_line_says_so_when_the_folder_holds_no_notebook(tmp_path, capsys):
+    assert hosted.main(["--sync-notebooks", "--folder", str(tmp_path)]) == 1
+    assert "no notebooks" in capsys.readouterr().out
