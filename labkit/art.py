@@ -51,13 +51,18 @@ def find_images(folder: str | Path) -> list[Path]:
 
 
 def decode_image(path: str | Path, size: int) -> np.ndarray:
-    """One file as (size, size, 3) uint8 RGB: converted to RGB (grayscale, palette, CMYK; transparency
-    over white), scaled so the shorter side is ``size`` and centre-cropped. Raises on broken files."""
+    """One file as (size, size, 3) uint8 RGB: converted to RGB (grayscale, 16-bit grayscale, palette, CMYK;
+    transparency over white), scaled so the shorter side is ``size`` and centre-cropped. Raises on broken files."""
     from PIL import Image, ImageOps
 
     with Image.open(path) as img:
         img.draft("RGB", (2 * size, 2 * size))  # JPEG: decode at reduced scale, much faster
+        # 16-bit grayscale (PNG, TIFF; older Pillow opens such PNGs as "I"): Pillow's convert() clips 0..65535
+        # at 255, which turns almost every such image white, so scale it to 0..255 here
+        sixteen_bit = img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG")
         img = ImageOps.exif_transpose(img)
+        if sixteen_bit:
+            img = Image.fromarray(np.rint(np.asarray(img) / 257).astype(np.uint8))
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
             img = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
