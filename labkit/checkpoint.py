@@ -171,7 +171,7 @@ class Checkpoint:
             "modules": {name: m.state_dict() for name, m in objective.modules.items()},
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "scaler": precision.scaler.state_dict() if precision is not None else {},
-            "callbacks": {i: cb.state_dict() for i, cb in enumerate(callbacks) if hasattr(cb, "state_dict")},
+            "callbacks": {key: cb.state_dict() for key, cb in _stateful(callbacks)},
             "rng": rng_state(),
         }
         return atomic_save(state, self.path)
@@ -196,9 +196,21 @@ class Checkpoint:
         precision = getattr(objective, "precision", None)
         if precision is not None and state["scaler"]:
             precision.scaler.load_state_dict(state["scaler"])
-        for i, callback in enumerate(callbacks):
-            if hasattr(callback, "load_state_dict") and i in state["callbacks"]:
-                callback.load_state_dict(state["callbacks"][i])
+        for key, callback in _stateful(callbacks):
+            if key in state["callbacks"]:
+                callback.load_state_dict(state["callbacks"][key])
         history[:] = state["history"]
         set_rng_state(state["rng"])
         return state["epochs_done"]
+
+
+def _stateful(callbacks) -> list[tuple[str, object]]:
+    """Callbacks that keep state, keyed by class name and order among their class (``FixedNoise``,
+    ``FixedNoise-2``): a live plot added or left out does not shift the key of the fixed noise."""
+    keyed, seen = [], {}
+    for callback in callbacks:
+        if hasattr(callback, "state_dict") and hasattr(callback, "load_state_dict"):
+            name = type(callback).__name__
+            seen[name] = seen.get(name, 0) + 1
+            keyed.append((name if seen[name] == 1 else f"{name}-{seen[name]}", callback))
+    return keyed

@@ -268,3 +268,18 @@ def test_sigkill_mid_run_then_the_same_command_ends_like_an_uninterrupted_run(tm
         {k: v for k, v in reference["final"].items() if k not in timing}
     a, b = (ckpt.safe_load(d / ckpt.FILE_NAME)["modules"]["model"] for d in (cut, whole))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_callback_state_follows_its_class_not_its_position(tmp_path, mnist_offline):
+    x = mnist_offline.train_x[:128]
+    seed_everything(0)
+    G, D = gan.mlp_gan(16)
+    recorder = gan.FixedNoise(G, n=4, seed=0)
+    fit(gan.GANObjective(G, D, latent_dim=16), x, epochs=1, batch_size=64, progress=False, callbacks=[recorder],
+        checkpoint=tmp_path)                                   # as a headless recipe: the recorder alone
+    G2, D2 = gan.mlp_gan(16)
+    recorder2 = gan.FixedNoise(G2, n=4, seed=0)
+    live = lambda epoch, record, history: None  # noqa: E731 - a stateless callback in front, as a live plot
+    fit(gan.GANObjective(G2, D2, latent_dim=16), x, epochs=2, batch_size=64, progress=False,
+        callbacks=[live, recorder2], checkpoint=tmp_path)      # as the notebook: live plot first
+    assert recorder2.epochs == [1, 2]
