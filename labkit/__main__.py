@@ -4,6 +4,10 @@
 (default DIR: ``runs/MODEL``); ``LABKIT_SMOKE=1`` reduces epochs and data. A checkpoint is saved in
 DIR after every epoch: running the same command again resumes an interrupted run. ``report`` builds
 REPORT.md from the runs.
+
+On several GPUs (Kaggle's two T4s): ``torchrun --nproc_per_node 2 -m labkit train MODEL ...`` trains
+with DistributedDataParallel, each process on its share of the data (``labkit.distributed``);
+``--batch-size`` is then per process, and rank 0 alone prints and writes the run.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import argparse
 import json
 import sys
 
-from . import experiments
+from . import distributed, experiments
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="number of epochs (default: the notebook's; 2 in smoke mode)")
     train.add_argument("--seed", type=int, help="random seed (default 0)")
     train.add_argument("--out", help="output folder (default runs/MODEL)")
-    train.add_argument("--batch-size", type=int, dest="batch_size", help="batch size")
+    train.add_argument("--batch-size", type=int, dest="batch_size",
+                       help="batch size (under torchrun per process: N processes train on N times this)")
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     train.add_argument("--variant", help="VAE variant: default, seed, classic or latent2")
@@ -59,11 +64,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg = experiments.settings_for(args.model, **{k: v for k, v in overrides.items() if k in allowed})
             recipe = experiments.RECIPES[args.model][0]
-            final = recipe(cfg, out=args.out, device=args.device, progress=not args.no_progress)
+            with distributed.quiet_unless_main():
+                final = recipe(cfg, out=args.out, device=args.device, progress=not args.no_progress)
         except (ValueError, FileNotFoundError, PermissionError, FloatingPointError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        print(json.dumps({"model": args.model, "final": final}))
+        if distributed.is_main():
+            print(json.dumps({"model": args.model, "final": final}))
     elif args.command == "report":
         from .report import build_report
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import plots, settings
+from . import distributed, plots, settings
 from .data import ImageData, load_mnist
 from .models import DEFAULT_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae
 from .runs import Run, fit_in_run, start_run
@@ -113,6 +113,8 @@ def run_ae(cfg: AESettings | None = None, out: str | Path | None = None,
     model = Autoencoder(latent_dim=cfg.latent_dim, hidden=cfg.hidden).to(device)
     objective = AutoencoderObjective(model, lr=cfg.lr)
     history = fit_in_run(run, objective, data, cfg, progress)
+    if not distributed.is_main():
+        return {}  # under torchrun, rank 0 evaluates and writes the run
     test = evaluate(objective, data.test_x)
     with torch.no_grad():
         x = data.test_x[:10]
@@ -137,6 +139,8 @@ def run_vae(cfg: VAESettings | None = None, out: str | Path | None = None,
     model = make_vae(cfg.variant).to(device)
     objective = VAEObjective(model, lr=cfg.lr, beta=cfg.beta)
     history = fit_in_run(run, objective, data, cfg, progress)
+    if not distributed.is_main():
+        return {}  # under torchrun, rank 0 evaluates and writes the run
     torch.manual_seed(cfg.seed)  # the test ELBO draws z: make the reported number repeatable
     test = evaluate(objective, data.test_x)
     title = f"VAE ({cfg.variant}) on {data.label}"

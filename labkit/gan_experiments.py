@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from . import gan, metrics, plots, settings
+from . import distributed, gan, metrics, plots, settings
 from .art import load_abstract_art, load_cifar10
 from .data import ImageData, load_mnist
 from .models import count_parameters
@@ -164,6 +164,8 @@ def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device
     objective = cfg.objective(G, D)
     recorder = gan.FixedNoise(G, n=64, seed=cfg.seed)
     history = fit_in_run(run, objective, data, cfg, progress, callbacks=[recorder])
+    if not distributed.is_main():
+        return {}  # under torchrun, rank 0 evaluates and writes the run
     return save_gan_run(run, model=model, cfg=cfg, data=data, objective=objective, recorder=recorder,
                         history=history, device=device)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import settings
+from . import distributed, settings
 from .checkpoint import FILE_NAME as CHECKPOINT_FILE
 from .data import ImageData
 from .train import History, fit
@@ -32,7 +32,8 @@ def environment() -> dict:
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "torchvision": torchvision.__version__, "numpy": numpy.__version__,
            "scikit-learn": sklearn.__version__, "matplotlib": matplotlib.__version__,
-           "platform": platform.platform(), "cpu_count": os.cpu_count()}
+           "platform": platform.platform(), "cpu_count": os.cpu_count(),
+           "processes": distributed.world_size()}  # > 1 under torchrun: batch_size is per process
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     return env
@@ -91,17 +92,20 @@ class Run:
 def start_run(name: str, seed: int, out: str | Path | None = None,
               device: str | None = None) -> tuple[Run, torch.device]:
     """Open the run folder (failing now, not after training, if it is not writable), seed every
-    generator and pick the device: the first step of every headless recipe."""
+    generator and pick the device: the first step of every headless recipe. Under ``torchrun`` it
+    also joins the job (``labkit.distributed``), and the device is this process's GPU."""
     from .device import pick_device, seed_everything
 
     run = Run(name, out)
     seed_everything(seed)
-    return run, pick_device(device)
+    return run, distributed.init_from_env(pick_device(device))
 
 
 def fit_in_run(run: Run, objective, data: ImageData, cfg, progress: bool = True, callbacks=()) -> History:
     """``fit`` as every headless recipe calls it: checkpointed in the run folder after each epoch,
-    so that the same command resumes a run that was cut off (and refuses another run's checkpoint)."""
+    so that the same command resumes a run that was cut off (and refuses another run's checkpoint).
+    Under ``torchrun`` only rank 0 goes on to the figures and metrics.json: recipes return when
+    ``labkit.distributed.is_main()`` is false."""
     return fit(objective, data.train_x, data.test_x, epochs=cfg.epochs, batch_size=cfg.batch_size,
                callbacks=callbacks, progress=progress, checkpoint=run.checkpoint_path, config=asdict(cfg),
                precision=cfg.precision)

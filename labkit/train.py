@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoint import Checkpoint
 from .data import batches
 from .losses import vae_loss
@@ -249,6 +250,12 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
     ``config`` (the run's settings) is stored in it and must match on resume.
     ``precision``: ``"auto"`` (mixed precision on CUDA GPUs, float32 elsewhere), ``"fp32"``,
     ``"bf16"`` or ``"fp16"`` (see ``Precision``). Notebook 01, "Training", walks through it.
+
+    Under ``torchrun`` (``labkit.distributed``) each process trains on its own shard of ``train_x``
+    with its modules wrapped in DistributedDataParallel; ``batch_size`` is per process (the
+    effective batch is the number of processes times it). Every process loads the checkpoint and
+    keeps the same history (epoch means over all processes); only rank 0 shows progress, runs the
+    callbacks and writes the checkpoint.
     """
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
         raise ValueError(f"epochs must be a whole number >= 0, got {epochs!r}")
@@ -258,7 +265,9 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
         raise ValueError("train_x holds no images: check the data folder or the smoke-mode sizes")
     _check_finite_data(train_x, "train_x")
     history = History() if history is None else history
-    callbacks = list(callbacks)
+    main = distributed.is_main()
+    callbacks = list(callbacks) if main else []
+    progress = progress and main
     device = train_x.device
     objective.precision = Precision(device, precision)
     target = len(history) + epochs
@@ -271,26 +280,33 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
             if state["epochs_done"] > len(history):
                 checkpoint.restore(state, objective, history, callbacks, train_x)
                 left = max(target - len(history), 0)
-                print(f"labkit: resuming {objective.name} from {checkpoint.path}: {len(history)} epoch(s) done, "
-                      + (f"{left} to go" if left else "nothing left to train (delete the checkpoint or "
-                         "choose another output folder to train from scratch)"))
+                if main:
+                    print(f"labkit: resuming {objective.name} from {checkpoint.path}: {len(history)} epoch(s) done, "
+                          + (f"{left} to go" if left else "nothing left to train (delete the checkpoint "
+                             "or choose another output folder to train from scratch)"))
+    distributed.seed_per_rank()
+    all_x, train_x, train_y = train_x, distributed.shard(train_x), distributed.shard(train_y)
     n_batches = (train_x.shape[0] // batch_size if objective.drop_last
                  else math.ceil(train_x.shape[0] / batch_size))
     epoch_bar = tqdm(range(len(history) + 1, target + 1), desc=f"{objective.name} epochs",
                      disable=not progress, unit="epoch")
-    for epoch in epoch_bar:
-        record = _train_epoch(objective, train_x, train_y, batch_size, epoch, n_batches, progress, checkpoint)
-        if test_x is not None and test_x.shape[0] > 0:
-            record.update({f"test_{k}": v for k, v in evaluate(objective, test_x, test_y).items()})
-        history.append(record)
-        epoch_bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
-                               if k in ("train_loss", "test_loss")})
-        for callback in callbacks:
-            callback(epoch, record, history)
-        if hasattr(objective, "epoch_end"):
-            objective.epoch_end(record, history)
-        if checkpoint is not None:
-            checkpoint.save(objective, history, callbacks, train_x)
+    with distributed.wrap(objective):
+        for epoch in epoch_bar:
+            record = _train_epoch(objective, train_x, train_y, batch_size, epoch, n_batches, progress, checkpoint)
+            distributed.average_buffers(objective.modules.values())
+            if test_x is not None and test_x.shape[0] > 0:
+                record.update({f"test_{k}": v for k, v in evaluate(objective, test_x, test_y).items()})
+            record = distributed.average_record(record, device)  # the same history on every process
+            history.append(record)
+            epoch_bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
+                                   if k in ("train_loss", "test_loss")})
+            for callback in callbacks:
+                callback(epoch, record, history)
+            if hasattr(objective, "epoch_end"):
+                objective.epoch_end(record, history)
+            if checkpoint is not None and distributed.is_main():
+                checkpoint.save(objective, history, callbacks, all_x)
+            distributed.barrier()  # no process goes on before the checkpoint is whole
     _set_mode(objective, training=False)
     return history
 

@@ -1,0 +1,66 @@
+"""One process of the two-process job that tests/test_distributed.py starts with torchrun (gloo, CPU).
+
+Trains the autoencoder for one epoch through the real command line (``labkit.__main__.main``),
+then extends the same run to two epochs (``fit_in_run`` resumes from its checkpoint), then the
+MNIST GAN through ``fit`` for a few steps. Each rank saves what the test compares in ``OUT/rank<r>.pt``:
+the weights before and after each training, the history, and a checksum of the data shard it trained on.
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT
+"""
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from labkit import __main__ as cli
+from labkit import data, device, distributed, experiments, gan, models, runs, train
+
+
+def weights(objective) -> dict:
+    """Every parameter and buffer of every module, copied."""
+    return {f"{name}.{key}": value.detach().clone()
+            for name, module in objective.modules.items() for key, value in module.state_dict().items()}
+
+
+def main(out: Path) -> int:
+    found: dict = {"shard_sums": []}
+    real_fit, real_shard = runs.fit, distributed.shard
+
+    def fit_and_keep_weights(objective, *args, **kwargs):
+        before = weights(objective)
+        history = real_fit(objective, *args, **kwargs)
+        found.setdefault("ae_runs", []).append({"before": before, "after": weights(objective),
+                                                "history": [dict(r) for r in history]})
+        return history
+
+    def shard_and_keep_sum(tensor, *args, **kwargs):
+        part = real_shard(tensor, *args, **kwargs)
+        if part is not None and part.is_floating_point():
+            found["shard_sums"].append(float(part.double().sum()))
+        return part
+
+    runs.fit, distributed.shard = fit_and_keep_weights, shard_and_keep_sum
+    code = cli.main(["train", "ae", "--epochs", "1", "--out", str(out / "ae"), "--no-progress"])
+    if code != 0:
+        return code
+    cfg = experiments.AESettings(epochs=2)  # the same run, extended: resumes from the checkpoint
+    run, dev = runs.start_run("ae", cfg.seed, out / "ae", "cpu")
+    objective = train.AutoencoderObjective(models.Autoencoder(cfg.latent_dim, cfg.hidden).to(dev), lr=cfg.lr)
+    runs.fit_in_run(run, objective, data.load_mnist(dev, verbose=False), cfg, progress=False)
+    runs.fit = real_fit
+
+    device.seed_everything(0)
+    mnist = data.load_mnist("cpu", verbose=False)
+    objective = gan.GANObjective(*gan.mlp_gan())
+    found["gan_before"] = weights(objective)
+    train.fit(objective, mnist.train_x[:512], epochs=1, batch_size=64, progress=False)  # 4 steps per rank
+    found["gan_after"] = weights(objective)
+    torch.save(found, out / f"rank{distributed.rank()}.pt")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    sys.exit(main(Path(sys.argv[1])))
