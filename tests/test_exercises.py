@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from labkit import exercises, report
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_PARTS = {"01_ae.ipynb": "ae", "02_vae.ipynb": "vae", "03_gan_abstract_art.ipynb": "gan"}
+NOTEBOOK_PARTS = {"01_ae.ipynb": "ae", "02_vae.ipynb": "vae", "03_gan_abstract_art.ipynb": "gan",
+                  "04_compare.ipynb": "compare"}
 
 
 def stub(*args):

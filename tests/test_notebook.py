@@ -14,7 +14,7 @@ import pytest
 from labkit import notebook
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOKS = ("01_ae.ipynb", "02_vae.ipynb", "03_gan_abstract_art.ipynb")
+NOTEBOOKS = ("01_ae.ipynb", "02_vae.ipynb", "03_gan_abstract_art.ipynb", "04_compare.ipynb")
 SETUP_SECTION = "Set-up"   # the imports; the explanations exist only once that section has run
 
 
