@@ -1,0 +1,55 @@
+"""The benchmarks' shared helpers (benchmarks/common.py) and a tiny run of benchmarks/pipeline.py."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+from common import PeakMemory, write_mnist  # noqa: E402
+
+from labkit import data  # noqa: E402
+
+
+def test_mnist_written_as_idx_files_reads_back_identically(tmp_path, monkeypatch, mnist_offline):
+    write_mnist(mnist_offline, tmp_path)
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
+    again = data.load_mnist("cpu", smoke=False, verbose=False)
+    assert again.source == "local"
+    for name in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(again, name), getattr(mnist_offline, name)), name
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="per-measurement peak RSS needs Linux")
+def test_peak_memory_sees_a_block_that_allocates_and_frees_256_mb():
+    with PeakMemory(torch.device("cpu")) as peak:
+        block = torch.ones(64, 2**20)  # 256 MiB of float32, touched
+        del block
+    fields = peak.fields()
+    assert fields["peak_memory_mb"] - fields["memory_at_start_mb"] >= 250
+    assert "VmHWM" in fields["memory_kind"]
+    with PeakMemory(torch.device("cpu")) as quiet:  # reset: the block above no longer counts
+        pass
+    assert quiet.fields()["peak_memory_mb"] - quiet.fields()["memory_at_start_mb"] < 50
+
+
+def test_pipeline_benchmark_prints_one_json_line_per_measurement_and_ratio(tmp_path):
+    env = {**os.environ, "LABKIT_OFFLINE": "1", "LABKIT_DATA": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "pipeline.py"), "--device", "cpu", "--epochs", "2",
+                             "--n-train", "256", "--models", "vae-classic", "--dcgan-steps", "1",
+                             "--dcgan-batch-size", "4", "--dcgan-workers", "0"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(r["model"], r.get("pipeline")) for r in rows] == [
+        ("vae-classic", "labkit"), ("vae-classic", "dataloader"), ("vae-classic", None),
+        ("dcgan-64", "labkit"), ("dcgan-64", "imagefolder"), ("dcgan-64", None)]
+    assert rows[0]["n_train"] == 256 and rows[0]["batch_size"] == 128 and len(rows[0]["epochs_seconds"]) == 2
+    assert rows[2]["ratio_dataloader_over_labkit"] > 0 and rows[5]["ratio_labkit_over_imagefolder_steps_per_second"] > 0
+    assert rows[3]["dataset"].startswith("synthetic stand-in") and rows[3]["steps"] == 1
+    assert all(r["peak_memory_mb"] >= r["memory_at_start_mb"] > 0 for r in rows if "pipeline" in r)
