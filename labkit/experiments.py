@@ -110,8 +110,8 @@ def run_ae(cfg: AESettings | None = None, out: str | Path | None = None,
     """Train the autoencoder of notebook 01 and write its figures and metrics.json."""
     cfg = cfg or AESettings()
     run, device, data = _prepare("ae", cfg.seed, out, device)
-    model = Autoencoder(latent_dim=cfg.latent_dim, hidden=cfg.hidden).to(device)
-    objective = AutoencoderObjective(model, lr=cfg.lr)
+    objective = cfg.objective(device)
+    model = objective.model
     history = fit_in_run(run, objective, data, cfg, progress)
     if not distributed.is_main():
         return {}  # under torchrun, rank 0 evaluates and writes the run
@@ -136,8 +136,8 @@ def run_vae(cfg: VAESettings | None = None, out: str | Path | None = None,
     """Train a VAE variant of notebook 02 and write its figures and metrics.json."""
     cfg = cfg or VAESettings()
     run, device, data = _prepare("vae" if cfg.variant == "default" else f"vae-{cfg.variant}", cfg.seed, out, device)
-    model = make_vae(cfg.variant).to(device)
-    objective = VAEObjective(model, lr=cfg.lr, beta=cfg.beta)
+    objective = cfg.objective(device)
+    model = objective.model
     history = fit_in_run(run, objective, data, cfg, progress)
     if not distributed.is_main():
         return {}  # under torchrun, rank 0 evaluates and writes the run
