@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--n-images", type=int, dest="n_images", help="dcgan: train on at most N images")
     train.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
                        help="auto (default): mixed precision on a CUDA GPU, float32 elsewhere")
+    train.add_argument("--compile", action="store_true", default=None,
+                       help="compile the networks with torch.compile (slower first epoch; may pay off on a GPU)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     report = commands.add_parser("report", help="build REPORT.md from the runs")
     report.add_argument("--runs", help="folder of runs (default runs/ or $LABKIT_RUNS)")
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         overrides = {k: getattr(args, k) for k in ("epochs", "seed", "batch_size", "lr", "variant", "beta", "lr_g",
                                                    "lr_d", "real_label", "g_steps", "dataset", "image_size",
-                                                   "downsample", "n_images", "precision")}
+                                                   "downsample", "n_images", "precision", "compile")}
         allowed = set(experiments.RECIPES[args.model][1].__dataclass_fields__)
         unused = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None and k not in allowed]
         if unused:

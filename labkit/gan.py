@@ -429,11 +429,9 @@ def fixed_noise_progression(frames: Sequence[torch.Tensor], epochs: Sequence[int
 def _frame_image(images: torch.Tensor, nrow: int, label: str, scale: int):
     """One GIF frame: the image grid as a PIL RGB image, enlarged ``scale`` times, labelled on top."""
     from PIL import Image, ImageDraw
-    from torchvision.utils import make_grid
 
-    grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0, normalize=True, value_range=(-1, 1))
-    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    picture = Image.fromarray(array).convert("RGB")
+    array = (plots.grid_array(images, nrow, value_range=(-1, 1)) * 255).round().astype(np.uint8)
+    picture = Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).convert("RGB")
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
     canvas = Image.new("RGB", (picture.width, picture.height + 14), "white")

@@ -46,6 +46,7 @@ class GANSettings:
     g_steps: int = 1
     seed: int = 0
     precision: str = "auto"
+    compile: bool = False
 
     def __post_init__(self):
         _check("epochs", self.epochs)

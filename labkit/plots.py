@@ -11,16 +11,28 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 import torch
-from torchvision.utils import make_grid
 
 from .train import History
 
 DIGIT_COLORS = "tab10"
 
 
-def _to_numpy_grid(images: torch.Tensor, nrow: int, value_range: tuple[float, float]) -> np.ndarray:
-    grid = make_grid(images.detach().float().cpu(), nrow=nrow, padding=2, pad_value=1.0,
-                     normalize=True, value_range=value_range)
+def grid_array(images: torch.Tensor, nrow: int, value_range: tuple[float, float] = (0.0, 1.0),
+               padding: int = 2) -> np.ndarray:
+    """Tile a batch (B, C, H, W) into one picture (rows of ``nrow`` images, white gaps of ``padding``
+    pixels), pixels mapped from ``value_range`` to [0, 1]: a NumPy array (H', W', C).
+
+    What ``torchvision.utils.make_grid`` does, written out so that a headless run that only saves
+    figures does not spend seconds importing torchvision."""
+    low, high = value_range
+    images = ((images.detach().float().cpu() - low) / (high - low)).clamp(0, 1)
+    b, c, h, w = images.shape
+    cols = min(nrow, b)
+    rows = -(-b // cols)
+    grid = torch.ones(c, rows * (h + padding) + padding, cols * (w + padding) + padding)
+    for i, image in enumerate(images):
+        top, left = padding + (i // cols) * (h + padding), padding + (i % cols) * (w + padding)
+        grid[:, top:top + h, left:left + w] = image
     return grid.permute(1, 2, 0).numpy()
 
 
@@ -33,7 +45,7 @@ def image_grid(images: torch.Tensor, nrow: int = 8, title: str | None = None, *,
     """
     if images.dim() != 4:
         raise ValueError(f"image_grid expects a batch of images (B, C, H, W), got shape {tuple(images.shape)}")
-    array = _to_numpy_grid(images, nrow, value_range)
+    array = grid_array(images, nrow, value_range)
     if ax is None:
         rows = int(np.ceil(len(images) / nrow))
         fig, ax = plt.subplots(figsize=(max(2.0, size * min(nrow, len(images))), max(1.2, size * rows + 0.4)))

@@ -23,15 +23,18 @@ METRICS_FILE = "metrics.json"
 
 
 def environment() -> dict:
-    """Library versions and hardware, recorded in every metrics.json."""
-    import matplotlib
-    import numpy
-    import sklearn
-    import torchvision
+    """Library versions and hardware, recorded in every metrics.json (versions read from the
+    installed packages' metadata: importing torchvision or scikit-learn just for this costs seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
 
     env = {"python": platform.python_version(), "torch": torch.__version__,
-           "torchvision": torchvision.__version__, "numpy": numpy.__version__,
-           "scikit-learn": sklearn.__version__, "matplotlib": matplotlib.__version__,
+           **{name: installed(name) for name in ("torchvision", "numpy", "scikit-learn", "matplotlib")},
            "platform": platform.platform(), "cpu_count": os.cpu_count(),
            "processes": distributed.world_size()}  # > 1 under torchrun: batch_size is per process
     if torch.cuda.is_available():
@@ -108,7 +111,7 @@ def fit_in_run(run: Run, objective, data: ImageData, cfg, progress: bool = True,
     ``labkit.distributed.is_main()`` is false."""
     return fit(objective, data.train_x, data.test_x, epochs=cfg.epochs, batch_size=cfg.batch_size,
                callbacks=callbacks, progress=progress, checkpoint=run.checkpoint_path, config=asdict(cfg),
-               precision=cfg.precision)
+               precision=cfg.precision, compile=cfg.compile)
 
 
 def load_metrics(folder: str | Path) -> dict:

@@ -235,7 +235,7 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
         history: History | None = None, progress: bool = True,
         train_y: torch.Tensor | None = None, test_y: torch.Tensor | None = None,
         checkpoint: str | Path | Checkpoint | None = None, config: dict | None = None,
-        precision: str = "auto") -> History:
+        precision: str = "auto", compile: bool = False) -> History:
     """Train ``objective`` for ``epochs`` epochs on resident images; return the per-epoch history.
 
     Each record holds ``epoch``, ``seconds`` (training time of the epoch), ``train_<k>`` for every
@@ -250,6 +250,8 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
     ``config`` (the run's settings) is stored in it and must match on resume.
     ``precision``: ``"auto"`` (mixed precision on CUDA GPUs, float32 elsewhere), ``"fp32"``,
     ``"bf16"`` or ``"fp16"`` (see ``Precision``). Notebook 01, "Training", walks through it.
+    ``compile=True`` compiles each module with ``torch.compile`` (in place, so checkpoints keep
+    their names): the first epoch pays the compilation, later ones may run faster on a GPU.
 
     Under ``torchrun`` (``labkit.distributed``) each process trains on its own shard of ``train_x``
     with its modules wrapped in DistributedDataParallel; ``batch_size`` is per process (the
@@ -270,6 +272,9 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
     progress = progress and main
     device = train_x.device
     objective.precision = Precision(device, precision)
+    if compile:
+        for module in objective.modules.values():
+            module.compile()
     target = len(history) + epochs
     if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
         checkpoint = Checkpoint(checkpoint, config)

@@ -132,3 +132,18 @@ def test_bfloat16_training_ends_within_two_percent_of_float32(mnist_offline):
         results[mode] = evaluate(objective, mnist_offline.test_x)["neg_elbo"]
     assert objective.precision.mode == "bf16"
     assert results["bf16"] == pytest.approx(results["fp32"], rel=0.02)
+
+
+def test_compile_compiles_every_module_in_place_once(monkeypatch):
+    from labkit import gan
+
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    G, D = gan.mlp_gan(8)
+    objective = gan.GANObjective(G, D, latent_dim=8)
+    fit(objective, torch.rand(64, 1, 28, 28), epochs=1, batch_size=32, progress=False, compile=True)
+    assert sorted(compiled) == ["MLPDiscriminator", "MLPGenerator"]
+    assert objective.modules == {"generator": G, "discriminator": D}     # the same objects: checkpoints keep names
+    compiled.clear()
+    fit(AutoencoderObjective(Autoencoder()), torch.rand(8, 1, 28, 28), epochs=1, batch_size=8, progress=False)
+    assert compiled == []
