@@ -441,14 +441,17 @@ def _frame_image(images: torch.Tensor, nrow: int, label: str, scale: int):
 
 
 def progression_gif(frames: Sequence[torch.Tensor], epochs: Sequence[int], path: str | Path, n_show: int = 32,
-                    nrow: int = 8, ms_per_frame: int = 300, scale: int | None = None) -> Path:
-    """Write the fixed-noise frames as an animated GIF (Pillow), one frame per epoch, each labelled
-    with its epoch (the label also keeps Pillow from merging two identical frames). Loops forever.
-    ``scale`` enlarges small images (default: x2 below 48 pixels). Notebook 03, "Watching G learn"."""
+                    nrow: int = 8, ms_per_frame: int = 300, scale: int | None = None, max_frames: int = 40) -> Path:
+    """Write the fixed-noise frames as an animated GIF (Pillow), one frame per epoch (at most
+    ``max_frames``, evenly spaced, first and last kept: 100 epochs would make a file of megabytes),
+    each labelled with its epoch (the label also keeps Pillow from merging two identical frames).
+    Loops forever. ``scale`` enlarges small images (default: x2 below 48 pixels). Notebook 03,
+    "Watching G learn"."""
     if not frames:
         raise ValueError("no frames to animate: train with the FixedNoise callback first")
     scale = scale or (2 if frames[0].shape[-1] < 48 else 1)
-    pictures = [_frame_image(f[:n_show], nrow, f"epoch {e}", scale) for f, e in zip(frames, epochs)]
+    pictures = [_frame_image(frames[i][:n_show], nrow, f"epoch {epochs[i]}", scale)
+                for i in _pick_rows(len(frames), max_frames)]
     path = Path(path)
     pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=ms_per_frame, loop=0)
     return path

@@ -165,6 +165,7 @@ def _environment_section(runs: dict[str, dict]) -> list[str]:
     lines += _table([
         ("device", ", ".join(sorted({r.get("device", "?") for r in runs.values()}))),
         ("GPU", env.get("gpu", "none")),
+        ("CPU cores", env.get("cpu_count", "?")),
         ("platform", env.get("platform", "?")),
         ("libraries", "; ".join(f"{k} {env[k]}" for k in ("python", "torch", "torchvision", "numpy", "scikit-learn")
                                 if k in env)),

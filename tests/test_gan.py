@@ -302,3 +302,14 @@ def test_a_discriminator_ahead_but_not_winning_outright_gets_no_warning(d_loss, 
     with w.catch_warnings():
         w.simplefilter("error")
         objective.epoch_end(history.last, history)
+
+
+def test_a_long_run_animates_at_most_max_frames_keeping_the_first_and_last_epoch(tmp_path):
+    frames = [torch.full((4, 1, 28, 28), -1 + 2 * i / 59) for i in range(60)]
+    path = gan.progression_gif(frames, list(range(1, 61)), tmp_path / "p.gif", max_frames=10)
+    with Image.open(path) as gif:
+        assert gif.n_frames == 10
+        first = gif.convert("L").getpixel((20, 40))
+        gif.seek(9)
+        last = gif.convert("L").getpixel((20, 40))
+    assert first < 10 and last > 245       # epoch 1 (black images) and epoch 60 (white images)
