@@ -27,6 +27,8 @@ def grid_array(images: torch.Tensor, nrow: int, value_range: tuple[float, float]
     low, high = value_range
     images = ((images.detach().float().cpu() - low) / (high - low)).clamp(0, 1)
     b, c, h, w = images.shape
+    if b == 1:
+        padding = 0  # a single image is shown as it is, without a frame (as make_grid does)
     cols = min(nrow, b)
     rows = -(-b // cols)
     grid = torch.ones(c, rows * (h + padding) + padding, cols * (w + padding) + padding)

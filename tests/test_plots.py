@@ -28,3 +28,8 @@ def test_grid_array_agrees_with_torchvision_make_grid_on_colour_images():
     ours = plots.grid_array(images, nrow=3, value_range=(-1, 1))
     theirs = make_grid(images, nrow=3, padding=2, pad_value=1.0, normalize=True, value_range=(-1, 1))
     np.testing.assert_allclose(ours, theirs.permute(1, 2, 0).numpy(), atol=1e-6)
+
+
+def test_a_single_image_is_shown_without_a_frame():
+    image = torch.rand(1, 1, 5, 7)
+    np.testing.assert_array_equal(plots.grid_array(image, nrow=8)[:, :, 0], image[0, 0].numpy())
