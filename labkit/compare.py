@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import gan, metrics, settings
+from . import gan, metrics, report, settings
+from .plots import linear_path
 from .checkpoint import Checkpoint
 from .data import ImageData
 from .experiments import RECIPES
@@ -61,13 +62,14 @@ def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, pr
     cfg = cfg or settings_class()
     run = Run(name)
     checkpoint = Checkpoint(run.checkpoint_path, asdict(cfg))
-    done = (run.dir / METRICS_FILE).is_file() and checkpoint.exists() and \
-        checkpoint.load(map_location="cpu")["epochs_done"] >= cfg.epochs
+    state = checkpoint.load(map_location=device) if checkpoint.exists() else None
+    done = state is not None and state["epochs_done"] >= cfg.epochs and (run.dir / METRICS_FILE).is_file()
     if not done:
         recipe(cfg, out=run.dir, device=str(device), progress=progress)
+        state = checkpoint.load(map_location=device)
     objective = make_objective(name, cfg, device)
     history = History()
-    checkpoint.restore(checkpoint.load(map_location=device), objective, history, [], data.train_x)
+    checkpoint.restore(state, objective, history, [], data.train_x)
     for module in objective.modules.values():
         module.eval()
     return Trained(name, cfg, objective, history, load_metrics(run.dir), reused=done)
@@ -129,8 +131,6 @@ def interpolation(model: Trained, data: ImageData, classifier, steps: int = 10, 
     """Mean ``path_smoothness`` over straight latent paths: between the codes of the first test
     images of each pair in ``INTERPOLATION_PAIRS`` (AE, VAE: the posterior means), or between pairs
     of noise vectors (GAN). Also returns the first path's images for a figure."""
-    from .plots import linear_path
-
     if model.name == "gan":
         G = model.objective.generator
         g = torch.Generator().manual_seed(seed)
@@ -215,9 +215,8 @@ def comparison_rows(results: dict) -> list[tuple[str, str, str, str]]:
 
 
 def markdown_table(rows: list[tuple[str, ...]], header=("Aspect (measured)", "AE", "VAE", "GAN")) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    """The comparison table as Markdown, built like every table of the report."""
+    return "\n".join(report.markdown_table(rows, header))
 
 
 def cost(model: Trained) -> dict:

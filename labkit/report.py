@@ -136,10 +136,12 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _table(rows: list[tuple[str, object]], header=("", "")) -> list[str]:
-    lines = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    lines += [f"| {k} | {_fmt(v).replace('|', '/')} |" for k, v in rows]
-    return lines
+def markdown_table(rows, header=("", "")) -> list[str]:
+    """The lines of a Markdown table: ``header`` and one line per row, any number of columns;
+    values are formatted by ``_fmt`` and a ``|`` inside a value becomes ``/``."""
+    cell = lambda v: _fmt(v).replace("|", "/")  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
 
 
 def _copy_figures(run_name: str, record: dict, runs_dir: Path, figures_dir: Path, report_dir: Path) -> dict[str, str]:
@@ -162,7 +164,7 @@ def _environment_section(runs: dict[str, dict]) -> list[str]:
     first = next(iter(runs.values()))
     env = first.get("environment", {})
     modes = sorted({"smoke (reduced epochs and data)" if r.get("smoke") else "full settings" for r in runs.values()})
-    lines += _table([
+    lines += markdown_table([
         ("device", ", ".join(sorted({r.get("device", "?") for r in runs.values()}))),
         ("GPU", env.get("gpu", "none")),
         ("CPU cores", env.get("cpu_count", "?")),
@@ -186,10 +188,10 @@ def _run_section(name: str, record: dict, figures: dict[str, str]) -> list[str]:
              f"{' (smoke mode)' if record.get('smoke') else ''}", ""]
     hyper = record.get("hyperparameters", {})
     if hyper:
-        lines += ["Hyperparameters:", ""] + _table(sorted(hyper.items()), ("setting", "value")) + [""]
+        lines += ["Hyperparameters:", ""] + markdown_table(sorted(hyper.items()), ("setting", "value")) + [""]
     final = {k: v for k, v in record.get("final", {}).items() if k != "table"}
     if final:
-        lines += ["Measured:", ""] + _table(sorted(final.items()), ("metric", "value")) + [""]
+        lines += ["Measured:", ""] + markdown_table(sorted(final.items()), ("metric", "value")) + [""]
     if "table" in record.get("final", {}):
         lines += record["final"]["table"].strip().splitlines() + [""]
     for fig_name, rel in figures.items():

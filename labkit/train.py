@@ -309,7 +309,7 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
                 callback(epoch, record, history)
             if hasattr(objective, "epoch_end"):
                 objective.epoch_end(record, history)
-            if checkpoint is not None and distributed.is_main():
+            if checkpoint is not None and main:
                 checkpoint.save(objective, history, callbacks, all_x)
             distributed.barrier()  # no process goes on before the checkpoint is whole
     _set_mode(objective, training=False)
