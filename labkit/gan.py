@@ -231,7 +231,8 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
     ``real_label`` < 1 is one-sided label smoothing (Salimans et al. 2016, "Improved Techniques for
     Training GANs", section 3.4): real images get the target 0.9 instead of 1, fakes keep 0, so D is
     never rewarded for becoming over-confident on real data. With D = 1/2 everywhere the loss is
-    2 ln 2 = 1.386 whatever ``real_label`` is. Notebook 03, "The adversarial loss".
+    2 ln 2 = 1.386 whatever ``real_label`` is; its smallest value is ``smallest_discriminator_loss``
+    (0 without smoothing, 0.325 at 0.9). Notebook 03, "The adversarial loss".
     """
     real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))
     fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
@@ -245,8 +246,15 @@ def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
 
 
+def smallest_discriminator_loss(real_label: float = 1.0) -> float:
+    """The floor of ``discriminator_loss``: a perfect D outputs ``real_label`` on real images and 0 on
+    fakes, leaving the binary entropy of ``real_label`` in nats (0 for 1, 0.325 for 0.9)."""
+    p = _check_real_label(real_label)
+    return 0.0 if p == 1 else -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
 D_WINS_EPOCHS = 3        # epochs in a row ...
-D_WINS_LOSS = 0.05       # ... with the D loss below this ...
+D_WINS_LOSS = 0.05       # ... with the D loss less than this above its floor ...
 D_WINS_FAKE = 0.05       # ... and D(G(z)) below this: the discriminator has won outright
 
 
@@ -308,18 +316,26 @@ class GANObjective(ObjectiveBase):
                 "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
 
     def epoch_end(self, record: dict, history: History) -> None:
-        """Warn once when D has won outright for ``D_WINS_EPOCHS`` epochs in a row: its loss near 0
-        and D(G(z)) near 0 leave G almost no gradient to learn from (notebook 03, "Reading the curves")."""
+        """Warn once when D has won outright for ``D_WINS_EPOCHS`` epochs in a row: its loss at its
+        floor (0, or 0.325 with label smoothing at 0.9) and D(G(z)) near 0 leave G almost no gradient
+        to learn from (notebook 03, "Reading the curves"). The advice names only the tricks not in use."""
         recent = history[-D_WINS_EPOCHS:]
         if self.warned or len(recent) < D_WINS_EPOCHS:
             return
-        if all(r.get("train_d_loss", 1) < D_WINS_LOSS and r.get("train_d_fake", 1) < D_WINS_FAKE for r in recent):
+        floor = smallest_discriminator_loss(self.real_label)
+        if all(r.get("train_d_loss", math.inf) - floor < D_WINS_LOSS and r.get("train_d_fake", 1) < D_WINS_FAKE
+               for r in recent):
             self.warned = True
+            lr_d = self.opt_d.param_groups[0]["lr"]
+            lr_g = self.opt_g.param_groups[0]["lr"]
+            untried = [advice for advice, in_use in (
+                ("one-sided label smoothing (real_label=0.9)", self.real_label < 1),
+                (f"a lower discriminator learning rate (lr_d={lr_d / 2:g})", lr_d < lr_g),
+                ("more generator steps (g_steps=2)", self.g_steps > 1)) if not in_use]
             warnings.warn(
                 f"the discriminator has won outright for {D_WINS_EPOCHS} epochs (epoch {record['epoch']}: D loss "
-                f"{record['train_d_loss']:.3f}, D(G(z)) {record['train_d_fake']:.3f}): the generator gets almost no "
-                "gradient. Try one-sided label smoothing (real_label=0.9), a lower discriminator learning rate "
-                "(lr_d=1e-4), more generator steps (g_steps=2), or restart with another seed.",
+                f"{record['train_d_loss']:.3f}, its floor {floor:.3f}; D(G(z)) {record['train_d_fake']:.3f}): the "
+                f"generator gets almost no gradient. Try {', '.join(untried + ['another seed'])}.",
                 RuntimeWarning, stacklevel=2)
 
     @torch.no_grad()

@@ -290,7 +290,35 @@ def test_a_discriminator_that_wins_outright_for_three_epochs_gets_one_warning_wi
         caught.append([str(x.message) for x in got])
     assert [len(c) for c in caught] == [0, 0, 1, 0, 0]
     assert "won outright for 3 epochs (epoch 3" in caught[2][0]
-    assert "real_label=0.9" in caught[2][0] and "lr_d=1e-4" in caught[2][0] and "g_steps=2" in caught[2][0]
+    assert "real_label=0.9" in caught[2][0] and "lr_d=0.0001" in caught[2][0] and "g_steps=2" in caught[2][0]
+
+
+def test_the_loss_floor_under_label_smoothing_is_the_binary_entropy_of_the_real_label():
+    assert gan.smallest_discriminator_loss(1.0) == 0
+    assert gan.smallest_discriminator_loss(0.9) == pytest.approx(0.3251, abs=1e-4)
+    # a perfect discriminator reaches it: logits of exactly real_label on real images, -inf on fakes
+    real, fake = torch.full((4, 1), math.log(0.9 / 0.1)), torch.full((4, 1), -50.0)
+    assert float(gan.discriminator_loss(real, fake, 0.9)) == pytest.approx(gan.smallest_discriminator_loss(0.9), abs=1e-6)
+
+
+def test_a_smoothed_discriminator_at_its_loss_floor_is_caught_and_not_told_to_smooth_again():
+    import warnings as w
+
+    # with real_label=0.9 the D loss cannot go below 0.325: 0.34 is D winning outright
+    objective = gan.GANObjective(*gan.mlp_gan(8), latent_dim=8, real_label=0.9, g_steps=2)
+    history = History(_records(0.34, 0.01, 3))
+    with w.catch_warnings(record=True) as got:
+        w.simplefilter("always")
+        objective.epoch_end(history.last, history)
+    (message,) = [str(x.message) for x in got]
+    assert "its floor 0.325" in message and "lr_d=0.0001" in message
+    assert "real_label" not in message and "g_steps" not in message
+    # 0.40 is 0.075 above the floor: D is ahead, not winning outright
+    objective = gan.GANObjective(*gan.mlp_gan(8), latent_dim=8, real_label=0.9)
+    history = History(_records(0.40, 0.01, 3))
+    with w.catch_warnings():
+        w.simplefilter("error")
+        objective.epoch_end(history.last, history)
 
 
 @pytest.mark.parametrize("d_loss, d_fake", [(0.01, 0.3), (0.4, 0.01)])
