@@ -56,3 +56,15 @@ def test_ci_runs_the_test_command_written_in_the_readme():
     command = re.search(r"```(?:bash|sh)?\n(make test)\n```", readme)
     assert command, "README must show the test command in its own code block"
     assert command.group(1) in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_committed_reference_report_links_only_figures_that_are_committed_beside_it():
+    text = (ROOT / "REPORT.md").read_text()
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(figures) > 20
+    missing = [f for f in figures if not (ROOT / f).is_file()]
+    assert not missing, f"REPORT.md links figures that are not committed: {missing}"
+    assert "| settings | full settings |" in text and "| CPU cores |" in text
+    # every run the instructor checklist asks for is in it (only the students' discussions are missing)
+    checklist = text.split("## Instructor checklist", 1)[1]
+    assert [line for line in checklist.splitlines() if "missing" in line and "discussion" not in line] == []
