@@ -335,7 +335,9 @@ class GANObjective(ObjectiveBase):
             warnings.warn(
                 f"the discriminator has won outright for {D_WINS_EPOCHS} epochs (epoch {record['epoch']}: D loss "
                 f"{record['train_d_loss']:.3f}, its floor {floor:.3f}; D(G(z)) {record['train_d_fake']:.3f}): the "
-                f"generator gets almost no gradient. Try {', '.join(untried + ['another seed'])}.",
+                "generator gets almost no gradient. "
+                + (f"Try {', '.join(untried)}, or restart with another seed." if untried
+                   else "Restart with another seed, or weaken D further."),
                 RuntimeWarning, stacklevel=2)
 
     @torch.no_grad()
