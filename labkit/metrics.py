@@ -15,7 +15,7 @@ from torch import nn
 
 from . import settings
 from .data import ImageData, batches
-from .losses import bernoulli_nll, kl_divergence, reparameterize
+from .losses import bernoulli_nll, bernoulli_nll_of_probabilities, kl_divergence, reparameterize
 
 CLASSIFIER_VERSION = 1  # bump when DigitClassifier or its training recipe changes: caches retrain
 
@@ -32,9 +32,9 @@ def reconstruction_errors(reconstruct, x: torch.Tensor, batch_size: int = 1000) 
     """
     mse = bce = 0.0
     for xb in batches(x, batch_size=batch_size, shuffle=False):
-        r = reconstruct(xb).clamp(1e-6, 1 - 1e-6)
-        mse += F.mse_loss(r, xb, reduction="sum").item()
-        bce += F.binary_cross_entropy(r, xb, reduction="sum").item()
+        r = reconstruct(xb).float()
+        mse += F.mse_loss(r.clamp(1e-6, 1 - 1e-6), xb, reduction="sum").item()
+        bce += bernoulli_nll_of_probabilities(r, xb).sum().item()
     n = len(x)
     return {"mse_per_pixel": mse / x[0].numel() / n, "bce_nats": bce / n}
 
@@ -168,7 +168,7 @@ def digit_classifier(data: ImageData, epochs: int = 6, seed: int = 0, cache_dir:
         torch.manual_seed(seed)
         model = DigitClassifier().to(device)
         if path.is_file():
-            saved = torch.load(path, map_location=device, weights_only=True)
+            saved = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(saved["state_dict"])
             return model.eval(), float(saved["test_accuracy"])
         print(f"labkit: training the digit classifier for this data once ({epochs} epochs); "

@@ -7,6 +7,7 @@ The notebooks introduce it in their "Training" section.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from . import distributed
 from .checkpoint import Checkpoint
 from .data import batches
-from .losses import vae_loss
+from .losses import bernoulli_nll_of_probabilities, vae_loss
 
 
 class Objective(Protocol):
@@ -60,17 +61,23 @@ class Precision:
         if mode == "auto":
             mode = "fp32"
             if self.device_type == "cuda":
-                mode = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+                mode = "bf16" if native_bf16() else "fp16"
         self.mode = mode
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
-        self.scaler = torch.amp.GradScaler(self.device_type, enabled=mode == "fp16")
+        # only float16 needs a scaler; a disabled one is made for the CPU, which every torch knows
+        self.scaler = torch.amp.GradScaler(self.device_type if mode == "fp16" else "cpu", enabled=mode == "fp16")
 
     def __repr__(self) -> str:
         return f"Precision({self.device_type!r}, {self.mode!r})"
 
     def autocast(self):
-        """Context for forward passes: matrix products in ``dtype``, losses kept in float32."""
-        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.mode != "fp32")
+        """Context for forward passes: matrix products in ``dtype``, losses kept in float32.
+
+        In float32 it is a context that does nothing at all (not a disabled ``torch.autocast``, which
+        older torch refuses to create on some devices, Apple's MPS among them)."""
+        if self.mode == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
 
     def minimize(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """One optimiser step on ``loss``: zero the gradients, backpropagate (under float16 the
@@ -83,6 +90,17 @@ class Precision:
 
 
 FULL_PRECISION = Precision("cpu", "fp32")
+
+
+def native_bf16() -> bool:
+    """True when the CUDA GPU computes in bfloat16 natively (Ampere and newer: L4, A100, H100), so
+    ``auto`` picks bfloat16; the T4 emulates it slowly, so ``auto`` picks float16 with a scaler there."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch before 2.4 has no including_emulation and reports native support only
+        return torch.cuda.is_bf16_supported()
 
 
 class ObjectiveBase:
@@ -148,8 +166,7 @@ class AutoencoderObjective(ObjectiveBase):
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         recon = self.model(x).float()
-        return {"loss": F.mse_loss(recon, x),
-                "bce": F.binary_cross_entropy(recon.clamp(1e-6, 1 - 1e-6), x, reduction="sum") / len(x)}
+        return {"loss": F.mse_loss(recon, x), "bce": bernoulli_nll_of_probabilities(recon, x).mean()}
 
 
 class VAEObjective(ObjectiveBase):
@@ -281,7 +298,7 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
     if checkpoint is not None:
         checkpoint.check_space(objective)
         if checkpoint.exists():
-            state = checkpoint.load(map_location=device)
+            state = checkpoint.load()
             if state["epochs_done"] > len(history):
                 checkpoint.restore(state, objective, history, callbacks, train_x)
                 left = max(target - len(history), 0)
