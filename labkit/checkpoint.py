@@ -44,15 +44,20 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Put every generator back where ``rng_state`` found it."""
+    """Put every generator back where ``rng_state`` found it.
+
+    The generator states must be CPU tensors (``safe_load`` loads them there). A run saved on more
+    GPUs than this machine has (Kaggle's two T4s, resumed on one GPU or none) restores the states of
+    the GPUs that exist; GPUs the run did not have keep their own."""
     version, mt_state, gauss = state["python"]
     random.setstate((version, tuple(mt_state), gauss))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state.get("cuda") and torch.cuda.is_available():
+        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
 
 
 # --------------------------------------------------------------------------- describing a run
@@ -107,13 +112,17 @@ def atomic_save(obj, path: str | Path) -> Path:
     return path
 
 
-def safe_load(path: str | Path, map_location=None) -> dict:
-    """Load a checkpoint with ``torch.load(weights_only=True)``: tensors, numbers, strings and
-    containers only. A file that needs anything else (it could run code when unpickled) is
-    refused with ``CheckpointError`` and nothing in it is executed."""
+def safe_load(path: str | Path) -> dict:
+    """Load a checkpoint to the CPU with ``torch.load(weights_only=True)``: tensors, numbers, strings
+    and containers only. A file that needs anything else (it could run code when unpickled) is
+    refused with ``CheckpointError`` and nothing in it is executed.
+
+    Everything lands on the CPU whatever device saved it: ``load_state_dict`` then copies weights
+    to wherever the model lives, and the random generators can only be restored from CPU tensors.
+    So a run saved on a GPU resumes on a CPU and the other way round."""
     path = Path(path)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refused to load {path}: it contains Python objects that are not plain weights, and unpickling "
@@ -176,9 +185,9 @@ class Checkpoint:
         }
         return atomic_save(state, self.path)
 
-    def load(self, map_location=None) -> dict:
-        """The checkpoint's contents, loaded safely (see ``safe_load``)."""
-        return safe_load(self.path, map_location=map_location)
+    def load(self) -> dict:
+        """The checkpoint's contents, loaded safely to the CPU (see ``safe_load``)."""
+        return safe_load(self.path)
 
     def restore(self, state: dict, objective, history, callbacks=(), train_x: torch.Tensor | None = None) -> int:
         """Put a loaded checkpoint ``state`` into ``objective``, ``history`` (replaced in place) and

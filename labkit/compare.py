@@ -62,11 +62,11 @@ def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, pr
     cfg = cfg or settings_class()
     run = Run(name)
     checkpoint = Checkpoint(run.checkpoint_path, asdict(cfg))
-    state = checkpoint.load(map_location=device) if checkpoint.exists() else None
+    state = checkpoint.load() if checkpoint.exists() else None
     done = state is not None and state["epochs_done"] >= cfg.epochs and (run.dir / METRICS_FILE).is_file()
     if not done:
         recipe(cfg, out=run.dir, device=str(device), progress=progress)
-        state = checkpoint.load(map_location=device)
+        state = checkpoint.load()
     objective = make_objective(name, cfg, device)
     history = History()
     checkpoint.restore(state, objective, history, [], data.train_x)
