@@ -187,13 +187,17 @@ def close_all() -> None:
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel (where figures can be displayed and updated live)."""
+    """True inside a Jupyter kernel (where figures can be displayed and updated live).
+
+    A kernel's shell is Jupyter's ``ZMQInteractiveShell`` or a subclass of it: Colab's is
+    ``google.colab._shell.Shell``, so the whole class hierarchy is checked, not the class's name.
+    A terminal IPython (``TerminalInteractiveShell``) cannot show live figures and is not a notebook."""
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover
         return False
     shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    return shell is not None and any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
 
 
 class LiveLossPlot:
