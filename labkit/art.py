@@ -2,8 +2,9 @@
 stand-in, and CIFAR-10. Every loader returns a ``labkit.data.ImageData`` with images in [0, 1].
 
 Abstract art comes from the first source that works: image files anywhere under
-``$LABKIT_DATA/abstract-art/``, a Kaggle input folder, a Kaggle download (kagglehub or the kaggle
-package, with credentials), or a procedural generator labelled "synthetic stand-in" everywhere.
+``$LABKIT_DATA/abstract-art/``, a Kaggle input folder, a Kaggle download (kagglehub, which needs no
+account for this public dataset, then the kaggle package with credentials), or a procedural generator
+labelled "synthetic stand-in" everywhere.
 """
 from __future__ import annotations
 
@@ -36,9 +37,11 @@ DOWNLOAD_TIMEOUT_S = 5.0
 STANDIN_LABEL = _data.SOURCE_LABELS["synthetic-stand-in"]
 
 HOW_TO_GET_THE_GALLERY = (
-    "put kaggle.json (Kaggle > Settings > API > Create New Token) in ~/.kaggle/ or set KAGGLE_USERNAME and "
-    f"KAGGLE_KEY, and labkit downloads {KAGGLE_SLUG}; or unpack https://www.kaggle.com/datasets/{KAGGLE_SLUG} "
-    "anywhere under $LABKIT_DATA/abstract-art/; or attach the dataset to your Kaggle notebook")
+    f"with internet access labkit downloads {KAGGLE_SLUG} through kagglehub, no account needed (Colab and Kaggle "
+    "ship kagglehub; elsewhere pip install 'labkit[kaggle]'); if Kaggle asks for an account, put kaggle.json "
+    "(Kaggle > Settings > API > Create New Token) in ~/.kaggle/ or set KAGGLE_USERNAME and KAGGLE_KEY; or unpack "
+    f"https://www.kaggle.com/datasets/{KAGGLE_SLUG} anywhere under $LABKIT_DATA/abstract-art/; or attach the "
+    "dataset to your Kaggle notebook")
 
 
 # --------------------------------------------------------------------------- decoding a folder
@@ -249,32 +252,43 @@ def kaggle_input_folder() -> Path | None:
     return None
 
 
-def download_abstract_art(dest: Path, verbose: bool = True) -> Path | str:
-    """Download the gallery with kagglehub or the kaggle package; return its folder, or why it failed.
+def _why(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"
 
-    Both are imported here, lazily, and only with credentials: ``import kaggle`` ends the Python
-    process when none exist.
+
+def download_abstract_art(dest: Path, verbose: bool = True) -> Path | str:
+    """Download the gallery; return its folder, or why it could not be downloaded.
+
+    First kagglehub, without credentials: the gallery is a public dataset, and kagglehub uses a
+    key when one is there (on Colab it also reads a key stored in Colab's secrets). Then, only with
+    credentials, the ``kaggle`` package into ``dest``: ``import kaggle`` ends the Python process
+    when there are none. Both are imported here, lazily (the extra ``labkit[kaggle]`` installs them).
     """
-    if kaggle_credentials() is None:
-        return "no Kaggle credentials found (kaggle.json in ~/.kaggle/, or KAGGLE_USERNAME and KAGGLE_KEY)"
     reasons = []
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # no network must cost seconds, not minutes
     try:
         try:
             import kagglehub
+        except ImportError:
+            reasons.append("kagglehub is not installed (pip install 'labkit[kaggle]')")
+        else:
+            try:
+                return Path(kagglehub.dataset_download(KAGGLE_SLUG))
+            except Exception as e:  # noqa: BLE001 - offline, Kaggle unreachable, refused: try the next way
+                reasons.append(f"kagglehub: {_why(e)}")
+        if kaggle_credentials() is None:
+            reasons.append("no Kaggle credentials for the kaggle package (kaggle.json in ~/.kaggle/, or "
+                           "KAGGLE_USERNAME and KAGGLE_KEY)")
+        else:
+            try:
+                from kaggle import api
 
-            return Path(kagglehub.dataset_download(KAGGLE_SLUG))
-        except Exception as e:  # noqa: BLE001 - ImportError or any download failure: try the next way
-            reasons.append(f"kagglehub: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        try:
-            from kaggle import api
-
-            dest.mkdir(parents=True, exist_ok=True)
-            api.dataset_download_files(KAGGLE_SLUG, path=str(dest), unzip=True, quiet=not verbose)
-            return dest
-        except (Exception, SystemExit) as e:  # noqa: BLE001 - the kaggle package exits on bad credentials
-            reasons.append(f"kaggle: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                dest.mkdir(parents=True, exist_ok=True)
+                api.dataset_download_files(KAGGLE_SLUG, path=str(dest), unzip=True, quiet=not verbose)
+                return dest
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - the kaggle package exits on bad credentials
+                reasons.append(f"kaggle: {_why(e)}")
     finally:
         socket.setdefaulttimeout(previous)
     return "download failed (" + "; ".join(reasons) + ")"
@@ -295,7 +309,7 @@ def load_abstract_art(device: torch.device | str = "cpu", *, source: str = "auto
     """The Abstract Art Gallery as resident images (N, 3, size, size) in [0, 1].
 
     ``source``: ``auto`` tries local (``<data root>/abstract-art/``, any nesting), kaggle (an input
-    folder), download (Kaggle, needs credentials) and then the synthetic stand-in; or name one of
+    folder), download (kagglehub, then the kaggle package) and then the synthetic stand-in; or name one of
     them. ``n_images`` keeps the first n (smoke mode: 128). ``n_test`` held-out images (at most a
     tenth; default none: a GAN needs no test split). ``download`` (default: unless ``LABKIT_OFFLINE``
     is set) allows the Kaggle download. Notebook 03, "The data".

@@ -44,15 +44,19 @@ def gallery(tmp_path):
 
 @pytest.fixture
 def no_kaggle(tmp_path, monkeypatch):
-    """No Kaggle input folder and no credentials; importing kaggle or kagglehub would fail the test."""
+    """No Kaggle input folder, no credentials and no network: importing the kaggle package would fail
+    the test (the real one ends the process without credentials); kagglehub imports, as the real one
+    does, and its download fails as it does offline."""
     monkeypatch.setattr(art, "KAGGLE_INPUT", tmp_path / "no-kaggle-input")
     for name in ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_TOKEN", "KAGGLE_CONFIG_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     fake = tmp_path / "fake-packages"
-    for package in ("kaggle", "kagglehub"):
-        (fake / package).mkdir(parents=True)
-        (fake / package / "__init__.py").write_text("raise SystemExit('imported without credentials')\n")
+    (fake / "kaggle").mkdir(parents=True)
+    (fake / "kaggle" / "__init__.py").write_text("raise SystemExit('imported without credentials')\n")
+    (fake / "kagglehub").mkdir(parents=True)
+    (fake / "kagglehub" / "__init__.py").write_text(
+        "def dataset_download(handle):\n    raise ConnectionError('Failed to resolve www.kaggle.com (offline)')\n")
     monkeypatch.syspath_prepend(str(fake))
     for package in ("kaggle", "kagglehub"):
         monkeypatch.delitem(sys.modules, package, raising=False)
@@ -189,6 +193,41 @@ def test_download_with_credentials_uses_the_kaggle_package_lazily(no_kaggle, mon
     data = art.load_abstract_art(source="download", verbose=False)
     assert calls == ["bryanb/abstract-art-gallery"]
     assert data.source == "kaggle-download" and data.n_train == 3
+
+
+def test_kagglehub_downloads_the_public_gallery_without_credentials(no_kaggle, monkeypatch, capsys):
+    calls = []
+
+    def dataset_download(handle):
+        calls.append(handle)
+        folder = no_kaggle / "kagglehub-cache" / "Abstract_gallery" / "Abstract_gallery"
+        folder.mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (90, 70), (0, i * 60, 0)).save(folder / f"art_{i}.jpg")
+        return str(no_kaggle / "kagglehub-cache")
+
+    fake_hub = type(sys)("kagglehub")
+    fake_hub.dataset_download = dataset_download
+    monkeypatch.setitem(sys.modules, "kagglehub", fake_hub)
+    monkeypatch.setenv("LABKIT_DATA", str(no_kaggle))
+    monkeypatch.delenv("LABKIT_OFFLINE", raising=False)
+    assert art.kaggle_credentials() is None
+    data = art.load_abstract_art()
+    assert calls == ["bryanb/abstract-art-gallery"]
+    assert data.source == "kaggle-download" and data.n_train == 4 and "kagglehub-cache" in data.origin
+    assert "SYNTHETIC STAND-IN" not in capsys.readouterr().out
+
+
+def test_without_kagglehub_the_stand_in_message_says_how_to_install_it(no_kaggle, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # not installed
+    monkeypatch.setenv("LABKIT_DATA", str(no_kaggle))
+    monkeypatch.setenv("LABKIT_SMOKE", "1")
+    monkeypatch.delenv("LABKIT_OFFLINE", raising=False)
+    data = art.load_abstract_art()
+    out = capsys.readouterr().out
+    assert data.source == "synthetic-stand-in"
+    assert "kagglehub is not installed (pip install 'labkit[kaggle]')" in out
+    assert "no Kaggle credentials for the kaggle package" in out  # and the kaggle package was not imported
 
 
 def test_kaggle_credentials_are_found_in_kaggle_json(no_kaggle, monkeypatch):
