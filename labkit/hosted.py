@@ -11,18 +11,27 @@ import json
 import re
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 # The course repository on GitHub. This is a placeholder: an instructor who publishes the kit
 # changes it to their own repository and runs `python -m labkit.hosted --sync-notebooks`.
 REPOSITORY = "https://github.com/labkit-course/labkit"
-BRANCH = "main"
+# The branch, tag or commit students get: the badges open the notebooks at it and the set-up cell
+# installs labkit from it. A course pins a tag (say "v2026.1") so that every student runs the same code.
+REF = "main"
 NOTEBOOKS_FOLDER = "notebooks"
 
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 KAGGLE_BADGE = "https://kaggle.com/static/images/open-in-kaggle.svg"
 SETUP_CELL_ID = "hosted-setup"   # the set-up cell's id in every notebook
-GPU_ADVICE = {"Colab": "Runtime > Change runtime type > T4 GPU",
-              "Kaggle": "Settings > Accelerator > GPU T4 x2"}
+NO_INTERNET = {
+    "Kaggle": "Kaggle's internet is switched off, so labkit cannot be installed: in the notebook's Settings "
+              "(right-hand panel) switch Internet on (Kaggle asks once for a verified phone number), then run "
+              "this cell again.",
+    "Colab": "This Colab runtime cannot reach {host}, so labkit cannot be installed: reconnect (Runtime > "
+             "Disconnect and delete runtime), then run this cell again.",
+}
+_REF_PATTERN = re.compile(r"^[\w./-]+$")
 
 _REPOSITORY_PATTERN = re.compile(r"^https://github\.com/([\w.-]+)/([\w.-]+?)/?$")
 _BADGES_LINE = re.compile(r"^\[!\[Open in Colab\].*$", flags=re.M)
@@ -36,45 +45,60 @@ def github_path(repository: str = REPOSITORY) -> str:
     return f"{match.group(1)}/{match.group(2)}"
 
 
-def notebook_on_github(notebook: str, repository: str = REPOSITORY) -> str:
-    """``OWNER/REPO/blob/BRANCH/notebooks/NAME.ipynb``: the part both badge links share."""
-    return f"{github_path(repository)}/blob/{BRANCH}/{NOTEBOOKS_FOLDER}/{notebook}"
+def check_ref(ref: str) -> str:
+    """A branch, tag or commit name (letters, digits, ``. _ / -``); anything else is an error."""
+    if not isinstance(ref, str) or not _REF_PATTERN.match(ref) or ".." in ref:
+        raise ValueError(f"REF must name a branch, tag or commit such as 'main', 'v2026.1' or a commit hash, got {ref!r}")
+    return ref
 
 
-def colab_url(notebook: str, repository: str = REPOSITORY) -> str:
+def notebook_on_github(notebook: str, repository: str = REPOSITORY, ref: str = REF) -> str:
+    """``OWNER/REPO/blob/REF/notebooks/NAME.ipynb``: the part both badge links share."""
+    return f"{github_path(repository)}/blob/{check_ref(ref)}/{NOTEBOOKS_FOLDER}/{notebook}"
+
+
+def colab_url(notebook: str, repository: str = REPOSITORY, ref: str = REF) -> str:
     """Colab's address that opens ``notebook`` (a file name such as ``01_ae.ipynb``) from GitHub."""
-    return f"https://colab.research.google.com/github/{notebook_on_github(notebook, repository)}"
+    return f"https://colab.research.google.com/github/{notebook_on_github(notebook, repository, ref)}"
 
 
-def kaggle_url(notebook: str, repository: str = REPOSITORY) -> str:
+def kaggle_url(notebook: str, repository: str = REPOSITORY, ref: str = REF) -> str:
     """Kaggle's address that imports ``notebook`` from GitHub into a new Kaggle notebook."""
-    return f"https://kaggle.com/kernels/welcome?src=https://github.com/{notebook_on_github(notebook, repository)}"
+    return f"https://kaggle.com/kernels/welcome?src=https://github.com/{notebook_on_github(notebook, repository, ref)}"
 
 
-def badges_markdown(notebook: str, repository: str = REPOSITORY) -> str:
+def badges_markdown(notebook: str, repository: str = REPOSITORY, ref: str = REF) -> str:
     """The line of the title cell with the two badges."""
-    return (f"[![Open in Colab]({COLAB_BADGE})]({colab_url(notebook, repository)}) "
-            f"[![Open in Kaggle]({KAGGLE_BADGE})]({kaggle_url(notebook, repository)})")
+    return (f"[![Open in Colab]({COLAB_BADGE})]({colab_url(notebook, repository, ref)}) "
+            f"[![Open in Kaggle]({KAGGLE_BADGE})]({kaggle_url(notebook, repository, ref)})")
 
 
-def setup_cell_source(repository: str = REPOSITORY) -> str:
-    """The notebooks' first code cell. It runs before labkit is installed, so it imports nothing of it.
+def setup_cell_source(repository: str = REPOSITORY, ref: str = REF) -> str:
+    """The notebooks' first code cell. It runs before labkit is installed, so until the install it
+    uses nothing of labkit.
 
-    On Colab or Kaggle it installs labkit from ``repository`` (keeping the torch the platform ships)
-    and says how to switch on a GPU when there is none; elsewhere it prints one line.
+    On Colab or Kaggle it checks that the repository's host can be reached (on Kaggle the internet
+    is a switch, off by default: the cell says where to switch it on instead of failing later at
+    ``import labkit``), installs labkit at ``ref`` (keeping the torch the platform ships), and says
+    when there is no GPU or one this torch cannot use. Elsewhere it prints one line.
     """
     github_path(repository)  # fail here, not in a student's notebook, on a malformed address
-    return f'''# On Colab or Kaggle: install labkit from the course repository and check for a GPU (on Kaggle the
-# install needs the internet switched on: Settings > Internet). Elsewhere labkit is already installed.
-import os, sys
+    host = urlparse(repository).hostname
+    return f'''# On Colab or Kaggle: install labkit from the course repository (at the version the course chose) and
+# check the GPU. Elsewhere labkit is already installed and this cell only says so.
+import os, socket, sys
 HOSTED = "Colab" if "google.colab" in sys.modules else "Kaggle" if "KAGGLE_KERNEL_RUN_TYPE" in os.environ else None
-SWITCH_ON_GPU = {json.dumps(GPU_ADVICE)}
+NO_INTERNET = {json.dumps({k: v.format(host=host) for k, v in NO_INTERNET.items()}, indent=4)}
 if HOSTED:
-    %pip install -q "labkit @ git+{repository}"
-    import torch
-    if not torch.cuda.is_available():
-        print(f"No GPU in this {{HOSTED}} runtime, so training will be slow: switch one on with "
-              f"{{SWITCH_ON_GPU[HOSTED]}}, then run the notebook again from the top.")
+    try:
+        socket.create_connection(("{host}", 443), timeout=10).close()
+    except OSError as error:
+        raise RuntimeError(f"{{NO_INTERNET[HOSTED]}} ({{error}})") from None
+    %pip install -q "labkit @ git+{repository}@{check_ref(ref)}"
+    from labkit.device import hosted_gpu_problem
+    gpu_problem = hosted_gpu_problem(HOSTED)   # no GPU switched on, or one this torch cannot use
+    if gpu_problem:
+        print(gpu_problem)
 else:
     print("Not on Colab or Kaggle: using the labkit installed in this environment.")'''
 

@@ -86,12 +86,24 @@ class FakeShell:
         self.magics.append((name, line))
 
 
-def _run_setup_cell(monkeypatch, platform: str | None):
+def _run_setup_cell(monkeypatch, platform: str | None, internet: bool = True):
+    import socket
     import sys
     import types
 
     from IPython.core.inputtransformer2 import TransformerManager
 
+    class Connection:
+        def close(self):
+            pass
+
+    def create_connection(address, timeout=None):
+        assert address == ("github.com", 443)
+        if not internet:
+            raise socket.gaierror(-3, "Temporary failure in name resolution")
+        return Connection()
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     if platform == "Kaggle":
@@ -118,7 +130,7 @@ def test_set_up_cell_on_a_hosted_platform_installs_labkit_and_says_how_to_get_a_
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     shell = _run_setup_cell(monkeypatch, platform)
-    assert shell.magics == [("pip", f'install -q "labkit @ git+{OTHER}"')]   # no -U: keep the platform's torch
+    assert shell.magics == [("pip", f'install -q "labkit @ git+{OTHER}@main"')]   # no -U: keep the platform's torch
     out = capsys.readouterr().out
     assert f"No GPU in this {platform} runtime" in out and advice in out
 
@@ -126,7 +138,9 @@ def test_set_up_cell_on_a_hosted_platform_installs_labkit_and_says_how_to_get_a_
 def test_set_up_cell_is_silent_about_the_gpu_when_there_is_one(monkeypatch, capsys):
     import torch
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # a T4, which current torch supports
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"])
     _run_setup_cell(monkeypatch, "Colab")
     assert capsys.readouterr().out == ""
 
@@ -134,3 +148,29 @@ def test_set_up_cell_is_silent_about_the_gpu_when_there_is_one(monkeypatch, caps
 def test_the_command_line_says_so_when_the_folder_holds_no_notebook(tmp_path, capsys):
     assert hosted.main(["--sync-notebooks", "--folder", str(tmp_path)]) == 1
     assert "no notebooks" in capsys.readouterr().out
+
+
+def test_the_set_up_cell_installs_the_version_the_course_fixed():
+    cell = hosted.setup_cell_source(OTHER, ref="v2026.1")
+    assert f'"labkit @ git+{OTHER}@v2026.1"' in cell
+    assert "/blob/v2026.1/notebooks/01_ae.ipynb" in hosted.colab_url("01_ae.ipynb", OTHER, ref="v2026.1")
+    with pytest.raises(ValueError, match="branch, tag or commit"):
+        hosted.setup_cell_source(OTHER, ref="main; rm -rf /")
+
+
+def test_with_kaggles_internet_off_the_set_up_cell_says_where_to_switch_it_on(monkeypatch):
+    with pytest.raises(RuntimeError, match=r"Kaggle's internet is switched off.*Settings.*Internet on"):
+        _run_setup_cell(monkeypatch, "Kaggle", internet=False)
+
+
+def test_on_kaggles_p100_the_set_up_cell_says_to_choose_the_t4s(monkeypatch, capsys):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (6, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Tesla P100-PCIE-16GB")
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"])
+    _run_setup_cell(monkeypatch, "Kaggle")
+    out = capsys.readouterr().out
+    assert "Tesla P100-PCIE-16GB, compute capability 6.0" in out and "is not supported" in out
+    assert "Settings > Accelerator > GPU T4 x2" in out
