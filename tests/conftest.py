@@ -8,6 +8,8 @@ import torch
 
 from labkit import data
 
+pytest_plugins = ("cuda_rules",)  # CUDA's rules emulated on the CPU, for the tests marked gpu_emulation
+
 
 @pytest.fixture(autouse=True)
 def _quiet_environment(monkeypatch, tmp_path):
