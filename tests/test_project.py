@@ -1,6 +1,7 @@
 """The project's own promises: dependencies agree, notebooks are clean, CI runs the README command."""
 import json
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -37,8 +38,24 @@ def test_environment_yml_installs_labkit_itself_with_dev_extras():
 
 
 def test_torch_is_not_pinned_in_the_package():
+    """Colab and Kaggle bring their own torch: the package states a floor, never an exact version."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert "torch" in project["dependencies"] and "torchvision" in project["dependencies"]
+    for name in ("torch", "torchvision"):
+        [spec] = [d for d in project["dependencies"] if re.split(r"[<>=!~\[; ]", d)[0] == name]
+        assert spec.startswith(f"{name}>=") and "==" not in spec and "<" not in spec, spec
+
+
+def test_every_package_labkit_imports_is_declared():
+    declared = _pyproject_packages() | {"labkit"}
+    imports = set()
+    for path in (ROOT / "labkit").glob("*.py"):
+        imports |= set(re.findall(r"^\s*(?:from|import) (\w+)", path.read_text(), flags=re.M))
+    third_party = {n for n in imports if n not in sys.stdlib_module_names}
+    module_to_package = {"sklearn": "scikit-learn", "PIL": "pillow", "torch": "pytorch",
+                         "IPython": "ipywidgets", "ipywidgets": "ipywidgets"}  # IPython comes with ipywidgets
+    optional = {"kagglehub", "kaggle"}  # the extra labkit[kaggle], imported lazily
+    missing = {n for n in third_party - optional if module_to_package.get(n, n).lower() not in declared}
+    assert not missing, f"labkit imports {sorted(missing)} without declaring them in pyproject.toml"
 
 
 def test_notebooks_are_committed_without_outputs():
