@@ -1,9 +1,9 @@
-"""Command line: ``python -m labkit train MODEL [--epochs N] [--seed S] [--out DIR]`` and ``report``.
+"""Command line: ``python -m labkit train MODEL [--epochs N] [--seed S] [--out DIR]``, ``report`` and ``doctor``.
 
 ``train`` trains one model headless and writes ``DIR/metrics.json`` with its figures beside it
 (default DIR: ``runs/MODEL``); ``LABKIT_SMOKE=1`` reduces epochs and data. A checkpoint is saved in
 DIR after every epoch: running the same command again resumes an interrupted run. ``report`` builds
-REPORT.md from the runs.
+REPORT.md from the runs. ``doctor`` checks the environment and trains every model briefly on this device.
 
 On several GPUs (Kaggle's two T4s): ``torchrun --nproc_per_node 2 -m labkit train MODEL ...`` trains
 with DistributedDataParallel, each process on its share of the data (``labkit.distributed``);
@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--compile", action="store_true", default=None,
                        help="compile the networks with torch.compile (slower first epoch; may pay off on a GPU)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    doctor = commands.add_parser("doctor", help="check the environment and train every model briefly on this device")
+    doctor.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     report = commands.add_parser("report", help="build REPORT.md from the runs")
     report.add_argument("--runs", help="folder of runs (default runs/ or $LABKIT_RUNS)")
     report.add_argument("--out", help="report file (default: REPORT.md beside the runs folder, the top of the checkout for runs/)")
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if distributed.is_main():
             print(json.dumps({"model": args.model, "final": final}))
+    elif args.command == "doctor":
+        from .doctor import main as doctor
+
+        return doctor(args.device)
     elif args.command == "report":
         from .report import build_report
 

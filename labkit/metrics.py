@@ -16,6 +16,7 @@ from torch import nn
 from . import settings
 from .data import ImageData, batches
 from .losses import bernoulli_nll, bernoulli_nll_of_probabilities, kl_divergence, reparameterize
+from .train import ObjectiveBase
 
 CLASSIFIER_VERSION = 1  # bump when DigitClassifier or its training recipe changes: caches retrain
 
@@ -118,28 +119,28 @@ class DigitClassifier(nn.Module):
         return self.head(self.body(x))
 
 
-class ClassifierObjective:
-    """Cross-entropy on digit labels, for ``labkit.train.fit`` with ``train_y``/``test_y``."""
+class ClassifierObjective(ObjectiveBase):
+    """Cross-entropy on digit labels, for ``labkit.train.fit`` with ``train_y``/``test_y``; in mixed
+    precision on a GPU like every other objective."""
 
     name = "classifier"
-    drop_last = False
 
     def __init__(self, model: DigitClassifier, lr: float = 1e-3):
         self.model = model
         self.modules = {"model": model}
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        self.optimizers = {"optimizer": self.optimizer}
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        with self.precision.autocast():
+            logits = self.model(x).float()
+            loss = F.cross_entropy(logits, y)
+        self.precision.minimize(loss, self.optimizer)
         return {"loss": loss.detach(), "accuracy": (logits.argmax(1) == y).float().mean()}
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.model(x)
+        logits = self.model(x).float()
         return {"loss": F.cross_entropy(logits, y), "accuracy": (logits.argmax(1) == y).float().mean()}
 
 
