@@ -1,4 +1,7 @@
 """Shared fixtures: the offline MNIST subset (real digits, loaded once) and a clean environment."""
+import os
+import tempfile
+
 import matplotlib
 
 matplotlib.use("Agg")  # tests never open windows
@@ -9,6 +12,12 @@ import torch
 from labkit import data
 
 pytest_plugins = ("cuda_rules",)  # CUDA's rules emulated on the CPU, for the tests marked gpu_emulation
+
+# A test run never writes into the checkout: the notebooks that nbval executes (their kernels inherit
+# this process's environment) write their runs and REPORT.md in a scratch folder, so a student's
+# runs/, REPORT.md and REPORT_files/ survive `make test`. Python tests get a folder each (below).
+SCRATCH = tempfile.mkdtemp(prefix="labkit-tests-")
+os.environ["LABKIT_RUNS"] = os.path.join(SCRATCH, "runs")
 
 
 @pytest.fixture(autouse=True)

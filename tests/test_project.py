@@ -1,4 +1,5 @@
 """The project's own promises: dependencies agree, notebooks are clean, CI runs the README command."""
+import ast
 import json
 import re
 import sys
@@ -49,7 +50,11 @@ def test_every_package_labkit_imports_is_declared():
     declared = _pyproject_packages() | {"labkit"}
     imports = set()
     for path in (ROOT / "labkit").glob("*.py"):
-        imports |= set(re.findall(r"^\s*(?:from|import) (\w+)", path.read_text(), flags=re.M))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imports |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imports.add(node.module.split(".")[0])
     third_party = {n for n in imports if n not in sys.stdlib_module_names}
     module_to_package = {"sklearn": "scikit-learn", "PIL": "pillow", "torch": "pytorch",
                          "IPython": "ipywidgets", "ipywidgets": "ipywidgets"}  # IPython comes with ipywidgets
@@ -85,3 +90,13 @@ def test_the_committed_reference_report_links_only_figures_that_are_committed_be
     # every run the instructor checklist asks for is in it (only the students' discussions are missing)
     checklist = text.split("## Instructor checklist", 1)[1]
     assert [line for line in checklist.splitlines() if "missing" in line and "discussion" not in line] == []
+
+
+def test_the_notebooks_that_tests_execute_write_outside_the_checkout():
+    """nbval's kernels inherit the test process's environment: LABKIT_RUNS points them, and notebook
+    04's REPORT.md (written beside the runs folder), away from the checkout's runs/ and REPORT.md.
+    .ci/run also checks that `git status` is clean and runs/ absent after `make test`."""
+    import conftest
+
+    runs = Path(conftest.SCRATCH) / "runs"
+    assert not runs.resolve().is_relative_to(ROOT) and not runs.parent.resolve().is_relative_to(ROOT)
