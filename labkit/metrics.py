@@ -175,7 +175,9 @@ def digit_classifier(data: ImageData, epochs: int = 6, seed: int = 0, cache_dir:
         print(f"labkit: training the digit classifier for this data once ({epochs} epochs); "
               f"it is cached as {path}")
         objective = ClassifierObjective(model)
-        fit(objective, data.train_x, epochs=epochs, batch_size=64, train_y=data.train_y, progress=progress)
+        # float32 on every device: the judge of sample quality should score alike wherever it was trained
+        fit(objective, data.train_x, epochs=epochs, batch_size=64, train_y=data.train_y, progress=progress,
+            precision="fp32")
     accuracy = evaluate(objective, data.test_x, data.test_y)["accuracy"]
     model.eval()
     cache_dir.mkdir(parents=True, exist_ok=True)
