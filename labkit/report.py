@@ -136,12 +136,17 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def table_cell(value) -> str:
+    """A value as a table of the report shows it: formatted by ``_fmt``, a ``|`` turned into ``/``
+    (the grader compares a report's numbers with their metrics.json through this)."""
+    return _fmt(value).replace("|", "/")
+
+
 def markdown_table(rows, header=("", "")) -> list[str]:
-    """The lines of a Markdown table: ``header`` and one line per row, any number of columns;
-    values are formatted by ``_fmt`` and a ``|`` inside a value becomes ``/``."""
-    cell = lambda v: _fmt(v).replace("|", "/")  # noqa: E731
+    """The lines of a Markdown table: ``header`` and one line per row, any number of columns,
+    each value as ``table_cell`` shows it."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines + ["| " + " | ".join(table_cell(v) for v in row) + " |" for row in rows]
 
 
 def _copy_figures(run_name: str, record: dict, runs_dir: Path, figures_dir: Path, report_dir: Path) -> dict[str, str]:
