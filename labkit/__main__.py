@@ -48,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     doctor = commands.add_parser("doctor", help="check the environment and train every model briefly on this device")
     doctor.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
+    submit = commands.add_parser("submit", help="pack REPORT.md, figures, metrics and weights into one archive")
+    submit.add_argument("--runs", help="folder of runs (default runs/ or $LABKIT_RUNS); REPORT.md lies beside it")
+    submit.add_argument("--out", help="archive to write (default: submission.zip beside the runs folder)")
+    submit.add_argument("--allow-smoke", action="store_true", help="accept smoke-mode runs (a practice submission)")
+    grade = commands.add_parser("grade", help="grade a folder of submissions: gradebook.csv and class_report.md")
+    grade.add_argument("submissions", help="folder with one archive (or unpacked folder) per student")
+    grade.add_argument("--out", required=True, help="folder for gradebook.csv, class_report.md and the unpacked files")
+    grade.add_argument("--course", help="JSON file of the settings the course fixed: {run: {setting: value}}")
+    grade.add_argument("--reference", help="the instructor's runs folder or submission, marked on the figures")
+    grade.add_argument("--similarity", type=float, default=None,
+                       help="flag two Discussions at least this similar (TF-IDF cosine, default 0.8)")
+    grade.add_argument("--device", default="cpu", help="device for re-evaluating the weights (default cpu)")
     report = commands.add_parser("report", help="build REPORT.md from the runs")
     report.add_argument("--runs", help="folder of runs (default runs/ or $LABKIT_RUNS)")
     report.add_argument("--out", help="report file (default: REPORT.md beside the runs folder, the top of the checkout for runs/)")
@@ -79,6 +91,28 @@ def main(argv: list[str] | None = None) -> int:
         from .doctor import main as doctor
 
         return doctor(args.device)
+    elif args.command == "submit":
+        from .submit import build_submission
+
+        try:
+            path, warnings = build_submission(args.runs, args.out, allow_smoke=args.allow_smoke)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for warning in warnings:
+            print(f"warning: {warning}")
+        print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB): upload this file")
+    elif args.command == "grade":
+        from .grade import SIMILARITY, grade
+
+        try:
+            course = json.loads(open(args.course).read()) if args.course else None
+            book, class_report = grade(args.submissions, args.out, course, args.reference,
+                                       args.similarity if args.similarity is not None else SIMILARITY, args.device)
+        except (ValueError, FileNotFoundError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {book} and {class_report}")
     elif args.command == "report":
         from .report import build_report
 

@@ -1,0 +1,312 @@
+"""``python -m labkit grade SUBMISSIONS_DIR --out DIR``: grade a whole class from their submissions.
+
+Every archive (or unpacked folder) in SUBMISSIONS_DIR is one student, named by the file. The grader
+unpacks each safely, checks its manifest, compares REPORT.md with the metrics.json files it was built
+from, re-evaluates the submitted weights on the instructor's copy of the test split, looks for
+impossible values, smoke runs, other settings and copied discussions, and writes ``gradebook.csv``
+(one row per student, ``flags`` empty when nothing is wrong) and ``class_report.md`` with figures.
+Submissions are untrusted: nothing in them is executed, checkpoints are read with
+``weights_only=True``, and nothing is written outside ``DIR``. ``docs/instructors.md`` is the guide.
+"""
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from . import report
+from .gradebook import class_report, write_gradebook
+from .submit import MANIFEST, WEIGHTS_FILE, WEIGHTS_FORMAT, Refused, check_manifest, load_runs, open_submission
+
+TOLERANCE = {"test_mse": 0.02, "test_neg_elbo_nats": 0.02, "fid_classifier": 0.15}  # relative
+SIMILARITY = 0.8                # cosine similarity of two Discussions (TF-IDF) that is flagged
+
+
+@dataclass
+class Student:
+    name: str
+    folder: Path | None = None
+    runs: dict[str, dict] = field(default_factory=dict)
+    discussions: dict[str, str] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+    refused: str = ""
+
+
+# --------------------------------------------------------------------------- the checks
+
+def report_tables(text: str) -> dict[str, dict[str, str]]:
+    """The "Measured:" table of every run section of a REPORT.md: run -> metric -> value as written."""
+    tables: dict[str, dict[str, str]] = {}
+    run, in_measured = None, False
+    for line in text.splitlines():
+        heading = re.match(r"^### Run `([^`]+)`", line)
+        if heading:
+            run, in_measured = heading.group(1), False
+            tables[run] = {}
+        elif line.startswith("Measured:"):
+            in_measured = True
+        elif in_measured and run and line.startswith("| ") and not line.startswith("| metric"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 2:
+                tables[run][cells[0]] = cells[1]
+        elif in_measured and line.startswith("#"):
+            in_measured = False
+    return tables
+
+
+def report_flags(folder: Path, runs: dict[str, dict]) -> list[str]:
+    """Numbers in REPORT.md that differ from the metrics.json they were built from."""
+    path = folder / "REPORT.md"
+    if not path.is_file():
+        return ["REPORT.md is missing"]
+    flags = []
+    tables = report_tables(path.read_text())
+    for run, table in tables.items():
+        if run not in runs:
+            flags.append(f"REPORT.md has a section for run {run}, which has no metrics.json")
+            continue
+        final = runs[run].get("final", {})
+        for metric, written in table.items():
+            if metric not in final:
+                flags.append(f"REPORT.md lists {run} {metric} = {written}, which its metrics.json does not have")
+            elif written != report.table_cell(final[metric]):
+                flags.append(f"REPORT.md says {run} {metric} = {written} but its metrics.json says "
+                             f"{report.table_cell(final[metric])} (edited by hand?)")
+    return flags
+
+
+def plausibility_flags(runs: dict[str, dict], floors: dict) -> list[str]:
+    """Values that no honest run produces."""
+    flags = []
+    for name, r in runs.items():
+        final, history = r.get("final", {}), r.get("history", [])
+        for key, value in final.items():
+            if isinstance(value, float) and not math.isfinite(value) and key != "inception_fid":
+                flags.append(f"{name}: {key} is {value}")
+        if isinstance(r.get("epochs"), int) and len(history) != r["epochs"]:
+            flags.append(f"{name}: metrics.json says {r['epochs']} epochs but its history holds {len(history)}")
+        settings_epochs = r.get("hyperparameters", {}).get("epochs")
+        if isinstance(settings_epochs, int) and isinstance(r.get("epochs"), int) and r["epochs"] < settings_epochs:
+            flags.append(f"{name}: trained {r['epochs']} of the {settings_epochs} epochs its settings say")
+        for key, value in final.items():
+            if key.endswith("class_coverage") and isinstance(value, (int, float)) and not 0 <= value <= 10:
+                flags.append(f"{name}: {key} = {value}, but there are 10 digits")
+            if key.endswith("test_mse") and isinstance(value, (int, float)) and value < 0:
+                flags.append(f"{name}: {key} = {value} is negative")
+            floor = floors.get(_data_key(r))
+            if key.endswith("fid_classifier") and not key.startswith("real") and floor is not None \
+                    and isinstance(value, (int, float)) and value < 0.8 * floor:
+                flags.append(f"{name}: {key} = {report._fmt(value)} is below the real-data floor "
+                             f"{report._fmt(floor)} (real training digits against real test digits)")
+        iwae = [v for k, v in final.items() if re.match(r"vae_iwae_k\d+_nats", k)]
+        if iwae and "vae_test_neg_elbo_nats" in final and final["vae_test_neg_elbo_nats"] < iwae[0] - 1e-6:
+            flags.append(f"{name}: the -ELBO {report._fmt(final['vae_test_neg_elbo_nats'])} is below the "
+                         f"importance-weighted bound {report._fmt(iwae[0])}, which it can never be")
+    return flags
+
+
+def settings_flags(runs: dict[str, dict], course: dict[str, dict]) -> list[str]:
+    """Smoke-mode runs, and settings other than those the instructor fixed (``course``: run -> settings)."""
+    flags = [f"{name}: a smoke-mode run (reduced epochs and data)" for name, r in runs.items() if r.get("smoke")]
+    for name, fixed in course.items():
+        if name not in runs:
+            continue
+        used = runs[name].get("hyperparameters", {})
+        for key, value in fixed.items():
+            if used.get(key) != value:
+                flags.append(f"{name}: {key} = {used.get(key)!r}, the course fixed {value!r}")
+    return flags
+
+
+# --------------------------------------------------------------------------- re-evaluating the weights
+
+def _data_key(record: dict) -> tuple:
+    d = record.get("dataset", {})
+    return d.get("name"), d.get("source"), d.get("n_train"), d.get("n_test"), bool(record.get("smoke"))
+
+
+class Evaluator:
+    """The instructor's copy of the test data, loaded once per dataset size, and the re-evaluation
+    of a run's submitted weights on it."""
+
+    def __init__(self, device: str = "cpu"):
+        self.device = torch.device(device)
+        self._data: dict[bool, object] = {}
+        self._floor: dict[bool, float] = {}
+
+    def data(self, smoke: bool):
+        from .data import load_mnist
+
+        if smoke not in self._data:
+            self._data[smoke] = load_mnist(self.device, smoke=smoke, verbose=False)
+        return self._data[smoke]
+
+    def floor(self, smoke: bool) -> float:
+        """Classifier Fréchet distance of real training digits to the test digits: no model does better."""
+        from . import metrics
+
+        if smoke not in self._floor:
+            data = self.data(smoke)
+            classifier, _ = metrics.digit_classifier(data)
+            self._floor[smoke] = metrics.frechet_distance(classifier, data.test_x, data.train_x[:len(data.test_x)])
+        return self._floor[smoke]
+
+    def matches(self, record: dict) -> bool:
+        data = self.data(bool(record.get("smoke")))
+        d = record.get("dataset", {})
+        return (d.get("name"), d.get("source"), d.get("n_test")) == (data.name, data.source, data.n_test)
+
+    def reproduce(self, name: str, record: dict, weights_path: Path) -> tuple[list[str], str | None]:
+        """(flags, what was verified) for one run; runs of other models or data are not re-evaluated."""
+        from . import experiments, gan, metrics
+        from .train import evaluate
+
+        model = record.get("model")
+        if model not in ("ae", "vae", "gan") or not weights_path.is_file():
+            return [], None
+        if not self.matches(record):
+            return [], None
+        try:
+            saved = torch.load(weights_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - an unsafe or damaged file is the student's problem, reported
+            return [f"{name}: {WEIGHTS_FILE} refused ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                    "labkit only loads plain weights"], None
+        if not isinstance(saved, dict) or saved.get("format") != WEIGHTS_FORMAT:
+            return [f"{name}: {WEIGHTS_FILE} is not a labkit submission checkpoint"], None
+        known = {f.name for f in fields(experiments.RECIPES[model][1])}
+        hyper = {k: (tuple(v) if isinstance(v, list) else v) for k, v in record.get("hyperparameters", {}).items()
+                 if k in known}
+        try:
+            cfg = experiments.settings_for(model, **hyper)
+            if model == "gan":
+                objective = cfg.objective(*(m.to(self.device) for m in gan.mlp_gan(cfg.latent_dim)))
+            else:
+                objective = cfg.objective(self.device)
+            for module_name, module in objective.modules.items():
+                module.load_state_dict({k: v.to(module.state_dict()[k].dtype)
+                                        for k, v in saved["modules"][module_name].items()})
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            return [f"{name}: the submitted weights do not fit the settings in its metrics.json "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:160]})"], None
+        final, data = record.get("final", {}), self.data(bool(record.get("smoke")))
+        for module in objective.modules.values():
+            module.eval()
+        if model == "ae":
+            again = {"test_mse": evaluate(objective, data.test_x)["loss"]}
+        elif model == "vae":
+            torch.manual_seed(cfg.seed)
+            again = {"test_neg_elbo_nats": evaluate(objective, data.test_x)["neg_elbo"]}
+        else:
+            n = 256 if record.get("smoke") else 1000   # as the recipe measured it
+            fake = gan.sample(objective.generator, n, seed=cfg.seed)
+            quality = metrics.digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed)
+            again = {"fid_classifier": quality["fid_classifier"]}
+            if abs(quality["class_coverage"] - final.get("class_coverage", -99)) > 1:
+                return [f"{name}: its weights cover {quality['class_coverage']} digits, its metrics.json says "
+                        f"{final.get('class_coverage')}"], None
+        flags = []
+        for key, value in again.items():
+            claimed = final.get(key)
+            if not isinstance(claimed, (int, float)) or abs(value - claimed) > TOLERANCE[key] * abs(value) + 1e-9:
+                flags.append(f"{name}: its weights give {key} = {report._fmt(value)} on the test split, its "
+                             f"metrics.json says {report._fmt(claimed)} (beyond {TOLERANCE[key]:.0%}: not "
+                             "the weights that made these numbers)")
+        return flags, None if flags else f"{name} {', '.join(again)}"
+
+
+# --------------------------------------------------------------------------- the class
+
+def grade_student(path: Path, work: Path, evaluator: Evaluator, course: dict) -> Student:
+    student = Student(path.stem if path.is_file() else path.name)
+    try:
+        student.folder = open_submission(path, work)
+        student.flags += check_manifest(student.folder)
+        student.runs = load_runs(student.folder)
+        if not student.runs:
+            raise Refused("no runs/*/metrics.json in the submission")
+        student.discussions = report.read_discussions(student.folder / "REPORT.md")
+        student.flags += report_flags(student.folder, student.runs)
+        floors = {_data_key(r): evaluator.floor(bool(r.get("smoke"))) for r in student.runs.values()
+                  if r.get("dataset", {}).get("name") == "MNIST" and evaluator.matches(r)}
+        student.flags += plausibility_flags(student.runs, floors)
+        student.flags += settings_flags(student.runs, course)
+        for name, record in student.runs.items():
+            flags, verified = evaluator.reproduce(name, record, student.folder / "runs" / name / WEIGHTS_FILE)
+            student.flags += flags
+            if verified:
+                student.verified.append(verified)
+    except Refused as e:
+        student.refused = str(e)
+    except Exception as e:  # noqa: BLE001 - one bad submission never stops the class; the reason is its row
+        student.refused = f"could not be graded ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})"
+    return student
+
+
+def discussion_flags(students: list[Student], threshold: float = SIMILARITY) -> None:
+    """Flag empty Discussions, and pairs of students whose Discussion of a part is nearly the same."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    graded = [s for s in students if not s.refused]
+    for part in report.PARTS:
+        texts = {s.name: s.discussions.get(part.key, "") for s in graded}
+        for s in graded:
+            if texts[s.name] in ("", report.PLACEHOLDER):
+                s.flags.append(f"discussion of {part.key} not written")
+        written = [s for s in graded if texts[s.name] not in ("", report.PLACEHOLDER)]
+        if len(written) < 2:
+            continue
+        matrix = TfidfVectorizer().fit_transform([texts[s.name] for s in written])
+        similarity = cosine_similarity(matrix)
+        for i, a in enumerate(written):
+            for j, b in enumerate(written):
+                if i != j and similarity[i, j] >= threshold:
+                    a.flags.append(f"discussion of {part.key} nearly the same as {b.name}'s "
+                                   f"(similarity {similarity[i, j]:.2f})")
+
+
+def grade(submissions: str | Path, out: str | Path, course: dict | None = None, reference: str | Path | None = None,
+          similarity: float = SIMILARITY, device: str = "cpu") -> tuple[Path, Path]:
+    """Grade every submission in ``submissions``; write ``out/gradebook.csv`` and ``out/class_report.md``.
+
+    ``course``: the settings the instructor fixed, run -> {setting: value}. ``reference``: a runs
+    folder or submission of the instructor's own run, marked on the class figures.
+    """
+    submissions, out = Path(submissions), Path(out)
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"no folder of submissions at {submissions}")
+    entries = sorted(p for p in submissions.iterdir() if not p.name.startswith(".") and (p.is_dir() or p.is_file()))
+    if not entries:
+        raise FileNotFoundError(f"{submissions} holds no submissions (one .zip file or folder per student)")
+    work = out / "submissions"
+    if work.exists():
+        shutil.rmtree(work)  # unpacked anew on every run: only what the archives hold
+    work.mkdir(parents=True)
+    evaluator = Evaluator(device)
+    students = []
+    for entry in entries:
+        print(f"labkit: grading {entry.name}")
+        students.append(grade_student(entry, work, evaluator, course or {}))
+    discussion_flags(students, similarity)
+    book, rows = write_gradebook(students, out)
+    return book, class_report(students, rows, out, reference_runs(reference, out))
+
+
+def reference_runs(reference: str | Path | None, out: Path) -> dict[str, dict]:
+    """The instructor's own runs: a runs folder (``*/metrics.json``) or a submission (archive or folder)."""
+    if reference is None:
+        return {}
+    reference = Path(reference)
+    if reference.is_dir() and not (reference / MANIFEST).is_file():
+        return report.load_runs(reference)
+    work = out / "reference"
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    return load_runs(open_submission(reference, work))
