@@ -41,7 +41,7 @@ def main():
     ae = AESettings()
     runs = [
         ("ae-default", lambda: models.Autoencoder(hidden=ae.hidden), train.AutoencoderObjective, ae.batch_size, ae.lr),
-        ("ae-seed", lambda: models.Autoencoder(hidden=models.SEED_HIDDEN), train.AutoencoderObjective, ae.batch_size, ae.lr),
+        ("ae-narrow", lambda: models.Autoencoder(hidden=models.NARROW_HIDDEN), train.AutoencoderObjective, ae.batch_size, ae.lr),
     ]
     vae = VAESettings()
     for variant in models.VAE_VARIANTS:

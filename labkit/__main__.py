@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="batch size (under torchrun per process: N processes train on N times this)")
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    train.add_argument("--variant", help="VAE variant: default, seed, classic or latent2")
+    train.add_argument("--variant", help="VAE variant: default, narrow, classic or latent2")
     train.add_argument("--beta", type=float, help="VAE: weight of the KL term (beta-VAE)")
     train.add_argument("--lr-g", type=float, dest="lr_g", help="GAN: generator learning rate (default: --lr)")
     train.add_argument("--lr-d", type=float, dest="lr_d", help="GAN: discriminator learning rate (default: --lr)")

@@ -205,8 +205,7 @@ def synthetic_art_image(seed: int, index: int, size: int = 64) -> np.ndarray:
 
 def synthetic_art(n: int, size: int = 64, seed: int = 0) -> torch.Tensor:
     """n stand-in images as a uint8 tensor (n, 3, size, size); image i depends only on (seed, i)."""
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be a whole number of at least 1, got {n!r}")
+    settings.whole_number("n", n)
     images = np.stack([synthetic_art_image(seed, i, size) for i in range(n)])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
@@ -323,8 +322,8 @@ def load_abstract_art(device: torch.device | str = "cpu", *, source: str = "auto
     smoke = settings.smoke_mode() if smoke is None else smoke
     download = not settings.offline() if download is None else download
     limit = n_images if n_images is not None else (SMOKE_IMAGES if smoke else None)
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"n_images must be a whole number of at least 1, got {n_images!r}")
+    if limit is not None:
+        settings.whole_number("n_images", limit)
     tried: list[str] = []
     images = None
     for name in (order if source == "auto" else [source]):
@@ -383,7 +382,7 @@ def load_cifar10(device: torch.device | str = "cpu", *, root: str | Path | None 
 
     Uses ``<data root>/cifar-10-batches-py`` when present, otherwise downloads (a few seconds'
     timeout; not when ``LABKIT_OFFLINE`` is set). Smoke mode keeps the first 2,000 / 500.
-    The write-up 004 option of notebook 03.
+    Notebook 03's CIFAR-10 option, with the max-pool discriminator.
     """
     root = Path(root) if root is not None else settings.data_root()
     download = not settings.offline() if download is None else download

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from . import gan, metrics, report, settings
+from .report import format_value
 from .plots import linear_path
 from .checkpoint import Checkpoint
 from .data import ImageData
@@ -172,16 +173,6 @@ def stability(model: Trained, last: int = 5) -> str:
 
 # --------------------------------------------------------------------------- the table
 
-def _fmt(value, digits: int = 4) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.{digits}g}"
-
-
 def comparison_rows(results: dict) -> list[tuple[str, str, str, str]]:
     """The rows of the comparison table (aspect, AE, VAE, GAN) from ``results`` as notebook 04
     collects them: reconstruction, elbo, iwae, quality, smoothness, stability, cost."""
@@ -189,32 +180,32 @@ def comparison_rows(results: dict) -> list[tuple[str, str, str, str]]:
     no_encoder = "n/a (no encoder)"
     row = lambda aspect, f: (aspect, *(f(m) for m in COMPARED))  # noqa: E731
     return [
-        ("Reconstruction: test MSE per pixel", _fmt(rec["ae"]["mse_per_pixel"]), _fmt(rec["vae"]["mse_per_pixel"]),
+        ("Reconstruction: test MSE per pixel", format_value(rec["ae"]["mse_per_pixel"]), format_value(rec["vae"]["mse_per_pixel"]),
          no_encoder),
-        ("Reconstruction: test BCE, nats per image", _fmt(rec["ae"]["bce_nats"]), _fmt(rec["vae"]["bce_nats"]),
+        ("Reconstruction: test BCE, nats per image", format_value(rec["ae"]["bce_nats"]), format_value(rec["vae"]["bce_nats"]),
          no_encoder),
         ("Likelihood bound: test -ELBO (recon + KL), nats", "n/a (not a likelihood model)",
-         f"{_fmt(results['elbo']['neg_elbo'])} ({_fmt(results['elbo']['recon'])} + {_fmt(results['elbo']['kl'])})",
+         f"{format_value(results['elbo']['neg_elbo'])} ({format_value(results['elbo']['recon'])} + {format_value(results['elbo']['kl'])})",
          "n/a (not a likelihood model)"),
-        (f"Likelihood bound: importance-weighted, k = {results['iwae_k']}, nats", "n/a", _fmt(results["iwae"]), "n/a"),
+        (f"Likelihood bound: importance-weighted, k = {results['iwae_k']}, nats", "n/a", format_value(results["iwae"]), "n/a"),
         row("Samples: Fréchet distance to test digits (classifier features, lower is better)",
-            lambda m: _fmt(q[m]["fid_classifier"])),
+            lambda m: format_value(q[m]["fid_classifier"])),
         row("Mode coverage: digits found among the samples (of 10)", lambda m: f"{q[m]['class_coverage']}"),
         row("Mode coverage: KL of the class histogram from uniform, nats (0 = even, 2.30 = one digit)",
-            lambda m: _fmt(q[m]["class_kl_from_uniform"], 3)),
-        row("Sample diversity / real diversity", lambda m: _fmt(q[m]["diversity_ratio"], 3)),
+            lambda m: format_value(q[m]["class_kl_from_uniform"], 3)),
+        row("Sample diversity / real diversity", lambda m: format_value(q[m]["diversity_ratio"], 3)),
         row("Latent space: largest step / mean step along an interpolation (1 = even)",
-            lambda m: _fmt(s[m]["largest_step_ratio"], 3)),
+            lambda m: format_value(s[m]["largest_step_ratio"], 3)),
         row("Latent space: classifier confidence mid-path (digit-like in between)",
-            lambda m: _fmt(s[m]["mid_path_confidence"], 3)),
+            lambda m: format_value(s[m]["mid_path_confidence"], 3)),
         row("Training stability", lambda m: results["stability"][m]),
-        row("Cost: seconds per epoch (this device)", lambda m: _fmt(cost[m]["seconds_per_epoch"], 3)),
+        row("Cost: seconds per epoch (this device)", lambda m: format_value(cost[m]["seconds_per_epoch"], 3)),
         row("Cost: epochs trained", lambda m: f"{cost[m]['epochs']}"),
-        row("Cost: parameters", lambda m: _fmt(cost[m]["parameters"])),
+        row("Cost: parameters", lambda m: format_value(cost[m]["parameters"])),
     ]
 
 
-def markdown_table(rows: list[tuple[str, ...]], header=("Aspect (measured)", "AE", "VAE", "GAN")) -> str:
+def comparison_table(rows: list[tuple[str, ...]], header=("Aspect (measured)", "AE", "VAE", "GAN")) -> str:
     """The comparison table as Markdown, built like every table of the report."""
     return "\n".join(report.markdown_table(rows, header))
 

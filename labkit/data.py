@@ -91,8 +91,7 @@ def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = True,
     This replaces a DataLoader: no per-sample transforms, no worker processes, no copies to the
     device. One tensor in gives batches; several give tuples of batches.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    settings.whole_number("batch_size", batch_size)
     n = tensors[0].shape[0]
     order = torch.randperm(n, device=tensors[0].device) if shuffle else None
     stop = n - n % batch_size if drop_last else n

@@ -12,25 +12,19 @@ import torch
 
 from . import distributed, plots, settings
 from .data import ImageData, load_mnist
+from .gan_experiments import RECIPES_GAN  # the GAN recipes live with the GANs
 from .models import DEFAULT_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae
 from .runs import Run, fit_in_run, start_run
-from .train import (AutoencoderObjective, History, VAEObjective, check_beta, check_lr, check_precision, evaluate,
+from .train import (PRECISIONS, AutoencoderObjective, History, VAEObjective, evaluate,
                     seconds_per_epoch)
 
-SMOKE_EPOCHS = 2
-
-
-def _check_positive(name: str, value, kind=int) -> None:
-    if not isinstance(value, kind) or isinstance(value, bool) or value < (0 if name == "epochs" else 1):
-        allowed = ">= 0" if name == "epochs" else ">= 1"
-        raise ValueError(f"{name} must be a whole number {allowed}, got {value!r}")
 
 
 @dataclass
 class AESettings:
     """Defaults of notebook 01 (see its "Settings" cell for why these values)."""
 
-    epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=SMOKE_EPOCHS))
+    epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=settings.SMOKE_EPOCHS))
     batch_size: int = 32
     lr: float = 1e-3
     latent_dim: int = 32
@@ -40,10 +34,11 @@ class AESettings:
     compile: bool = False
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "latent_dim"):
-            _check_positive(name, getattr(self, name))
-        check_lr(self.lr)
-        check_precision(self.precision)
+        settings.whole_number("epochs", self.epochs, low=0)
+        for name in ("batch_size", "latent_dim"):
+            settings.whole_number(name, getattr(self, name))
+        settings.learning_rate("lr", self.lr)
+        settings.one_of("precision", self.precision, PRECISIONS)
 
     def objective(self, device: torch.device | str = "cpu") -> AutoencoderObjective:
         """A fresh autoencoder on ``device`` with its objective, as these settings describe it."""
@@ -55,7 +50,7 @@ class VAESettings:
     """Defaults of notebook 02 (see its "Settings" cell for why these values)."""
 
     variant: str = "default"
-    epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=SMOKE_EPOCHS))
+    epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=settings.SMOKE_EPOCHS))
     batch_size: int = 32
     lr: float = 1e-3
     beta: float = 1.0
@@ -64,13 +59,12 @@ class VAESettings:
     compile: bool = False
 
     def __post_init__(self):
-        if self.variant not in VAE_VARIANTS:
-            raise ValueError(f"unknown VAE variant {self.variant!r}; choose one of {', '.join(VAE_VARIANTS)}")
-        for name in ("epochs", "batch_size"):
-            _check_positive(name, getattr(self, name))
-        check_lr(self.lr)
-        check_beta(self.beta)
-        check_precision(self.precision)
+        settings.one_of("variant", self.variant, VAE_VARIANTS)
+        settings.whole_number("epochs", self.epochs, low=0)
+        settings.whole_number("batch_size", self.batch_size)
+        settings.learning_rate("lr", self.lr)
+        settings.number("beta", self.beta, at_least=0, what="a number >= 0 (1 is the plain VAE)")
+        settings.one_of("precision", self.precision, PRECISIONS)
 
     def objective(self, device: torch.device | str = "cpu") -> VAEObjective:
         """A fresh VAE of ``variant`` on ``device`` with its objective, as these settings describe it."""
@@ -176,8 +170,6 @@ def first_test_index(data: ImageData, digit: int) -> int:
         raise ValueError(f"the test split holds no image of digit {digit}")
     return int(found[0])
 
-
-from .gan_experiments import RECIPES_GAN  # noqa: E402 - the GAN recipes live with the GANs
 
 RECIPES = {"ae": (run_ae, AESettings), "vae": (run_vae, VAESettings), **RECIPES_GAN}
 

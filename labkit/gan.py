@@ -1,4 +1,4 @@
-"""The GANs of notebook 03: DCGAN networks (28, 32 and 64 pixels), the MLP GAN of write-up 003,
+"""The GANs of notebook 03: DCGAN networks (28, 32 and 64 pixels), the course's MLP GAN for MNIST,
 the adversarial objective that ``labkit.train.fit`` optimises, and the pictures of GAN training.
 
 Generators end in tanh, so they draw pixels in [-1, 1]; the data module gives images in [0, 1] and
@@ -19,20 +19,12 @@ import torch.nn.functional as F
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from . import plots
-from .train import History, ObjectiveBase, check_lr
+from . import plots, settings
+from .train import History, ObjectiveBase
 
 LATENT_DIM = 100
 IMAGE_SIZES = (28, 32, 64)
 DOWNSAMPLING = ("stride", "maxpool")
-
-
-# --------------------------------------------------------------------------- checks
-
-def _check_int(name: str, value, low: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be a whole number of at least {low}, got {value!r}")
-    return value
 
 
 def _check_image_size(image_size) -> int:
@@ -42,11 +34,10 @@ def _check_image_size(image_size) -> int:
     return image_size
 
 
-def _check_real_label(real_label) -> float:
-    if not isinstance(real_label, (int, float)) or not 0 < real_label <= 1:
-        raise ValueError(f"real_label must be in (0, 1]: 1 means no label smoothing, 0.9 is the usual "
-                         f"one-sided smoothing; got {real_label!r}")
-    return float(real_label)
+def check_real_label(real_label) -> float:
+    """The target for real images: in (0, 1]; 1 is no label smoothing, 0.9 one-sided smoothing."""
+    return settings.number("real_label", real_label, above=0, at_most=1,
+                           what="in (0, 1]: 1 means no label smoothing, 0.9 is the usual one-sided smoothing")
 
 
 # --------------------------------------------------------------------------- DCGAN (Radford et al. 2016)
@@ -58,7 +49,7 @@ def _up(c_in: int, c_out: int, kernel: int = 4, stride: int = 2, padding: int = 
 
 
 def _down(c_in: int, c_out: int, downsample: str, norm: bool = True) -> nn.Sequential:
-    """Halve the side: a stride-2 convolution (DCGAN) or a 3x3 convolution + 2x2 max-pool (write-up 004)."""
+    """Halve the side: a stride-2 convolution (DCGAN) or a 3x3 convolution + 2x2 max-pool (the CIFAR-10 variant)."""
     if downsample == "stride":
         layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=not norm)]
     else:
@@ -93,10 +84,10 @@ class DCGANGenerator(nn.Module):
 
     def __init__(self, latent_dim: int = LATENT_DIM, image_size: int = 64, channels: int = 3, width: int = 64):
         super().__init__()
-        self.latent_dim = _check_int("latent_dim", latent_dim)
+        self.latent_dim = settings.whole_number("latent_dim", latent_dim)
         self.image_size = _check_image_size(image_size)
-        self.channels = _check_int("channels", channels)
-        w = _check_int("width", width)
+        self.channels = settings.whole_number("channels", channels)
+        w = settings.whole_number("width", width)
         out = lambda c_in: nn.ConvTranspose2d(c_in, channels, 4, 2, 1, bias=False)  # noqa: E731 - doubles the side
         if image_size == 64:
             layers = [_up(latent_dim, 8 * w, 4, 1, 0),  # (B, 512, 4, 4)
@@ -125,18 +116,16 @@ class DCGANDiscriminator(nn.Module):
 
     Inputs: ``image_size`` 28, 32 or 64; ``channels``; ``width`` (feature maps of the first layer);
     ``downsample`` ``"stride"`` (stride-2 convolutions, DCGAN) or ``"maxpool"`` (3x3 convolution then
-    2x2 max-pool, the variant write-up 004 preferred on CIFAR-10). LeakyReLU(0.2), batch norm from the
+    2x2 max-pool, a variant that some found steadier on CIFAR-10). LeakyReLU(0.2), batch norm from the
     second block on, no sigmoid: the loss works on logits. Notebook 03, "The networks".
     """
 
     def __init__(self, image_size: int = 64, channels: int = 3, width: int = 64, downsample: str = "stride"):
         super().__init__()
         self.image_size = _check_image_size(image_size)
-        self.channels = _check_int("channels", channels)
-        w = _check_int("width", width)
-        if downsample not in DOWNSAMPLING:
-            raise ValueError(f"downsample must be one of {', '.join(DOWNSAMPLING)}, got {downsample!r}")
-        self.downsample = downsample
+        self.channels = settings.whole_number("channels", channels)
+        w = settings.whole_number("width", width)
+        self.downsample = settings.one_of("downsample", downsample, DOWNSAMPLING)
         if image_size == 64:
             layers = [_down(channels, w, downsample, norm=False),  # (B, 64, 32, 32)
                       _down(w, 2 * w, downsample),                 # (B, 128, 16, 16)
@@ -171,10 +160,10 @@ def dcgan(image_size: int = 64, channels: int = 3, latent_dim: int = LATENT_DIM,
             DCGANDiscriminator(image_size, channels, width, downsample))
 
 
-# --------------------------------------------------------------------------- MLP GAN (write-up 003)
+# --------------------------------------------------------------------------- the course's MLP GAN for MNIST
 
 class MLPGenerator(nn.Module):
-    """The MNIST generator of write-up 003: z (B, 100) -> 128 -> 256 -> 512 -> 1024 -> 784 -> (B, 1, 28, 28).
+    """The course's MLP generator for MNIST: z (B, 100) -> 128 -> 256 -> 512 -> 1024 -> 784 -> (B, 1, 28, 28).
 
     Batch norm after every hidden layer but the first, LeakyReLU(0.2), tanh output in [-1, 1].
     Notebook 03, "The MNIST GAN".
@@ -183,7 +172,7 @@ class MLPGenerator(nn.Module):
     def __init__(self, latent_dim: int = LATENT_DIM, hidden: Sequence[int] = (128, 256, 512, 1024),
                  image_shape: Sequence[int] = (1, 28, 28)):
         super().__init__()
-        self.latent_dim = _check_int("latent_dim", latent_dim)
+        self.latent_dim = settings.whole_number("latent_dim", latent_dim)
         self.image_shape = tuple(image_shape)
         sizes = [latent_dim, *hidden]
         layers: list[nn.Module] = []
@@ -202,7 +191,7 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """The MNIST discriminator of write-up 003: (B, 1, 28, 28) -> 784 -> 512 -> 256 -> 1 logit, LeakyReLU(0.2)."""
+    """The course's MLP discriminator for MNIST: (B, 1, 28, 28) -> 784 -> 512 -> 256 -> 1 logit, LeakyReLU(0.2)."""
 
     def __init__(self, hidden: Sequence[int] = (512, 256), image_shape: Sequence[int] = (1, 28, 28)):
         super().__init__()
@@ -217,7 +206,7 @@ class MLPDiscriminator(nn.Module):
 
 
 def mlp_gan(latent_dim: int = LATENT_DIM) -> tuple[MLPGenerator, MLPDiscriminator]:
-    """The MLP generator and discriminator pair of write-up 003 for 28x28 MNIST."""
+    """The course's MLP generator and discriminator pair for 28x28 MNIST."""
     return MLPGenerator(latent_dim), MLPDiscriminator()
 
 
@@ -249,7 +238,7 @@ def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 def smallest_discriminator_loss(real_label: float = 1.0) -> float:
     """The floor of ``discriminator_loss``: a perfect D outputs ``real_label`` on real images and 0 on
     fakes, leaving the binary entropy of ``real_label`` in nats (0 for 1, 0.325 for 0.9)."""
-    p = _check_real_label(real_label)
+    p = check_real_label(real_label)
     return 0.0 if p == 1 else -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
@@ -277,14 +266,14 @@ class GANObjective(ObjectiveBase):
                  g_steps: int = 1, latent_dim: int | None = None):
         self.generator, self.discriminator = generator, discriminator
         self.modules = {"generator": generator, "discriminator": discriminator}
-        self.latent_dim = _check_int("latent_dim", latent_dim if latent_dim is not None
+        self.latent_dim = settings.whole_number("latent_dim", latent_dim if latent_dim is not None
                                      else getattr(generator, "latent_dim", LATENT_DIM))
-        self.real_label = _check_real_label(real_label)
-        self.g_steps = _check_int("g_steps (generator updates per discriminator update)", g_steps)
+        self.real_label = check_real_label(real_label)
+        self.g_steps = settings.whole_number("g_steps (generator updates per discriminator update)", g_steps)
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1) such as (0.5, 0.999), got {betas!r}")
-        self.opt_g = torch.optim.Adam(generator.parameters(), lr=check_lr(lr_g, "lr_g"), betas=tuple(betas))
-        self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=check_lr(lr_d, "lr_d"), betas=tuple(betas))
+        self.opt_g = torch.optim.Adam(generator.parameters(), lr=settings.learning_rate("lr_g", lr_g), betas=tuple(betas))
+        self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=settings.learning_rate("lr_d", lr_d), betas=tuple(betas))
         self.optimizers = {"generator": self.opt_g, "discriminator": self.opt_d}
         self.warned = False
 
@@ -395,7 +384,7 @@ class FixedNoise:
     def __init__(self, generator: nn.Module, n: int = 64, seed: int = 0):
         self.generator = generator
         device = next(generator.parameters()).device
-        self.z = torch.randn(_check_int("n", n), generator.latent_dim,
+        self.z = torch.randn(settings.whole_number("n", n), generator.latent_dim,
                              generator=torch.Generator().manual_seed(seed)).to(device)
         self.frames: list[torch.Tensor] = []
         self.epochs: list[int] = []

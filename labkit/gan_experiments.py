@@ -1,4 +1,4 @@
-"""Default settings and headless recipes of notebook 03: the MNIST GAN of write-up 003 (``gan``) and
+"""Default settings and headless recipes of notebook 03: the MLP GAN on MNIST (``gan``) and
 the DCGAN on abstract art, CIFAR-10 or MNIST (``dcgan``), as ``python -m labkit train gan|dcgan`` runs them.
 
 The notebook walks through the same steps cell by cell and ends with ``save_gan_run``, so a notebook
@@ -16,27 +16,21 @@ from .art import load_abstract_art, load_cifar10
 from .data import ImageData, load_mnist
 from .models import count_parameters
 from .runs import Run, fit_in_run, start_run
-from .train import History, check_lr, check_precision, seconds_per_epoch
+from .train import PRECISIONS, History, seconds_per_epoch
 
-SMOKE_EPOCHS = 2
 DATASETS = {"abstract-art": 64, "cifar10": 32, "mnist": 28}  # dataset -> default image size
 N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)
 
 
-def _check(name: str, value, kind=int, low=1) -> None:
-    if not isinstance(value, kind) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be a {'whole ' if kind is int else ''}number >= {low}, got {value!r}")
-
-
 @dataclass
 class GANSettings:
-    """Defaults of the MNIST GAN of write-up 003 (notebook 03, "The MNIST GAN").
+    """Defaults of the MLP GAN on MNIST (notebook 03, "The MNIST GAN").
 
     ``lr`` is both learning rates unless ``lr_g`` / ``lr_d`` set one apart; ``real_label`` 0.9
     switches on one-sided label smoothing; ``g_steps`` = k generator updates per D update.
     """
 
-    epochs: int = field(default_factory=lambda: settings.pick(full=100, smoke=SMOKE_EPOCHS))
+    epochs: int = field(default_factory=lambda: settings.pick(full=100, smoke=settings.SMOKE_EPOCHS))
     batch_size: int = 64
     latent_dim: int = 100
     lr: float = 2e-4
@@ -49,14 +43,14 @@ class GANSettings:
     compile: bool = False
 
     def __post_init__(self):
-        _check("epochs", self.epochs)
+        settings.whole_number("epochs", self.epochs, low=0)
         for name in ("batch_size", "latent_dim", "g_steps"):
-            _check(name, getattr(self, name))
+            settings.whole_number(name, getattr(self, name))
         for name in ("lr", "lr_g", "lr_d"):
             if name == "lr" or getattr(self, name) is not None:
-                check_lr(getattr(self, name), name)
-        gan._check_real_label(self.real_label)
-        check_precision(self.precision)
+                settings.learning_rate(name, getattr(self, name))
+        gan.check_real_label(self.real_label)
+        settings.one_of("precision", self.precision, PRECISIONS)
 
     @property
     def lrs(self) -> tuple[float, float]:
@@ -71,9 +65,9 @@ class GANSettings:
 
 @dataclass
 class DCGANSettings(GANSettings):
-    """Defaults of the DCGAN of notebook 03 (write-ups 001, 002, 004): abstract art at 64x64,
+    """Defaults of the DCGAN of notebook 03 (Radford et al. 2016): abstract art at 64x64,
     one-sided label smoothing on. ``dataset``: abstract-art, cifar10 or mnist; ``image_size``
-    defaults to the dataset's (64, 32, 28); ``downsample``: stride or maxpool (write-up 004);
+    defaults to the dataset's (64, 32, 28); ``downsample``: stride or maxpool (the CIFAR-10 variant);
     ``n_images`` caps the training images (None: all; smoke mode: 128 abstract-art images)."""
 
     real_label: float = 0.9
@@ -91,11 +85,10 @@ class DCGANSettings(GANSettings):
         if self.size not in allowed:
             raise ValueError(f"image_size {self.image_size!r} does not fit {self.dataset}: use "
                              f"{' or '.join(map(str, allowed))}")
-        _check("width", self.width)
-        if self.downsample not in gan.DOWNSAMPLING:
-            raise ValueError(f"downsample must be one of {', '.join(gan.DOWNSAMPLING)}, got {self.downsample!r}")
+        settings.whole_number("width", self.width)
+        settings.one_of("downsample", self.downsample, gan.DOWNSAMPLING)
         if self.n_images is not None:
-            _check("n_images", self.n_images)
+            settings.whole_number("n_images", self.n_images)
 
     @property
     def size(self) -> int:
@@ -173,7 +166,7 @@ def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device
 
 def run_gan(cfg: GANSettings | None = None, out: str | Path | None = None,
             device: str | None = None, progress: bool = True) -> dict:
-    """Train the MNIST GAN of write-up 003 and write its figures, GIF and metrics.json."""
+    """Train the MLP GAN on MNIST and write its figures, GIF and metrics.json."""
     cfg = cfg or GANSettings()
     run, device = start_run("gan", cfg.seed, out, device)
     data = load_mnist(device)

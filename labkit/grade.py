@@ -102,12 +102,12 @@ def plausibility_flags(runs: dict[str, dict], floors: dict) -> list[str]:
             floor = floors.get(_data_key(r))
             if key.endswith("fid_classifier") and not key.startswith("real") and floor is not None \
                     and isinstance(value, (int, float)) and value < 0.8 * floor:
-                flags.append(f"{name}: {key} = {report._fmt(value)} is below the real-data floor "
-                             f"{report._fmt(floor)} (real training digits against real test digits)")
+                flags.append(f"{name}: {key} = {report.format_value(value)} is below the real-data floor "
+                             f"{report.format_value(floor)} (real training digits against real test digits)")
         iwae = [v for k, v in final.items() if re.match(r"vae_iwae_k\d+_nats", k)]
         if iwae and "vae_test_neg_elbo_nats" in final and final["vae_test_neg_elbo_nats"] < iwae[0] - 1e-6:
-            flags.append(f"{name}: the -ELBO {report._fmt(final['vae_test_neg_elbo_nats'])} is below the "
-                         f"importance-weighted bound {report._fmt(iwae[0])}, which it can never be")
+            flags.append(f"{name}: the -ELBO {report.format_value(final['vae_test_neg_elbo_nats'])} is below the "
+                         f"importance-weighted bound {report.format_value(iwae[0])}, which it can never be")
     return flags
 
 
@@ -214,8 +214,8 @@ class Evaluator:
         for key, value in again.items():
             claimed = final.get(key)
             if not isinstance(claimed, (int, float)) or abs(value - claimed) > TOLERANCE[key] * abs(value) + 1e-9:
-                flags.append(f"{name}: its weights give {key} = {report._fmt(value)} on the test split, its "
-                             f"metrics.json says {report._fmt(claimed)} (beyond {TOLERANCE[key]:.0%}: not "
+                flags.append(f"{name}: its weights give {key} = {report.format_value(value)} on the test split, its "
+                             f"metrics.json says {report.format_value(claimed)} (beyond {TOLERANCE[key]:.0%}: not "
                              "the weights that made these numbers)")
         return flags, None if flags else f"{name} {', '.join(again)}"
 

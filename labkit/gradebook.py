@@ -88,7 +88,7 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
         ax.hist(list(values.values()), bins=min(20, max(5, len(values))), color="C0", alpha=0.8)
         ref = reference.get(run, {}).get("final", {}).get(metric)
         if isinstance(ref, (int, float)):
-            ax.axvline(ref, color="C3", ls="--", label=f"reference run: {report._fmt(ref)}")
+            ax.axvline(ref, color="C3", ls="--", label=f"reference run: {report.format_value(ref)}")
             ax.legend(fontsize=8)
         ax.set_xlabel(f"{run} {metric}")
         ax.set_ylabel("students")
@@ -97,11 +97,11 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
         plt.close(fig)
         ordered = sorted(values.values())
         lines += [f"![{run} {metric}](class_report_files/{run}_{metric}.png)", "",
-                  f"{len(values)} student(s); median {report._fmt(ordered[len(ordered) // 2])}, range "
-                  f"{report._fmt(ordered[0])} to {report._fmt(ordered[-1])}"
-                  + (f"; reference run {report._fmt(ref)}" if isinstance(ref, (int, float)) else "") + ".", ""]
+                  f"{len(values)} student(s); median {report.format_value(ordered[len(ordered) // 2])}, range "
+                  f"{report.format_value(ordered[0])} to {report.format_value(ordered[-1])}"
+                  + (f"; reference run {report.format_value(ref)}" if isinstance(ref, (int, float)) else "") + ".", ""]
         for name, z in sorted(_outliers(values).items(), key=lambda kv: -abs(kv[1])):
-            lines.append(f"- stands out: {name}, {report._fmt(values[name])} ({z:+.1f} robust standard deviations)")
+            lines.append(f"- stands out: {name}, {report.format_value(values[name])} ({z:+.1f} robust standard deviations)")
         lines.append("")
     lines += ["## Flagged submissions", ""]
     lines += [f"- **{s.name}**: " + "; ".join(s.flags) for s in flagged] or ["None."]

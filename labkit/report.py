@@ -44,7 +44,7 @@ PARTS = (
         "Why do decoded random codes not look like digits? What would have to be added to the training "
         "objective so that they do?",
     )),
-    Part("vae", "Part 2: Variational autoencoder (notebook 02)", ("vae", "vae-classic", "vae-seed", "vae-latent2"), (
+    Part("vae", "Part 2: Variational autoencoder (notebook 02)", ("vae", "vae-classic", "vae-narrow", "vae-latent2"), (
         "How many nats per image go to reconstruction and how many to the KL on the test set? Read the KL as "
         "the information the code carries about an image: is that a lot or a little?",
         "How do the reconstruction and KL terms evolve during training, and why does the KL rise first and "
@@ -126,20 +126,28 @@ def load_runs(runs_dir: Path) -> dict[str, dict]:
     return runs
 
 
-def _fmt(value) -> str:
+def format_value(value, digits: int = 4) -> str:
+    """A value as the report and notebook 04's table write it: ``digits`` significant digits for a
+    number (thousands separated when large), "n/a" for None, lists and dicts item by item."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, (bool, str)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:,.0f}"
+        return f"{value:.{digits}g}" if abs(value) < 1e5 else f"{value:,.0f}"
     if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
+        return ", ".join(format_value(v, digits) for v in value)
     if isinstance(value, dict):
-        return "; ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+        return "; ".join(f"{k}: {format_value(v, digits)}" for k, v in value.items())
     return str(value)
 
 
 def table_cell(value) -> str:
-    """A value as a table of the report shows it: formatted by ``_fmt``, a ``|`` turned into ``/``
+    """A value as a table of the report shows it: ``format_value``, with a ``|`` turned into ``/``
     (the grader compares a report's numbers with their metrics.json through this)."""
-    return _fmt(value).replace("|", "/")
+    return format_value(value).replace("|", "/")
 
 
 def markdown_table(rows, header=("", "")) -> list[str]:

@@ -5,12 +5,16 @@ with no edits; see the "Settings" cell at the top of each notebook.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
+
+SMOKE_EPOCHS = 2  # epochs of every model in smoke mode
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"", "0", "false", "no", "off"}
@@ -104,3 +108,44 @@ def runs_location() -> tuple[Path, str]:
 def runs_root() -> Path:
     """Where runs write metrics.json, figures and checkpoints (see ``runs_location``)."""
     return runs_location()[0]
+
+
+# --------------------------------------------------------------------------- checking settings
+# Every setting of the kit (the settings dataclasses, the networks, the loop) is checked by one of
+# these, so that a wrong value fails at once with a message that names it.
+
+def whole_number(name: str, value, low: int = 1) -> int:
+    """``value`` if it is a whole number >= ``low`` (not a float, not a bool); otherwise an error naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+    return value
+
+
+def number(name: str, value, *, above: float | None = None, at_least: float | None = None,
+           at_most: float | None = None, what: str = "") -> float:
+    """``value`` as a float if it is a finite number within the bounds; otherwise an error naming
+    ``name`` and saying ``what`` it must be (by default, the bounds)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (above is None or value > above) and (at_least is None or value >= at_least)
+    ok = ok and (at_most is None or value <= at_most)
+    if not ok:
+        bounds = [f"> {above:g}" if above is not None else "", f">= {at_least:g}" if at_least is not None else "",
+                  f"<= {at_most:g}" if at_most is not None else ""]
+        what = what or "a number " + " and ".join(b for b in bounds if b)
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def learning_rate(name: str, value) -> float:
+    """A learning rate: a finite number > 0."""
+    return number(name, value, above=0, what="a positive number such as 1e-3")
+
+
+def one_of(name: str, value: T, choices: Iterable[T], hint: str = "") -> T:
+    """``value`` if it is one of ``choices``; otherwise an error listing them."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}{f' ({hint})' if hint else ''}, "
+                         f"got {value!r}")
+    return value
+

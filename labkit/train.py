@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed
+from . import distributed, settings
 from .checkpoint import Checkpoint
 from .data import batches
 from .losses import bernoulli_nll_of_probabilities, vae_loss
@@ -55,8 +55,7 @@ class Precision:
     """
 
     def __init__(self, device: torch.device | str = "cpu", mode: str = "auto"):
-        if mode not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {mode!r}")
+        settings.one_of("precision", mode, PRECISIONS, "auto: mixed precision on a CUDA GPU, float32 elsewhere")
         self.device_type = torch.device(device).type
         if mode == "auto":
             mode = "fp32"
@@ -124,28 +123,6 @@ class History(list):
         return self[-1] if self else {}
 
 
-def check_lr(lr: float, what: str = "lr") -> float:
-    """A learning rate must be a finite number > 0; returns it as a float."""
-    if not isinstance(lr, (int, float)) or not lr > 0 or not math.isfinite(lr):
-        raise ValueError(f"{what} must be a positive number such as 1e-3, got {lr!r}")
-    return float(lr)
-
-
-def check_beta(beta: float) -> float:
-    """The KL weight of a (beta-)VAE must be a finite number >= 0; returns it as a float."""
-    if not isinstance(beta, (int, float)) or not beta >= 0 or not math.isfinite(beta):
-        raise ValueError(f"beta must be a number >= 0 (1 is the plain VAE), got {beta!r}")
-    return float(beta)
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` must be one of ``labkit.train.PRECISIONS``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} (auto: mixed precision on a CUDA GPU, "
-                         f"float32 elsewhere), got {precision!r}")
-    return precision
-
-
 class AutoencoderObjective(ObjectiveBase):
     """Mean squared error between images and reconstructions (notebook 01, "Training")."""
 
@@ -154,7 +131,7 @@ class AutoencoderObjective(ObjectiveBase):
     def __init__(self, model: nn.Module, lr: float = 1e-3):
         self.model = model
         self.modules = {"model": model}
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=check_lr(lr))
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate("lr", lr))
         self.optimizers = {"optimizer": self.optimizer}
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -176,9 +153,9 @@ class VAEObjective(ObjectiveBase):
 
     def __init__(self, model: nn.Module, lr: float = 1e-3, beta: float = 1.0):
         self.model = model
-        self.beta = check_beta(beta)
+        self.beta = settings.number("beta", beta, at_least=0, what="a number >= 0 (1 is the plain VAE)")
         self.modules = {"model": model}
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=check_lr(lr))
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate("lr", lr))
         self.optimizers = {"optimizer": self.optimizer}
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -276,10 +253,8 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
     keeps the same history (epoch means over all processes); only rank 0 shows progress, runs the
     callbacks and writes the checkpoint.
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
-        raise ValueError(f"epochs must be a whole number >= 0, got {epochs!r}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+    settings.whole_number("epochs", epochs, low=0)
+    settings.whole_number("batch_size", batch_size)
     if train_x.shape[0] == 0:
         raise ValueError("train_x holds no images: check the data folder or the smoke-mode sizes")
     _check_finite_data(train_x, "train_x")

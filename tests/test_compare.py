@@ -59,7 +59,7 @@ def test_the_table_puts_each_measured_value_in_its_models_column():
     assert fid == ("120", "40", "25")
     assert by_aspect["Reconstruction: test MSE per pixel"] == ("0.0142", "0.02", "n/a (no encoder)")
     assert by_aspect["Likelihood bound: test -ELBO (recon + KL), nats"][1] == "120 (95 + 25)"
-    table = compare.markdown_table(rows).splitlines()
+    table = compare.comparison_table(rows).splitlines()
     assert table[0] == "| Aspect (measured) | AE | VAE | GAN |" and len(table) == len(rows) + 2
 
 

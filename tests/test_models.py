@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from labkit.models import SEED_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae, model_summary
+from labkit.models import NARROW_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae, model_summary
 
 
 def test_autoencoder_shapes_and_pixel_range():
@@ -17,7 +17,7 @@ def test_autoencoder_shapes_and_pixel_range():
 def test_autoencoder_with_the_seed_widths_has_the_seed_architecture():
     # 784->128->64->32->64->128->784, weights and biases counted by hand
     expected = (784 * 128 + 128) + (128 * 64 + 64) + (64 * 32 + 32) + (32 * 64 + 64) + (64 * 128 + 128) + (128 * 784 + 784)
-    assert count_parameters(Autoencoder(hidden=SEED_HIDDEN)) == expected == 222_384
+    assert count_parameters(Autoencoder(hidden=NARROW_HIDDEN)) == expected == 222_384
 
 
 def test_default_autoencoder_is_784_512_256_32_mirrored():
@@ -56,7 +56,7 @@ def test_bad_latent_size_is_refused_with_its_name(latent):
 
 
 def test_unknown_variant_lists_the_choices():
-    with pytest.raises(ValueError, match="default, seed, classic, latent2"):
+    with pytest.raises(ValueError, match="default, narrow, classic, latent2"):
         make_vae("huge")
 
 
@@ -68,6 +68,6 @@ def test_images_of_the_wrong_shape_get_a_clear_error():
 
 
 def test_model_summary_lists_layers_shapes_and_total():
-    text = model_summary(Autoencoder(hidden=SEED_HIDDEN), (1, 1, 28, 28))
+    text = model_summary(Autoencoder(hidden=NARROW_HIDDEN), (1, 1, 28, 28))
     assert "(1, 32)" in text and "(1, 1, 28, 28)" in text
     assert "222,384" in text
