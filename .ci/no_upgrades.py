@@ -4,6 +4,7 @@ or downgrade the runtime's own (torch, numpy, scikit-learn, ...).
 
 Usage: python .ci/no_upgrades.py PLAN.json   (run with the Python of the environment that was planned for)
 """
+
 import json
 import sys
 from importlib.metadata import distributions

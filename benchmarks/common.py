@@ -1,6 +1,7 @@
 """What the benchmarks share: labkit's MNIST written as torchvision's IDX files (so that a
 DataLoader pipeline, or another script, reads the very same images) and the peak memory of one
 measurement."""
+
 from __future__ import annotations
 
 import re
@@ -58,7 +59,7 @@ class PeakMemory:
         self.start = self.peak = None
         self.kind = ""
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -84,5 +85,8 @@ class PeakMemory:
     def fields(self) -> dict:
         """The JSON fields of a measurement: ``peak_memory_mb``, ``memory_at_start_mb`` and what they are."""
         rounded = lambda v: None if v is None else round(v, 1)  # noqa: E731
-        return {"peak_memory_mb": rounded(self.peak), "memory_at_start_mb": rounded(self.start),
-                "memory_kind": self.kind}
+        return {
+            "peak_memory_mb": rounded(self.peak),
+            "memory_at_start_mb": rounded(self.start),
+            "memory_kind": self.kind,
+        }

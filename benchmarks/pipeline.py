@@ -14,6 +14,7 @@ read by ``datasets.ImageFolder`` with Resize, CenterCrop, ToTensor and Normalize
 Prints one JSON line per measurement, with its peak memory (``common.PeakMemory`` says what
 that is on each device), and one per ratio (b)/(a).
 """
+
 import argparse
 import json
 import statistics
@@ -22,11 +23,11 @@ import time
 from pathlib import Path
 
 import torch
+from common import PeakMemory, write_mnist
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from common import PeakMemory, write_mnist
 from labkit import art, data, device, gan, models, train
 
 
@@ -43,8 +44,14 @@ def labkit_epochs(objective, x, batch_size, epochs):
 
 def dataloader_epochs(objective, dataset, batch_size, epochs, dev):
     workers = 1 if dev.type == "cuda" else 0
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-                        pin_memory=dev.type == "cuda", drop_last=objective.drop_last)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+        drop_last=objective.drop_last,
+    )
     seconds = []
     for _ in range(epochs):
         for module in objective.modules.values():
@@ -66,9 +73,17 @@ def image_folder(images: torch.Tensor, root: Path, size: int) -> datasets.ImageF
     pixels = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     for i, array in enumerate(pixels):
         Image.fromarray(array).save(folder / f"{i:05d}.png")
-    return datasets.ImageFolder(str(root), transform=transforms.Compose([
-        transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
-        transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
+    return datasets.ImageFolder(
+        str(root),
+        transform=transforms.Compose(
+            [
+                transforms.Resize(size),
+                transforms.CenterCrop(size),
+                transforms.ToTensor(),
+                transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+            ]
+        ),
+    )
 
 
 def dcgan_steps_per_second(args, dev) -> None:
@@ -87,8 +102,14 @@ def dcgan_steps_per_second(args, dev) -> None:
                 if pipeline == "labkit":
                     seconds = labkit_epochs(objective, images, batch_size, 1)[0]
                 else:
-                    loader = DataLoader(folder, batch_size=batch_size, shuffle=True, drop_last=True,
-                                        num_workers=args.dcgan_workers, pin_memory=dev.type == "cuda")
+                    loader = DataLoader(
+                        folder,
+                        batch_size=batch_size,
+                        shuffle=True,
+                        drop_last=True,
+                        num_workers=args.dcgan_workers,
+                        pin_memory=dev.type == "cuda",
+                    )
                     for module in objective.modules.values():
                         module.train()
                     start = time.perf_counter()
@@ -98,12 +119,31 @@ def dcgan_steps_per_second(args, dev) -> None:
                         torch.cuda.synchronize()
                     seconds = time.perf_counter() - start
             rates[pipeline] = steps / seconds
-            print(json.dumps({"model": "dcgan-64", "pipeline": pipeline, "device": str(dev), "batch_size": batch_size,
-                              "steps": steps, "dataset": art_data.label, "steps_per_second": round(rates[pipeline], 3),
-                              "workers": args.dcgan_workers if pipeline == "imagefolder" else 0,
-                              **peak.fields()}), flush=True)
-    print(json.dumps({"model": "dcgan-64", "ratio_labkit_over_imagefolder_steps_per_second":
-                      round(rates["labkit"] / rates["imagefolder"], 2)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "model": "dcgan-64",
+                        "pipeline": pipeline,
+                        "device": str(dev),
+                        "batch_size": batch_size,
+                        "steps": steps,
+                        "dataset": art_data.label,
+                        "steps_per_second": round(rates[pipeline], 3),
+                        "workers": args.dcgan_workers if pipeline == "imagefolder" else 0,
+                        **peak.fields(),
+                    }
+                ),
+                flush=True,
+            )
+    print(
+        json.dumps(
+            {
+                "model": "dcgan-64",
+                "ratio_labkit_over_imagefolder_steps_per_second": round(rates["labkit"] / rates["imagefolder"], 2),
+            }
+        ),
+        flush=True,
+    )
 
 
 def main():
@@ -112,15 +152,18 @@ def main():
     parser.add_argument("--dcgan-steps", type=int, default=10, help="timed DCGAN steps per pipeline (0: skip)")
     parser.add_argument("--dcgan-batch-size", type=int, default=64)
     parser.add_argument("--dcgan-workers", type=int, default=2, help="DataLoader workers of the ImageFolder side")
-    parser.add_argument("--models", default="vae-classic,ae-default,gan-mlp",
-                        help="MNIST measurements to run, comma-separated (empty: none)")
+    parser.add_argument(
+        "--models",
+        default="vae-classic,ae-default,gan-mlp",
+        help="MNIST measurements to run, comma-separated (empty: none)",
+    )
     parser.add_argument("--n-train", type=int, default=None, help="train on the first N MNIST images only")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
     dev = device.pick_device(args.device)
     mnist = data.load_mnist(dev, smoke=False)
     if args.n_train is not None:
-        mnist.train_x, mnist.train_y = mnist.train_x[:args.n_train], mnist.train_y[:args.n_train]
+        mnist.train_x, mnist.train_y = mnist.train_x[: args.n_train], mnist.train_y[: args.n_train]
     cases = [
         ("vae-classic", lambda: train.VAEObjective(models.make_vae("classic").to(dev)), 128),
         ("ae-default", lambda: train.AutoencoderObjective(models.Autoencoder().to(dev)), 32),
@@ -140,12 +183,28 @@ def main():
                     else:
                         seconds = dataloader_epochs(objective, dataset, batch_size, args.epochs, dev)
                 medians[pipeline] = statistics.median(seconds[1:] or seconds)
-                print(json.dumps({"model": name, "pipeline": pipeline, "device": str(dev), "batch_size": batch_size,
-                                  "n_train": mnist.n_train, "dataset": mnist.source,
-                                  "seconds_per_epoch": round(medians[pipeline], 4),
-                                  "epochs_seconds": [round(s, 4) for s in seconds], **peak.fields()}), flush=True)
-            print(json.dumps({"model": name, "ratio_dataloader_over_labkit":
-                              round(medians["dataloader"] / medians["labkit"], 2)}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "model": name,
+                            "pipeline": pipeline,
+                            "device": str(dev),
+                            "batch_size": batch_size,
+                            "n_train": mnist.n_train,
+                            "dataset": mnist.source,
+                            "seconds_per_epoch": round(medians[pipeline], 4),
+                            "epochs_seconds": [round(s, 4) for s in seconds],
+                            **peak.fields(),
+                        }
+                    ),
+                    flush=True,
+                )
+            print(
+                json.dumps(
+                    {"model": name, "ratio_dataloader_over_labkit": round(medians["dataloader"] / medians["labkit"], 2)}
+                ),
+                flush=True,
+            )
     if args.dcgan_steps > 0:
         dcgan_steps_per_second(args, dev)
 

@@ -6,6 +6,7 @@ Trains the AE (kit default and seed widths) and every VAE variant on whatever MN
 finds (the offline subset without network), next to the PCA baseline and the classic
 pytorch/examples VAE recipe (784-400-20, Adam 1e-3, batch 128), all with the same seed.
 """
+
 import argparse
 import json
 import time
@@ -18,8 +19,13 @@ from labkit.experiments import AESettings, VAESettings
 
 
 def report(name, history, key, seconds, **extra):
-    row = {"model": name, "metric": key, **extra, "seconds": round(seconds, 1),
-           "by_epoch": {r["epoch"]: round(r[key], 5) for r in history if r["epoch"] in (1, 5, 10, 20, 40)}}
+    row = {
+        "model": name,
+        "metric": key,
+        **extra,
+        "seconds": round(seconds, 1),
+        "by_epoch": {r["epoch"]: round(r[key], 5) for r in history if r["epoch"] in (1, 5, 10, 20, 40)},
+    }
     print(json.dumps(row), flush=True)
 
 
@@ -35,27 +41,55 @@ def main():
     test_np = mnist.test_x.flatten(1).cpu().numpy()
     pca = PCA(32).fit(train_np)
     pca_mse = float(np.mean((pca.inverse_transform(pca.transform(test_np)) - test_np) ** 2))
-    print(json.dumps({"model": "pca-32", "metric": "test_loss (MSE per pixel)", "value": round(pca_mse, 5),
-                      "dataset": mnist.source}), flush=True)
+    print(
+        json.dumps(
+            {
+                "model": "pca-32",
+                "metric": "test_loss (MSE per pixel)",
+                "value": round(pca_mse, 5),
+                "dataset": mnist.source,
+            }
+        ),
+        flush=True,
+    )
 
     ae = AESettings()
     runs = [
         ("ae-default", lambda: models.Autoencoder(hidden=ae.hidden), train.AutoencoderObjective, ae.batch_size, ae.lr),
-        ("ae-narrow", lambda: models.Autoencoder(hidden=models.NARROW_HIDDEN), train.AutoencoderObjective, ae.batch_size, ae.lr),
+        (
+            "ae-narrow",
+            lambda: models.Autoencoder(hidden=models.NARROW_HIDDEN),
+            train.AutoencoderObjective,
+            ae.batch_size,
+            ae.lr,
+        ),
     ]
     vae = VAESettings()
     for variant in models.VAE_VARIANTS:
-        runs.append((f"vae-{variant}", lambda v=variant: models.make_vae(v), train.VAEObjective, vae.batch_size, vae.lr))
-    runs.append(("vae-classic-pytorch-examples-recipe", lambda: models.make_vae("classic"), train.VAEObjective, 128, 1e-3))
+        runs.append(
+            (f"vae-{variant}", lambda v=variant: models.make_vae(v), train.VAEObjective, vae.batch_size, vae.lr)
+        )
+    runs.append(
+        ("vae-classic-pytorch-examples-recipe", lambda: models.make_vae("classic"), train.VAEObjective, 128, 1e-3)
+    )
     for name, build, objective_class, batch_size, lr in runs:
         device.seed_everything(args.seed)
         objective = objective_class(build().to(dev), lr=lr)
         start = time.perf_counter()
-        history = train.fit(objective, mnist.train_x, mnist.test_x, epochs=args.epochs, batch_size=batch_size,
-                            progress=False)
+        history = train.fit(
+            objective, mnist.train_x, mnist.test_x, epochs=args.epochs, batch_size=batch_size, progress=False
+        )
         key = "test_loss" if name.startswith("ae") else "test_neg_elbo"
-        report(name, history, key, time.perf_counter() - start, batch_size=batch_size, lr=lr,
-               dataset=mnist.source, device=str(dev))
+        report(
+            name,
+            history,
+            key,
+            time.perf_counter() - start,
+            batch_size=batch_size,
+            lr=lr,
+            dataset=mnist.source,
+            device=str(dev),
+        )
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ training split is grown to that many images by shifting the offline training dig
 pixels (the same images for both processes; said so in the output). On 4,000 images the fixed
 costs that both processes pay (importing torch, creating the optimiser) are most of the time.
 """
+
 import argparse
 import json
 import os
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 from common import write_mnist
+
 from labkit import data
 
 HERE = Path(__file__).resolve().parent
@@ -37,33 +39,64 @@ BATCH_SIZE = 128  # pytorch/examples' default; labkit is given the same
 
 
 def run_labkit(root: Path, out: Path, epochs: int, device: str | None) -> dict:
-    command = [sys.executable, "-m", "labkit", "train", "vae", "--variant", "classic", "--epochs", str(epochs),
-               "--batch-size", str(BATCH_SIZE), "--out", str(out), "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "labkit",
+        "train",
+        "vae",
+        "--variant",
+        "classic",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(BATCH_SIZE),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     if device:
         command += ["--device", device]
-    env = {**os.environ, "LABKIT_DATA": str(root), "LABKIT_OFFLINE": "1", "LABKIT_SMOKE": "0",
-           "MPLBACKEND": "Agg"}
+    env = {**os.environ, "LABKIT_DATA": str(root), "LABKIT_OFFLINE": "1", "LABKIT_SMOKE": "0", "MPLBACKEND": "Agg"}
     seconds, result = _timed(command, env=env, cwd=HERE.parent)
     metrics = json.loads((out / "metrics.json").read_text())
     hyper = metrics["hyperparameters"]
     if metrics["dataset"]["source"] != "local" or hyper["batch_size"] != BATCH_SIZE or hyper["variant"] != "classic":
         raise RuntimeError(f"labkit did not train what was asked: {metrics['dataset']}, {hyper}")
-    return {"seconds": seconds, "test_loss_nats": metrics["final"]["test_neg_elbo_nats"],
-            "batch_size": hyper["batch_size"], "variant": hyper["variant"], "device": metrics["device"],
-            "n_train": metrics["dataset"]["n_train"], "n_test": metrics["dataset"]["n_test"],
-            "data_origin": metrics["dataset"]["origin"]}
+    return {
+        "seconds": seconds,
+        "test_loss_nats": metrics["final"]["test_neg_elbo_nats"],
+        "batch_size": hyper["batch_size"],
+        "variant": hyper["variant"],
+        "device": metrics["device"],
+        "n_train": metrics["dataset"]["n_train"],
+        "n_test": metrics["dataset"]["n_test"],
+        "data_origin": metrics["dataset"]["origin"],
+    }
 
 
 def run_examples(root: Path, work: Path, epochs: int, device: str | None) -> dict:
     (work / "results").mkdir(parents=True)  # the script saves its images into results/ of its folder
-    command = [sys.executable, str(EXAMPLES_SCRIPT), "--data", str(root), "--epochs", str(epochs),
-               "--batch-size", str(BATCH_SIZE)]
+    command = [
+        sys.executable,
+        str(EXAMPLES_SCRIPT),
+        "--data",
+        str(root),
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(BATCH_SIZE),
+    ]
     if device == "cpu":
         command.append("--no-cuda")
     seconds, result = _timed(command, env=dict(os.environ), cwd=work)
     losses = re.findall(r"====> Test set loss: ([0-9.]+)", result.stdout)
-    return {"seconds": seconds, "test_loss_nats": float(losses[-1]), "batch_size": BATCH_SIZE,
-            "images_written": len(list((work / "results").glob("*.png")))}
+    return {
+        "seconds": seconds,
+        "test_loss_nats": float(losses[-1]),
+        "batch_size": BATCH_SIZE,
+        "images_written": len(list((work / "results").glob("*.png"))),
+    }
 
 
 def _timed(command: list[str], env: dict, cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
@@ -88,7 +121,7 @@ def shifted_copies(x, y, n: int, seed: int = 0):
     while total < n:
         dy, dx = (int(v) for v in torch.randint(0, 5, (2,), generator=g))
         take = min(len(x), n - total)
-        images.append(padded[:take, :, dy:dy + h, dx:dx + w])
+        images.append(padded[:take, :, dy : dy + h, dx : dx + w])
         labels.append(y[:take])
         total += take
     return torch.cat(images), torch.cat(labels)
@@ -98,17 +131,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs of each process (the median is reported)")
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--n-train", type=int, default=None, dest="n_train",
-                        help="grow the training split to N images by shifting the digits (default: as loaded)")
-    parser.add_argument("--device", default=None, help="cpu forces both onto the CPU (default: each picks CUDA "
-                                                       "when there is a GPU)")
+    parser.add_argument(
+        "--n-train",
+        type=int,
+        default=None,
+        dest="n_train",
+        help="grow the training split to N images by shifting the digits (default: as loaded)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="cpu forces both onto the CPU (default: each picks CUDA when there is a GPU)"
+    )
     args = parser.parse_args()
     mnist = data.load_mnist("cpu", source="offline-subset", smoke=False, verbose=False)
     described = f"MNIST {mnist.source}, {mnist.n_train} train / {mnist.n_test} test"
     if args.n_train and args.n_train > mnist.n_train:
         mnist.train_x, mnist.train_y = shifted_copies(mnist.train_x, mnist.train_y, args.n_train)
-        described = (f"MNIST {mnist.source} grown to {args.n_train} train images by shifts of up to 2 pixels "
-                     f"/ {mnist.n_test} test")
+        described = (
+            f"MNIST {mnist.source} grown to {args.n_train} train images by shifts of up to 2 pixels "
+            f"/ {mnist.n_test} test"
+        )
     seconds = {"labkit": [], "pytorch_examples": []}
     losses = {"labkit": [], "pytorch_examples": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,17 +165,33 @@ def main():
                     row = run_examples(root, work, args.epochs, args.device)
                 seconds[side].append(row["seconds"])
                 losses[side].append(row["test_loss_nats"])
-                print(json.dumps({"process": side, "repeat": repeat, "epochs": args.epochs,
-                                  "data": described,
-                                  **{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}}),
-                      flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "process": side,
+                            "repeat": repeat,
+                            "epochs": args.epochs,
+                            "data": described,
+                            **{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()},
+                        }
+                    ),
+                    flush=True,
+                )
     medians = {side: statistics.median(values) for side, values in seconds.items()}
-    print(json.dumps({"summary": "whole process, median wall seconds", "repeats": args.repeats,
-                      "epochs": args.epochs, "batch_size": BATCH_SIZE,
-                      **{f"{side}_seconds": round(m, 2) for side, m in medians.items()},
-                      **{f"{side}_test_loss_nats": round(statistics.median(v), 2) for side, v in losses.items()},
-                      "ratio_examples_over_labkit": round(medians["pytorch_examples"] / medians["labkit"], 2)}),
-          flush=True)
+    print(
+        json.dumps(
+            {
+                "summary": "whole process, median wall seconds",
+                "repeats": args.repeats,
+                "epochs": args.epochs,
+                "batch_size": BATCH_SIZE,
+                **{f"{side}_seconds": round(m, 2) for side, m in medians.items()},
+                **{f"{side}_test_loss_nats": round(statistics.median(v), 2) for side, v in losses.items()},
+                "ratio_examples_over_labkit": round(medians["pytorch_examples"] / medians["labkit"], 2),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

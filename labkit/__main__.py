@@ -9,6 +9,7 @@ On several GPUs (Kaggle's two T4s): ``torchrun --nproc_per_node 2 -m labkit trai
 with DistributedDataParallel, each process on its share of the data (``labkit.distributed``);
 ``--batch-size`` is then per process, and rank 0 alone prints and writes the run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,25 +27,42 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="number of epochs (default: the notebook's; 2 in smoke mode)")
     train.add_argument("--seed", type=int, help="random seed (default 0)")
     train.add_argument("--out", help="output folder (default runs/MODEL)")
-    train.add_argument("--batch-size", type=int, dest="batch_size",
-                       help="batch size (under torchrun per process: N processes train on N times this)")
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        dest="batch_size",
+        help="batch size (under torchrun per process: N processes train on N times this)",
+    )
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     train.add_argument("--variant", help="VAE variant: default, narrow, classic or latent2")
     train.add_argument("--beta", type=float, help="VAE: weight of the KL term (beta-VAE)")
     train.add_argument("--lr-g", type=float, dest="lr_g", help="GAN: generator learning rate (default: --lr)")
     train.add_argument("--lr-d", type=float, dest="lr_d", help="GAN: discriminator learning rate (default: --lr)")
-    train.add_argument("--real-label", type=float, dest="real_label",
-                       help="GAN: target for real images (0.9 = one-sided label smoothing, 1 = none)")
-    train.add_argument("--g-steps", type=int, dest="g_steps", help="GAN: generator updates per discriminator update (k)")
+    train.add_argument(
+        "--real-label",
+        type=float,
+        dest="real_label",
+        help="GAN: target for real images (0.9 = one-sided label smoothing, 1 = none)",
+    )
+    train.add_argument(
+        "--g-steps", type=int, dest="g_steps", help="GAN: generator updates per discriminator update (k)"
+    )
     train.add_argument("--dataset", help="dcgan: abstract-art (default), cifar10 or mnist")
     train.add_argument("--image-size", type=int, dest="image_size", help="dcgan: 64 or 32 for abstract-art")
     train.add_argument("--downsample", help="dcgan: discriminator downsampling, stride (default) or maxpool")
     train.add_argument("--n-images", type=int, dest="n_images", help="dcgan: train on at most N images")
-    train.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
-                       help="auto (default): mixed precision on a CUDA GPU, float32 elsewhere")
-    train.add_argument("--compile", action="store_true", default=None,
-                       help="compile the networks with torch.compile (slower first epoch; may pay off on a GPU)")
+    train.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="auto (default): mixed precision on a CUDA GPU, float32 elsewhere",
+    )
+    train.add_argument(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="compile the networks with torch.compile (slower first epoch; may pay off on a GPU)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     doctor = commands.add_parser("doctor", help="check the environment and train every model briefly on this device")
     doctor.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
@@ -57,21 +75,45 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--out", required=True, help="folder for gradebook.csv, class_report.md and the unpacked files")
     grade.add_argument("--course", help="JSON file of the settings the course fixed: {run: {setting: value}}")
     grade.add_argument("--reference", help="the instructor's runs folder or submission, marked on the figures")
-    grade.add_argument("--similarity", type=float, default=None,
-                       help="flag two Discussions at least this similar (TF-IDF cosine, default 0.8)")
+    grade.add_argument(
+        "--similarity",
+        type=float,
+        default=None,
+        help="flag two Discussions at least this similar (TF-IDF cosine, default 0.8)",
+    )
     grade.add_argument("--device", default="cpu", help="device for re-evaluating the weights (default cpu)")
     report = commands.add_parser("report", help="build REPORT.md from the runs")
     report.add_argument("--runs", help="folder of runs (default runs/ or $LABKIT_RUNS)")
-    report.add_argument("--out", help="report file (default: REPORT.md beside the runs folder, the top of the checkout for runs/)")
+    report.add_argument(
+        "--out", help="report file (default: REPORT.md beside the runs folder, the top of the checkout for runs/)"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "train":
-        overrides = {k: getattr(args, k) for k in ("epochs", "seed", "batch_size", "lr", "variant", "beta", "lr_g",
-                                                   "lr_d", "real_label", "g_steps", "dataset", "image_size",
-                                                   "downsample", "n_images", "precision", "compile")}
+        overrides = {
+            k: getattr(args, k)
+            for k in (
+                "epochs",
+                "seed",
+                "batch_size",
+                "lr",
+                "variant",
+                "beta",
+                "lr_g",
+                "lr_d",
+                "real_label",
+                "g_steps",
+                "dataset",
+                "image_size",
+                "downsample",
+                "n_images",
+                "precision",
+                "compile",
+            )
+        }
         allowed = set(experiments.RECIPES[args.model][1].__dataclass_fields__)
         unused = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None and k not in allowed]
         if unused:
@@ -107,8 +149,14 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             course = json.loads(open(args.course).read()) if args.course else None
-            book, class_report = grade(args.submissions, args.out, course, args.reference,
-                                       args.similarity if args.similarity is not None else SIMILARITY, args.device)
+            book, class_report = grade(
+                args.submissions,
+                args.out,
+                course,
+                args.reference,
+                args.similarity if args.similarity is not None else SIMILARITY,
+                args.device,
+            )
         except (ValueError, FileNotFoundError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

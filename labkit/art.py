@@ -6,6 +6,7 @@ Abstract art comes from the first source that works: image files anywhere under
 account for this public dataset, then the kaggle package with credentials), or a procedural generator
 labelled "synthetic stand-in" everywhere.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,12 +25,12 @@ from . import settings
 from .data import ImageData
 
 KAGGLE_SLUG = "bryanb/abstract-art-gallery"
-KAGGLE_INPUT = Path("/kaggle/input")   # tests point this elsewhere
-ART_FOLDER = "abstract-art"            # under the data root
-CACHE_FOLDER = "cache"                 # under the data root
+KAGGLE_INPUT = Path("/kaggle/input")  # tests point this elsewhere
+ART_FOLDER = "abstract-art"  # under the data root
+CACHE_FOLDER = "cache"  # under the data root
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-STANDIN_IMAGES = 2872                  # as many as the real gallery holds
-STANDIN_VERSION = 1                    # bump when synthetic_art_image changes (invalidates caches)
+STANDIN_IMAGES = 2872  # as many as the real gallery holds
+STANDIN_VERSION = 1  # bump when synthetic_art_image changes (invalidates caches)
 SMOKE_IMAGES = 128
 CIFAR_SMOKE_SIZES = (2000, 500)
 DOWNLOAD_TIMEOUT_S = 5.0
@@ -41,16 +42,23 @@ HOW_TO_GET_THE_GALLERY = (
     "ship kagglehub; elsewhere pip install 'labkit[kaggle]'); if Kaggle asks for an account, put kaggle.json "
     "(Kaggle > Settings > API > Create New Token) in ~/.kaggle/ or set KAGGLE_USERNAME and KAGGLE_KEY; or unpack "
     f"https://www.kaggle.com/datasets/{KAGGLE_SLUG} anywhere under $LABKIT_DATA/abstract-art/; or attach the "
-    "dataset to your Kaggle notebook")
+    "dataset to your Kaggle notebook"
+)
 
 
 # --------------------------------------------------------------------------- decoding a folder
 
+
 def find_images(folder: str | Path) -> list[Path]:
     """Image files (by suffix, any case) anywhere under ``folder``, sorted; hidden files left out."""
     folder = Path(folder)
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def decode_image(path: str | Path, size: int) -> np.ndarray:
@@ -88,8 +96,9 @@ def _cache_file(files: list[Path], folder: Path, size: int, cache_dir: Path) -> 
     return cache_dir / f"{ART_FOLDER}-{size}px-{key}.pt"
 
 
-def load_image_folder(folder: str | Path, size: int = 64, cache_dir: str | Path | None = None,
-                      verbose: bool = True) -> tuple[torch.Tensor, list[str], int]:
+def load_image_folder(
+    folder: str | Path, size: int = 64, cache_dir: str | Path | None = None, verbose: bool = True
+) -> tuple[torch.Tensor, list[str], int]:
     """Decode every image under ``folder`` once into a uint8 tensor (N, 3, size, size).
 
     Returns ``(images, names, n_skipped)``; ``names`` are the decoded files relative to ``folder``.
@@ -109,19 +118,25 @@ def load_image_folder(folder: str | Path, size: int = 64, cache_dir: str | Path 
                 print(f"labkit: {len(saved['names'])} images of {folder} read from the cache {cache.name}")
             return saved["images"], saved["names"], int(saved["skipped"])
         except Exception as e:  # noqa: BLE001 - a broken cache is rebuilt
-            warnings.warn(f"labkit: the image cache {cache} is unreadable ({type(e).__name__}); decoding again",
-                          stacklevel=2)
+            warnings.warn(
+                f"labkit: the image cache {cache} is unreadable ({type(e).__name__}); decoding again", stacklevel=2
+            )
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
         results = list(pool.map(lambda p: _try_decode(p, size), files))
     good = [(p, r) for p, r in zip(files, results) if not isinstance(r, str)]
     problems = [r for r in results if isinstance(r, str)]
     if problems:
         examples = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
-        warnings.warn(f"labkit: skipped {len(problems)} of {len(files)} image files under {folder} that could not be "
-                      f"decoded (empty, truncated or not images: {examples})", stacklevel=2)
+        warnings.warn(
+            f"labkit: skipped {len(problems)} of {len(files)} image files under {folder} that could not be "
+            f"decoded (empty, truncated or not images: {examples})",
+            stacklevel=2,
+        )
     if not good:
-        raise ValueError(f"none of the {len(files)} image files under {folder} could be decoded; "
-                         "delete the folder and download the data again")
+        raise ValueError(
+            f"none of the {len(files)} image files under {folder} could be decoded; "
+            "delete the folder and download the data again"
+        )
     images = torch.from_numpy(np.stack([r for _, r in good])).permute(0, 3, 1, 2).contiguous()
     names = [str(p.relative_to(folder)) for p, _ in good]
     if cache is not None:
@@ -131,12 +146,14 @@ def load_image_folder(folder: str | Path, size: int = 64, cache_dir: str | Path 
             torch.save({"images": images, "names": names, "skipped": len(problems)}, tmp)
             os.replace(tmp, cache)
         except OSError as e:
-            warnings.warn(f"labkit: could not write the image cache {cache} ({e}); the next run decodes again",
-                          stacklevel=2)
+            warnings.warn(
+                f"labkit: could not write the image cache {cache} ({e}); the next run decodes again", stacklevel=2
+            )
     return images, names, len(problems)
 
 
 # --------------------------------------------------------------------------- the synthetic stand-in
+
 
 def _palette(rng: np.random.Generator, k: int) -> list[tuple[int, int, int]]:
     """k colours around one base hue (some complementary), random saturation and brightness."""
@@ -144,8 +161,9 @@ def _palette(rng: np.random.Generator, k: int) -> list[tuple[int, int, int]]:
 
     base = rng.random()
     hues = (base + rng.choice([0.0, 0.08, -0.08, 0.5, 0.33], size=k)) % 1.0
-    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, rng.uniform(0.3, 1.0), rng.uniform(0.25, 1.0)))
-            for h in hues]
+    return [
+        tuple(int(255 * c) for c in colorsys.hsv_to_rgb(h, rng.uniform(0.3, 1.0), rng.uniform(0.25, 1.0))) for h in hues
+    ]
 
 
 def synthetic_art_image(seed: int, index: int, size: int = 64) -> np.ndarray:
@@ -186,8 +204,13 @@ def synthetic_art_image(seed: int, index: int, size: int = 64) -> np.ndarray:
         elif kind == 1:
             draw.rectangle((x0, y0, x0 + w, y0 + h), fill=fill)
         else:
-            draw.polygon([tuple(int(v) for v in rng.integers(-big // 8, big + big // 8, size=2))
-                          for _ in range(int(rng.integers(3, 6)))], fill=fill)
+            draw.polygon(
+                [
+                    tuple(int(v) for v in rng.integers(-big // 8, big + big // 8, size=2))
+                    for _ in range(int(rng.integers(3, 6)))
+                ],
+                fill=fill,
+            )
     # brush strokes: thick polylines wandering across the canvas
     for _ in range(int(rng.integers(1, 5))):
         point = rng.uniform(0, big, size=2)
@@ -195,8 +218,9 @@ def synthetic_art_image(seed: int, index: int, size: int = 64) -> np.ndarray:
         for _ in range(int(rng.integers(3, 8))):
             point = np.clip(point + rng.normal(0, big / 5, size=2), -10, big + 10)
             path.append(tuple(point))
-        draw.line(path, fill=(*pick(), int(rng.integers(160, 256))), width=int(rng.integers(2, big // 10)),
-                  joint="curve")
+        draw.line(
+            path, fill=(*pick(), int(rng.integers(160, 256))), width=int(rng.integers(2, big // 10)), joint="curve"
+        )
     canvas = Image.alpha_composite(canvas, layer.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.5))))
     image = np.asarray(canvas.convert("RGB").resize((size, size), Image.Resampling.LANCZOS), dtype=np.int16)
     grain = rng.normal(0, 4, size=image.shape)  # a little canvas texture
@@ -229,6 +253,7 @@ def _cached_synthetic_art(n: int, size: int, seed: int, cache_dir: Path) -> torc
 
 
 # --------------------------------------------------------------------------- Kaggle
+
 
 def kaggle_credentials() -> str | None:
     """Where Kaggle credentials are (environment or kaggle.json), or None when there are none."""
@@ -277,8 +302,10 @@ def download_abstract_art(dest: Path, verbose: bool = True) -> Path | str:
             except Exception as e:  # noqa: BLE001 - offline, Kaggle unreachable, refused: try the next way
                 reasons.append(f"kagglehub: {_why(e)}")
         if kaggle_credentials() is None:
-            reasons.append("no Kaggle credentials for the kaggle package (kaggle.json in ~/.kaggle/, or "
-                           "KAGGLE_USERNAME and KAGGLE_KEY)")
+            reasons.append(
+                "no Kaggle credentials for the kaggle package (kaggle.json in ~/.kaggle/, or "
+                "KAGGLE_USERNAME and KAGGLE_KEY)"
+            )
         else:
             try:
                 from kaggle import api
@@ -295,16 +322,26 @@ def download_abstract_art(dest: Path, verbose: bool = True) -> Path | str:
 
 # --------------------------------------------------------------------------- the loaders
 
+
 def _split(images: torch.Tensor, n_test: int, device, name: str, source: str, origin: str) -> ImageData:
     floats = images.to(device).float().div_(255)
     n_test = min(n_test, len(floats) // 10)
     return ImageData(name, source, origin, floats[n_test:], floats[:n_test])
 
 
-def load_abstract_art(device: torch.device | str = "cpu", *, source: str = "auto", size: int = 64,
-                      root: str | Path | None = None, smoke: bool | None = None, n_images: int | None = None,
-                      n_test: int = 0, download: bool | None = None, seed: int = 0,
-                      verbose: bool = True) -> ImageData:
+def load_abstract_art(
+    device: torch.device | str = "cpu",
+    *,
+    source: str = "auto",
+    size: int = 64,
+    root: str | Path | None = None,
+    smoke: bool | None = None,
+    n_images: int | None = None,
+    n_test: int = 0,
+    download: bool | None = None,
+    seed: int = 0,
+    verbose: bool = True,
+) -> ImageData:
     """The Abstract Art Gallery as resident images (N, 3, size, size) in [0, 1].
 
     ``source``: ``auto`` tries local (``<data root>/abstract-art/``, any nesting), kaggle (an input
@@ -326,7 +363,7 @@ def load_abstract_art(device: torch.device | str = "cpu", *, source: str = "auto
         settings.whole_number("n_images", limit)
     tried: list[str] = []
     images = None
-    for name in (order if source == "auto" else [source]):
+    for name in order if source == "auto" else [source]:
         folder: Path | None = None
         if name == "local":
             folder = root / ART_FOLDER
@@ -363,9 +400,11 @@ def load_abstract_art(device: torch.device | str = "cpu", *, source: str = "auto
         if tried:
             print("labkit: " + "; ".join(tried))
         if kind == "synthetic-stand-in":
-            print("labkit: the Abstract Art Gallery is not available here, so the lab uses a SYNTHETIC STAND-IN: "
-                  "procedural abstract images (colour fields, gradients, shapes, strokes), named as such in every "
-                  f"title and in metrics.json. To train on the real paintings: {HOW_TO_GET_THE_GALLERY}.")
+            print(
+                "labkit: the Abstract Art Gallery is not available here, so the lab uses a SYNTHETIC STAND-IN: "
+                "procedural abstract images (colour fields, gradients, shapes, strokes), named as such in every "
+                f"title and in metrics.json. To train on the real paintings: {HOW_TO_GET_THE_GALLERY}."
+            )
         print(f"labkit: {data!r}" + (" [smoke mode: reduced data]" if smoke else ""))
     return data
 
@@ -376,8 +415,14 @@ def _torchvision_cifar10(root: Path, train: bool, download: bool):
     return datasets.CIFAR10(str(root), train=train, download=download)
 
 
-def load_cifar10(device: torch.device | str = "cpu", *, root: str | Path | None = None, smoke: bool | None = None,
-                 download: bool | None = None, verbose: bool = True) -> ImageData:
+def load_cifar10(
+    device: torch.device | str = "cpu",
+    *,
+    root: str | Path | None = None,
+    smoke: bool | None = None,
+    download: bool | None = None,
+    verbose: bool = True,
+) -> ImageData:
     """CIFAR-10 (50,000 / 10,000 images (3, 32, 32) in [0, 1], labels 0-9) through torchvision.
 
     Uses ``<data root>/cifar-10-batches-py`` when present, otherwise downloads (a few seconds'
@@ -401,12 +446,23 @@ def load_cifar10(device: torch.device | str = "cpu", *, root: str | Path | None 
         socket.setdefaulttimeout(previous)
     smoke = settings.smoke_mode() if smoke is None else smoke
     sizes = CIFAR_SMOKE_SIZES if smoke else (None, None)
-    to_x = lambda a, n: (torch.from_numpy(np.ascontiguousarray(a[:n])).permute(0, 3, 1, 2)  # noqa: E731
-                         .to(device).float().div_(255))                                      # (N, 3, 32, 32)
+    to_x = lambda a, n: (
+        torch.from_numpy(np.ascontiguousarray(a[:n]))
+        .permute(0, 3, 1, 2)  # noqa: E731
+        .to(device)
+        .float()
+        .div_(255)
+    )  # (N, 3, 32, 32)
     to_y = lambda a, n: torch.tensor(a[:n], dtype=torch.int64, device=device)  # noqa: E731
-    data = ImageData("CIFAR-10", "torchvision", str(root / "cifar-10-batches-py"),
-                     to_x(train.data, sizes[0]), to_x(test.data, sizes[1]),
-                     to_y(train.targets, sizes[0]), to_y(test.targets, sizes[1]))
+    data = ImageData(
+        "CIFAR-10",
+        "torchvision",
+        str(root / "cifar-10-batches-py"),
+        to_x(train.data, sizes[0]),
+        to_x(test.data, sizes[1]),
+        to_y(train.targets, sizes[0]),
+        to_y(test.targets, sizes[1]),
+    )
     if verbose:
         print(f"labkit: {data!r}" + (" [smoke mode: reduced data]" if smoke else ""))
     return data

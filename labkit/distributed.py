@@ -4,6 +4,7 @@
 its own shard of the resident data, DDP averages the gradients, and only rank 0 writes files.
 Without ``torchrun`` every function here is a no-op; ``python -m labkit train --help`` shows the command.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -81,9 +82,11 @@ def shard(tensor: torch.Tensor | None, rank_: int | None = None, world: int | No
     if tensor is None or world == 1:
         return tensor
     if len(tensor) < world:
-        raise ValueError(f"{len(tensor)} training images cannot be shared among {world} processes: "
-                         "use more images or fewer processes")
-    return tensor[rank_::world][:len(tensor) // world].contiguous()
+        raise ValueError(
+            f"{len(tensor)} training images cannot be shared among {world} processes: "
+            "use more images or fewer processes"
+        )
+    return tensor[rank_::world][: len(tensor) // world].contiguous()
 
 
 def seed_per_rank() -> None:
@@ -106,25 +109,27 @@ def wrap(objective):
     Every attribute of the objective that holds one of ``objective.modules`` (``model``;
     ``generator`` and ``discriminator``) is replaced for the duration, without buffer sync at each
     forward (``broadcast_buffers=False``). By default DDP copies rank 0's buffers (batch-norm
-    running statistics) over every rank's at each forward call, in place. The GAN calls D twice (real, fake) before D's backward and once
-    more, through G's output, before G's backward; on GPUs cuDNN's batch norm keeps the running
-    statistics for its backward, so that overwrite between a forward and its backward stops
-    training ("modified by an inplace operation", pytorch/pytorch issues 22095 and 110363). It buys
-    nothing either: in training mode batch norm normalises with the batch's own statistics.
-    Running statistics only matter in evaluation, so ``average_buffers`` makes them equal across
-    ranks (the mean over all shards) once per epoch instead. Two forward calls before one backward
-    are fine for DDP: autograd accumulates each parameter's gradient once, and DDP's hook fires then.
+    running statistics) over every rank's at each forward call, in place. The GAN calls D twice
+    (real, fake) before D's backward and once more, through G's output, before G's backward; on GPUs
+    cuDNN's batch norm keeps the running statistics for its backward, so that overwrite between a
+    forward and its backward stops training ("modified by an inplace operation", pytorch/pytorch
+    issues 22095 and 110363). It buys nothing either: in training mode batch norm normalises with
+    the batch's own statistics. Running statistics only matter in evaluation, so ``average_buffers``
+    makes them equal across ranks (the mean over all shards) once per epoch instead. Two forward
+    calls before one backward are fine for DDP: autograd accumulates each parameter's gradient once,
+    and DDP's hook fires then.
     """
     if world_size() == 1:
         yield objective
         return
     modules = list(objective.modules.values())
-    attributes = {attr: value for attr, value in vars(objective).items()
-                  if any(value is m for m in modules)}
+    attributes = {attr: value for attr, value in vars(objective).items() if any(value is m for m in modules)}
     missing = [name for name, m in objective.modules.items() if not any(v is m for v in attributes.values())]
     if missing:
-        raise TypeError(f"{type(objective).__name__} keeps no attribute for module(s) {', '.join(missing)}; "
-                        "distributed training wraps the attributes train_step calls (e.g. self.model)")
+        raise TypeError(
+            f"{type(objective).__name__} keeps no attribute for module(s) {', '.join(missing)}; "
+            "distributed training wraps the attributes train_step calls (e.g. self.model)"
+        )
     parallel = {id(m): _ddp(m) for m in modules}
     for attr, module in attributes.items():
         setattr(objective, attr, parallel[id(module)])
@@ -139,10 +144,12 @@ def wrap(objective):
 def _ddp(module: nn.Module) -> DistributedDataParallel:
     device = next(module.parameters()).device
     # newer PyTorch names the switch forward_sync_buffers (buffers are still copied from rank 0 once, at the start)
-    no_buffer_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_OPTIONS
-                      else {"broadcast_buffers": False})
-    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
-                                   **no_buffer_sync)
+    no_buffer_sync = (
+        {"forward_sync_buffers": False} if "forward_sync_buffers" in _DDP_OPTIONS else {"broadcast_buffers": False}
+    )
+    return DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None, **no_buffer_sync
+    )
 
 
 _DDP_OPTIONS = inspect.signature(DistributedDataParallel.__init__).parameters

@@ -5,6 +5,7 @@ Run it when something is off: each row is one thing the notebooks rely on (mixed
 from a checkpoint, notebook 04's reuse of earlier runs, a compiled DCGAN, two GPUs). The exit status
 is non-zero when any check fails, so a script or CI can run it too.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,21 +29,32 @@ from . import device as devices
 from . import settings
 from .train import Precision, fit
 
-N_TRAIN, N_TEST = 512, 256          # MNIST images per check: an epoch is a few steps
-N_ART = 32                          # 64x64 images for the DCGAN checks: one step of 32
-PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "matplotlib", "torchmetrics", "mlxtend",
-            "ipywidgets", "pillow", "kagglehub")
+N_TRAIN, N_TEST = 512, 256  # MNIST images per check: an epoch is a few steps
+N_ART = 32  # 64x64 images for the DCGAN checks: one step of 32
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "scikit-learn",
+    "matplotlib",
+    "torchmetrics",
+    "mlxtend",
+    "ipywidgets",
+    "pillow",
+    "kagglehub",
+)
 
 
 @dataclass
 class Result:
     name: str
-    ok: bool | None          # None: skipped
+    ok: bool | None  # None: skipped
     seconds: float
     detail: str
 
 
 # --------------------------------------------------------------------------- the environment
+
 
 def _installed(package: str) -> str:
     try:
@@ -53,27 +65,39 @@ def _installed(package: str) -> str:
 
 def environment(device: torch.device) -> list[tuple[str, str]]:
     """What the checks run on: versions, the device and whether torch supports it, where things go."""
-    gpus = [f"{torch.cuda.get_device_name(i)} (capability {'.'.join(map(str, torch.cuda.get_device_capability(i)))})"
-            for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    gpus = (
+        [
+            f"{torch.cuda.get_device_name(i)} (capability {'.'.join(map(str, torch.cuda.get_device_capability(i)))})"
+            for i in range(torch.cuda.device_count())
+        ]
+        if torch.cuda.is_available()
+        else []
+    )
     problem = devices.unsupported_gpu() if gpus else None
     runs, why = settings.runs_location()
-    rows = [("python", f"{platform.python_version()} on {platform.platform()}"),
-            *((name, _installed(name)) for name in PACKAGES),
-            ("torch CUDA build", f"{torch.version.cuda or 'none (CPU build)'}; kernels for "
-                                 f"{', '.join(torch.cuda.get_arch_list()) or 'no GPU architecture'}"),
-            ("GPUs", "; ".join(gpus) or "none visible"),
-            ("GPU supported by this torch", "n/a" if not gpus else ("no: " + problem if problem else "yes")),
-            ("device used", str(device)),
-            ("precision 'auto' picks", Precision(device, "auto").mode),
-            ("platform", "Colab" if settings.on_colab() else "Kaggle" if settings.on_kaggle() else "local"),
-            ("smoke mode (LABKIT_SMOKE)", str(settings.smoke_mode())),
-            ("data root", str(settings.data_root())),
-            ("runs folder", f"{runs} ({why})"),
-            ("CPU cores", str(os.cpu_count()))]
+    rows = [
+        ("python", f"{platform.python_version()} on {platform.platform()}"),
+        *((name, _installed(name)) for name in PACKAGES),
+        (
+            "torch CUDA build",
+            f"{torch.version.cuda or 'none (CPU build)'}; kernels for "
+            f"{', '.join(torch.cuda.get_arch_list()) or 'no GPU architecture'}",
+        ),
+        ("GPUs", "; ".join(gpus) or "none visible"),
+        ("GPU supported by this torch", "n/a" if not gpus else ("no: " + problem if problem else "yes")),
+        ("device used", str(device)),
+        ("precision 'auto' picks", Precision(device, "auto").mode),
+        ("platform", "Colab" if settings.on_colab() else "Kaggle" if settings.on_kaggle() else "local"),
+        ("smoke mode (LABKIT_SMOKE)", str(settings.smoke_mode())),
+        ("data root", str(settings.data_root())),
+        ("runs folder", f"{runs} ({why})"),
+        ("CPU cores", str(os.cpu_count())),
+    ]
     return rows
 
 
 # --------------------------------------------------------------------------- the checks
+
 
 def _finite(record: dict) -> str:
     bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
@@ -124,12 +148,21 @@ class Doctor:
         torch.manual_seed(0)
         objective = _objective(model, self.device, channels_last)
         if model == "dcgan":
-            history = fit(objective, self.art, None, epochs=2 if compile else 1, batch_size=32, progress=False,
-                          precision=precision, compile=compile)
+            history = fit(
+                objective,
+                self.art,
+                None,
+                epochs=2 if compile else 1,
+                batch_size=32,
+                progress=False,
+                precision=precision,
+                compile=compile,
+            )
         else:
             labels = {"train_y": self.y, "test_y": self.test_y} if model == "classifier" else {}
-            history = fit(objective, self.x, self.test_x, epochs=1, batch_size=64, progress=False,
-                          precision=precision, **labels)
+            history = fit(
+                objective, self.x, self.test_x, epochs=1, batch_size=64, progress=False, precision=precision, **labels
+            )
         return f"{objective.precision.mode}: {_finite(history.last)}, {history.last['seconds']:.2f} s/epoch"
 
     def resume(self) -> str:
@@ -138,19 +171,29 @@ class Doctor:
 
         x = self.x
         with tempfile.TemporaryDirectory() as folder:
+
             def run(epochs: int, seed: int, checkpoint):
                 torch.manual_seed(seed)
                 objective = AESettings(epochs=epochs).objective(self.device)
-                fit(objective, x, self.test_x, epochs=epochs, batch_size=64, progress=False, checkpoint=checkpoint,
-                    config={"epochs": epochs})
+                fit(
+                    objective,
+                    x,
+                    self.test_x,
+                    epochs=epochs,
+                    batch_size=64,
+                    progress=False,
+                    checkpoint=checkpoint,
+                    config={"epochs": epochs},
+                )
                 return objective
 
             whole = run(2, 0, None)
             run(1, 0, Path(folder))
             resumed = run(2, 123, Path(folder))  # other seed: everything must come from the checkpoint
         with torch.no_grad():
-            worst = max(float((a - b).abs().max()) for a, b in zip(whole.model.parameters(),
-                                                                   resumed.model.parameters()))
+            worst = max(
+                float((a - b).abs().max()) for a, b in zip(whole.model.parameters(), resumed.model.parameters())
+            )
         tolerance = 0.0 if self.device.type == "cpu" else 1e-5  # GPU kernels may sum in another order
         if worst > tolerance:
             raise AssertionError(f"the resumed run's weights differ from an uninterrupted run's by up to {worst:.3g}")
@@ -172,8 +215,22 @@ class Doctor:
     def ddp(self) -> str:
         """Two processes with torchrun, one GPU each, through the command line."""
         with tempfile.TemporaryDirectory() as folder:
-            command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "labkit",
-                       "train", "ae", "--epochs", "1", "--out", folder, "--no-progress"]
+            command = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                "-m",
+                "labkit",
+                "train",
+                "ae",
+                "--epochs",
+                "1",
+                "--out",
+                folder,
+                "--no-progress",
+            ]
             env = {**os.environ, "LABKIT_SMOKE": "1"}
             done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
             if done.returncode != 0 or not (Path(folder) / "metrics.json").is_file():
@@ -206,8 +263,12 @@ def checks(doctor: Doctor) -> list[tuple[str, Callable[[], str] | str]]:
     rows.append(("resume from a checkpoint", doctor.resume))
     rows.append(("notebook 04 reuses a run", doctor.reuse))
     channels_last = dev.type == "cuda"
-    rows.append((f"dcgan: {'channels-last, ' if channels_last else ''}compiled, two epochs",
-                 lambda: doctor.epoch("dcgan", "auto", compile=True, channels_last=channels_last)))
+    rows.append(
+        (
+            f"dcgan: {'channels-last, ' if channels_last else ''}compiled, two epochs",
+            lambda: doctor.epoch("dcgan", "auto", compile=True, channels_last=channels_last),
+        )
+    )
     gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
     rows.append(("2-process DDP (torchrun)", doctor.ddp if gpus >= 2 else f"needs 2 GPUs, {gpus} visible"))
     return rows
@@ -228,8 +289,13 @@ def run_checks(rows, out=print) -> list[Result]:
                 result = Result(name, True, 0.0, detail)
             except Exception as e:  # noqa: BLE001 - every failure is a row of the table, not a crash
                 where = traceback.extract_tb(e.__traceback__)[-1]
-                result = Result(name, False, 0.0, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                                                  f"({Path(where.filename).name}:{where.lineno})")
+                result = Result(
+                    name,
+                    False,
+                    0.0,
+                    f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+                    f"({Path(where.filename).name}:{where.lineno})",
+                )
             result.seconds = time.perf_counter() - start
         word = {True: "pass", False: "FAIL", None: "skip"}[result.ok]
         out(f"{name:<52}{word:<8}{result.seconds:>8.1f}  {result.detail}")
@@ -247,9 +313,13 @@ def main(device: str | None = None, out=print) -> int:
     started = time.perf_counter()
     results = run_checks(checks(Doctor(dev)), out)
     failed = [r.name for r in results if r.ok is False]
-    out(f"\n{sum(r.ok is True for r in results)} passed, {len(failed)} failed, "
-        f"{sum(r.ok is None for r in results)} skipped in {time.perf_counter() - started:.0f} s on {dev}")
+    out(
+        f"\n{sum(r.ok is True for r in results)} passed, {len(failed)} failed, "
+        f"{sum(r.ok is None for r in results)} skipped in {time.perf_counter() - started:.0f} s on {dev}"
+    )
     if failed:
-        out("Failed: " + "; ".join(failed) + ". The detail column says where; `python -m labkit doctor` again "
-            "after a fix. If it stays red, report the whole output with your question.")
+        out(
+            "Failed: " + "; ".join(failed) + ". The detail column says where; `python -m labkit doctor` again "
+            "after a fix. If it stays red, report the whole output with your question."
+        )
     return 1 if failed else 0

@@ -4,6 +4,7 @@ A check runs the function on a few random cases and returns a ``Verdict`` that s
 right or what differs (shape, type, values); a stub that still raises ``NotImplementedError`` is
 "not done yet", never an error. Each notebook offers its exercise near the end, under "Exercise".
 """
+
 from __future__ import annotations
 
 import math
@@ -22,6 +23,7 @@ CASES = 5  # random cases per check
 @dataclass(frozen=True)
 class Verdict:
     """The outcome of a check: ``status`` is "correct", "not done" or "wrong"; shown as its message."""
+
     status: str
     message: str
 
@@ -35,13 +37,18 @@ class Verdict:
 
 
 def _not_done(name: str) -> Verdict:
-    return Verdict("not done", f"not done yet: {name} still raises NotImplementedError. "
-                               "Replace that line with your code and run the cell again.")
+    return Verdict(
+        "not done",
+        f"not done yet: {name} still raises NotImplementedError. "
+        "Replace that line with your code and run the cell again.",
+    )
 
 
 def _averaging_mistakes(batch: int, pixels: int = 1) -> dict[float, str]:
-    mistakes = {batch: "the batch size: average over the batch instead of summing",
-                1 / batch: f"1/{batch}: sum where you averaged"}
+    mistakes = {
+        batch: "the batch size: average over the batch instead of summing",
+        1 / batch: f"1/{batch}: sum where you averaged",
+    }
     if pixels > 1:
         mistakes[pixels] = f"the number of pixels per image ({pixels}): average over the pixels too"
         mistakes[pixels * batch] = "the number of pixels in the batch: average instead of summing"
@@ -99,8 +106,10 @@ def _hint(mine: torch.Tensor, expected: torch.Tensor, factors: dict[float, str])
 
 
 def _not_a_function(fn) -> Verdict:
-    return Verdict("wrong", f"pass your function itself (its name, without parentheses after it); "
-                            f"got a value of type {type(fn).__name__}.")
+    return Verdict(
+        "wrong",
+        f"pass your function itself (its name, without parentheses after it); got a value of type {type(fn).__name__}.",
+    )
 
 
 def _compare_cases(fn, name, reference, reference_name, make_case, what, g) -> None:
@@ -110,21 +119,25 @@ def _compare_cases(fn, name, reference, reference_name, make_case, what, g) -> N
         expected = reference(*args).detach().float()
         mine = _as_tensor(_call(fn, name, args, inputs), name, what)
         if mine.shape != expected.shape:
-            raise _Wrong(f"your {name} returned shape {_shape(mine)} on {inputs}; expected {what}, "
-                         f"shape {_shape(expected)}.")
+            raise _Wrong(
+                f"your {name} returned shape {_shape(mine)} on {inputs}; expected {what}, shape {_shape(expected)}."
+            )
         if not torch.isfinite(mine).all():
-            raise _Wrong(f"your {name} returned inf or nan on {inputs} (case {case}); "
-                         f"{reference_name} gives {expected.flatten()[:4].tolist()}.")
+            raise _Wrong(
+                f"your {name} returned inf or nan on {inputs} (case {case}); "
+                f"{reference_name} gives {expected.flatten()[:4].tolist()}."
+            )
         if not torch.allclose(mine, expected, rtol=1e-4, atol=1e-5):
             worst = (mine - expected).abs().max().item()
-            raise _Wrong(f"not yet right: on case {case} ({inputs}) your {name} gives "
-                         f"{[round(v, 4) for v in mine.flatten()[:4].tolist()]}, {reference_name} gives "
-                         f"{[round(v, 4) for v in expected.flatten()[:4].tolist()]} "
-                         f"(largest difference {worst:.3g}).{_hint(mine, expected, factors)}")
+            raise _Wrong(
+                f"not yet right: on case {case} ({inputs}) your {name} gives "
+                f"{[round(v, 4) for v in mine.flatten()[:4].tolist()]}, {reference_name} gives "
+                f"{[round(v, 4) for v in expected.flatten()[:4].tolist()]} "
+                f"(largest difference {worst:.3g}).{_hint(mine, expected, factors)}"
+            )
 
 
-def _check_against(fn, name: str, reference: Callable, reference_name: str, make_case: Callable,
-                   what: str) -> Verdict:
+def _check_against(fn, name: str, reference: Callable, reference_name: str, make_case: Callable, what: str) -> Verdict:
     """Compare ``fn`` with ``reference`` on ``CASES`` random cases made by ``make_case(generator)``.
 
     ``make_case`` returns (args, description of the inputs, {factor: meaning} for the hints);
@@ -135,7 +148,7 @@ def _check_against(fn, name: str, reference: Callable, reference_name: str, make
     name = getattr(fn, "__name__", name)
     g = torch.Generator().manual_seed(0)
     try:
-        with torch.random.fork_rng():   # the notebook's random numbers stay as they were
+        with torch.random.fork_rng():  # the notebook's random numbers stay as they were
             _compare_cases(fn, name, reference, reference_name, make_case, what, g)
     except NotImplementedError:
         return _not_done(name)
@@ -146,21 +159,32 @@ def _check_against(fn, name: str, reference: Callable, reference_name: str, make
 
 # --------------------------------------------------------------------------- notebook 01
 
+
 def check_mse_per_pixel(fn: Callable) -> Verdict:
     """Exercise of notebook 01: ``fn(x, x_rec)`` returns the mean squared error per pixel of a batch,
     one number, as the autoencoder's training loss does (``F.mse_loss(x_rec, x)``)."""
+
     def make_case(g):
         b = int(torch.randint(2, 9, (1,), generator=g))
         x = torch.rand(b, 1, 28, 28, generator=g)
-        return ((x, torch.rand(b, 1, 28, 28, generator=g)), f"a batch of {b} images (B, 1, 28, 28)",
-                _averaging_mistakes(b, pixels=784))
+        return (
+            (x, torch.rand(b, 1, 28, 28, generator=g)),
+            f"a batch of {b} images (B, 1, 28, 28)",
+            _averaging_mistakes(b, pixels=784),
+        )
 
-    return _check_against(fn, "mse_per_pixel", lambda x, x_rec: F.mse_loss(x_rec, x),
-                          "the AE's loss F.mse_loss(x_rec, x)", make_case,
-                          "one number for the whole batch (the mean over images and pixels)")
+    return _check_against(
+        fn,
+        "mse_per_pixel",
+        lambda x, x_rec: F.mse_loss(x_rec, x),
+        "the AE's loss F.mse_loss(x_rec, x)",
+        make_case,
+        "one number for the whole batch (the mean over images and pixels)",
+    )
 
 
 # --------------------------------------------------------------------------- notebook 02
+
 
 def _gaussian_case(g):
     b, d = int(torch.randint(4, 9, (1,), generator=g)), int(torch.randint(2, 4, (1,), generator=g))  # b != d
@@ -172,8 +196,9 @@ def _gaussian_case(g):
 def check_kl(fn: Callable) -> Verdict:
     """Exercise of notebook 02: ``fn(mu, logvar)`` returns KL( N(mu, sigma^2) || N(0, I) ) per image,
     summed over latent dimensions: shape (B,), like ``labkit.losses.kl_divergence``."""
-    return _check_against(fn, "kl", losses.kl_divergence, "labkit.losses.kl_divergence", _gaussian_case,
-                          "one number per image")
+    return _check_against(
+        fn, "kl", losses.kl_divergence, "labkit.losses.kl_divergence", _gaussian_case, "one number per image"
+    )
 
 
 def check_reparameterize(fn: Callable, samples: int = 20000) -> Verdict:
@@ -183,40 +208,53 @@ def check_reparameterize(fn: Callable, samples: int = 20000) -> Verdict:
     mean mu and standard deviation sigma = exp(logvar / 2) over ``samples`` draws, fresh noise on each
     call, and gradients dz/dmu = 1 that reach logvar too.
     """
+
     def run() -> str:
         name = getattr(fn, "__name__", "reparameterize")
-        mu = torch.tensor([[0.0, 3.0], [-1.0, 0.5]]).repeat(samples // 2, 1)          # (samples, 2)
+        mu = torch.tensor([[0.0, 3.0], [-1.0, 0.5]]).repeat(samples // 2, 1)  # (samples, 2)
         logvar = torch.tensor([[0.0, math.log(4.0)], [math.log(0.25), 0.0]]).repeat(samples // 2, 1)
         inputs = f"mu and logvar of shape {tuple(mu.shape)}"
         torch.manual_seed(0)
         z = _as_tensor(_call(fn, name, (mu, logvar), inputs), name, "one sample per row of mu")
         if z.shape != mu.shape:
-            raise _Wrong(f"your {name} returned shape {_shape(z)} on {inputs}; expected one sample z "
-                         f"per row of mu, the same shape {_shape(mu)}.")
+            raise _Wrong(
+                f"your {name} returned shape {_shape(z)} on {inputs}; expected one sample z "
+                f"per row of mu, the same shape {_shape(mu)}."
+            )
         again = _as_tensor(_call(fn, name, (mu, logvar), inputs), name, "one sample per row of mu")
         if torch.equal(z, again):
-            raise _Wrong(f"your {name} returned the same z twice: draw fresh noise eps on every call "
-                         "(torch.randn_like).")
+            raise _Wrong(
+                f"your {name} returned the same z twice: draw fresh noise eps on every call (torch.randn_like)."
+            )
         for row, (m, lv) in enumerate(zip(mu[:2], logvar[:2])):
             got_mean, got_std = z[row::2].mean(0), z[row::2].std(0)
             want_std = torch.exp(0.5 * lv)
             if not torch.allclose(got_mean, m, atol=0.05 * want_std.max().item() + 0.02):
                 raise _Wrong(f"the samples of your {name} have mean {got_mean.tolist()} where mu is {m.tolist()}.")
             if not torch.allclose(got_std, want_std, rtol=0.05):
-                hint = " That is exp(logvar): sigma is exp(logvar / 2)." if torch.allclose(
-                    got_std, torch.exp(lv), rtol=0.05) else ""
-                raise _Wrong(f"the samples of your {name} have standard deviation {[round(v, 3) for v in got_std.tolist()]} "
-                             f"where sigma = exp(logvar / 2) is {want_std.tolist()}.{hint}")
+                hint = (
+                    " That is exp(logvar): sigma is exp(logvar / 2)."
+                    if torch.allclose(got_std, torch.exp(lv), rtol=0.05)
+                    else ""
+                )
+                raise _Wrong(
+                    f"the samples of your {name} have standard deviation {[round(v, 3) for v in got_std.tolist()]} "
+                    f"where sigma = exp(logvar / 2) is {want_std.tolist()}.{hint}"
+                )
         mu_g = torch.zeros(4, 3, requires_grad=True)
         logvar_g = torch.zeros(4, 3, requires_grad=True)
         z_g = _call(fn, name, (mu_g, logvar_g), "mu and logvar of shape (4, 3)")
         if not isinstance(z_g, torch.Tensor) or not z_g.requires_grad:
-            raise _Wrong(f"no gradient flows through your {name}: build z from mu and logvar with torch "
-                         "operations (mu + sigma * eps), not from a fresh random draw.")
+            raise _Wrong(
+                f"no gradient flows through your {name}: build z from mu and logvar with torch "
+                "operations (mu + sigma * eps), not from a fresh random draw."
+            )
         z_g.sum().backward()
         if mu_g.grad is None or not torch.allclose(mu_g.grad, torch.ones_like(mu_g)):
-            raise _Wrong(f"dz/dmu should be 1 for every element; with your {name} it is "
-                         f"{None if mu_g.grad is None else mu_g.grad.flatten()[:4].tolist()}.")
+            raise _Wrong(
+                f"dz/dmu should be 1 for every element; with your {name} it is "
+                f"{None if mu_g.grad is None else mu_g.grad.flatten()[:4].tolist()}."
+            )
         if logvar_g.grad is None or not logvar_g.grad.abs().sum() > 0:
             raise _Wrong(f"no gradient reaches logvar through your {name}: sigma must be computed from logvar.")
         return name
@@ -224,27 +262,37 @@ def check_reparameterize(fn: Callable, samples: int = 20000) -> Verdict:
     if not callable(fn):
         return _not_a_function(fn)
     try:
-        with torch.random.fork_rng():   # the notebook's random numbers stay as they were
+        with torch.random.fork_rng():  # the notebook's random numbers stay as they were
             name = run()
     except NotImplementedError:
         return _not_done(getattr(fn, "__name__", "reparameterize"))
     except _Wrong as e:
         return Verdict("wrong", str(e))
-    return Verdict("correct", f"correct: {name} draws z ~ N(mu, sigma^2) like labkit.losses.reparameterize "
-                              f"(mean and spread over {samples} draws, fresh noise, gradients to mu and logvar).")
+    return Verdict(
+        "correct",
+        f"correct: {name} draws z ~ N(mu, sigma^2) like labkit.losses.reparameterize "
+        f"(mean and spread over {samples} draws, fresh noise, gradients to mu and logvar).",
+    )
 
 
 # --------------------------------------------------------------------------- notebook 03
+
 
 def check_discriminator_loss(fn: Callable) -> Verdict:
     """Exercise of notebook 03: ``fn(real_logits, fake_logits)`` returns D's loss
     -[log D(x) + log(1 - D(G(z)))] averaged over the batch, one number, from D's logits (B,),
     like ``labkit.gan.discriminator_loss``."""
+
     def make_case(g):
         b = int(torch.randint(2, 9, (1,), generator=g))
         real, fake = 3 * torch.randn(b, generator=g), 3 * torch.randn(b, generator=g)
         return (real, fake), f"real_logits and fake_logits of shape ({b},)", _averaging_mistakes(b)
 
-    return _check_against(fn, "discriminator_loss", lambda r, f: gan.discriminator_loss(r, f),
-                          "labkit.gan.discriminator_loss", make_case,
-                          "one number for the batch (the average over images)")
+    return _check_against(
+        fn,
+        "discriminator_loss",
+        lambda r, f: gan.discriminator_loss(r, f),
+        "labkit.gan.discriminator_loss",
+        make_case,
+        "one number for the batch (the average over images)",
+    )

@@ -3,6 +3,7 @@
 The notebooks take their defaults from the settings classes here and walk through the same
 recipe cell by cell; ``python -m labkit train MODEL`` runs the recipe in one go.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
@@ -15,9 +16,7 @@ from .data import ImageData, load_mnist
 from .gan_experiments import RECIPES_GAN  # the GAN recipes live with the GANs
 from .models import DEFAULT_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae
 from .runs import Run, fit_in_run, start_run
-from .train import (PRECISIONS, AutoencoderObjective, History, VAEObjective, evaluate,
-                    seconds_per_epoch)
-
+from .train import PRECISIONS, AutoencoderObjective, History, VAEObjective, evaluate, seconds_per_epoch
 
 
 @dataclass
@@ -80,13 +79,19 @@ def _final_common(history: History, model: torch.nn.Module) -> dict:
     return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
 
 
-def _finish(run: Run, model: str, cfg, device, data: ImageData, history: History, final: dict,
-            objective) -> dict:
+def _finish(run: Run, model: str, cfg, device, data: ImageData, history: History, final: dict, objective) -> dict:
     """Close the figures and write metrics.json; returns ``final``."""
     plots.close_all()
-    run.write_metrics(model=model, epochs=cfg.epochs, seed=cfg.seed, device=device, data=data,
-                      history=history, final=final,
-                      hyperparameters={**asdict(cfg), "precision": objective.precision.mode})
+    run.write_metrics(
+        model=model,
+        epochs=cfg.epochs,
+        seed=cfg.seed,
+        device=device,
+        data=data,
+        history=history,
+        final=final,
+        hyperparameters={**asdict(cfg), "precision": objective.precision.mode},
+    )
     return final
 
 
@@ -97,12 +102,18 @@ def ae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
 
 def vae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
     """The ``final`` entry of a VAE's metrics.json from ``evaluate`` on the test split."""
-    return {"test_neg_elbo_nats": test["neg_elbo"], "test_recon_nats": test["recon"],
-            "test_kl_nats": test["kl"], "test_mse": test["mse"], **_final_common(history, model)}
+    return {
+        "test_neg_elbo_nats": test["neg_elbo"],
+        "test_recon_nats": test["recon"],
+        "test_kl_nats": test["kl"],
+        "test_mse": test["mse"],
+        **_final_common(history, model),
+    }
 
 
-def run_ae(cfg: AESettings | None = None, out: str | Path | None = None,
-           device: str | None = None, progress: bool = True) -> dict:
+def run_ae(
+    cfg: AESettings | None = None, out: str | Path | None = None, device: str | None = None, progress: bool = True
+) -> dict:
     """Train the autoencoder of notebook 01 and write its figures and metrics.json."""
     cfg = cfg or AESettings()
     run, device, data = _prepare("ae", cfg.seed, out, device)
@@ -114,21 +125,24 @@ def run_ae(cfg: AESettings | None = None, out: str | Path | None = None,
     test = evaluate(objective, data.test_x)
     with torch.no_grad():
         x = data.test_x[:10]
-        run.save_figure(plots.loss_curves(history, (("loss", "MSE per pixel"),), title=f"AE on {data.label}"),
-                        "loss_curves")
-        run.save_figure(plots.reconstruction_grid(x, model(x), title=f"AE reconstructions, {data.label}"),
-                        "reconstructions")
+        run.save_figure(
+            plots.loss_curves(history, (("loss", "MSE per pixel"),), title=f"AE on {data.label}"), "loss_curves"
+        )
+        run.save_figure(
+            plots.reconstruction_grid(x, model(x), title=f"AE reconstructions, {data.label}"), "reconstructions"
+        )
         codes = model.encode(data.test_x)
-        run.save_figure(plots.tsne_plot(codes, data.test_y, title=f"t-SNE of AE codes, {data.label}",
-                                        seed=cfg.seed), "latent_tsne")
+        run.save_figure(
+            plots.tsne_plot(codes, data.test_y, title=f"t-SNE of AE codes, {data.label}", seed=cfg.seed), "latent_tsne"
+        )
         random_codes = torch.randn(32, cfg.latent_dim, device=device) * codes.std(0) + codes.mean(0)
-        run.save_figure(plots.image_grid(model.decode(random_codes), title="AE decoding random codes"),
-                        "random_codes")
+        run.save_figure(plots.image_grid(model.decode(random_codes), title="AE decoding random codes"), "random_codes")
     return _finish(run, "ae", cfg, device, data, history, ae_final(test, history, model), objective)
 
 
-def run_vae(cfg: VAESettings | None = None, out: str | Path | None = None,
-            device: str | None = None, progress: bool = True) -> dict:
+def run_vae(
+    cfg: VAESettings | None = None, out: str | Path | None = None, device: str | None = None, progress: bool = True
+) -> dict:
     """Train a VAE variant of notebook 02 and write its figures and metrics.json."""
     cfg = cfg or VAESettings()
     run, device, data = _prepare("vae" if cfg.variant == "default" else f"vae-{cfg.variant}", cfg.seed, out, device)
@@ -144,22 +158,21 @@ def run_vae(cfg: VAESettings | None = None, out: str | Path | None = None,
         x = data.test_x[:10]
         run.save_figure(plots.loss_curves(history, plots.VAE_PANELS, title=title), "loss_curves")
         mu, _ = model.encode(x)
-        run.save_figure(plots.reconstruction_grid(x, model.decode(mu), title=f"{title}: reconstructions"),
-                        "reconstructions")
-        run.save_figure(plots.image_grid(model.sample(32), title=f"{title}: samples from the prior"),
-                        "prior_samples")
+        run.save_figure(
+            plots.reconstruction_grid(x, model.decode(mu), title=f"{title}: reconstructions"), "reconstructions"
+        )
+        run.save_figure(plots.image_grid(model.sample(32), title=f"{title}: samples from the prior"), "prior_samples")
         mu_all, _ = model.encode(data.test_x)
         if model.latent_dim == 2:
-            run.save_figure(plots.latent_scatter(mu_all, data.test_y, title=f"{title}: latent means"),
-                            "latent_scatter")
-            run.save_figure(plots.manifold_grid(model.decode, title=f"{title}: decoded manifold", device=device),
-                            "manifold")
+            run.save_figure(plots.latent_scatter(mu_all, data.test_y, title=f"{title}: latent means"), "latent_scatter")
+            run.save_figure(
+                plots.manifold_grid(model.decode, title=f"{title}: decoded manifold", device=device), "manifold"
+            )
         # A t-SNE of the latent means takes longer than ten epochs of training here; notebook 02
         # draws it, and notebook 04 draws it beside the AE's for the report.
         a, b = first_test_index(data, 1), first_test_index(data, 7)
         path = plots.linear_path(mu_all[a], mu_all[b], steps=10)
-        run.save_figure(plots.interpolation_strip(model.decode(path), title=f"{title}: interpolation"),
-                        "interpolation")
+        run.save_figure(plots.interpolation_strip(model.decode(path), title=f"{title}: interpolation"), "interpolation")
     return _finish(run, "vae", cfg, device, data, history, vae_final(test, history, model), objective)
 
 

@@ -2,6 +2,7 @@
 decoded and marked on the scatter of codes (notebook 02), and a walk between two GAN noise vectors
 (notebook 03). The widgets only call these, so the drawing is tested without a browser.
 """
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -10,7 +11,7 @@ from torch import nn
 
 from . import gan, plots
 
-MARKER_GID = "explorer-marker"   # the gid of the marker line, so that tests (and you) can find it
+MARKER_GID = "explorer-marker"  # the gid of the marker line, so that tests (and you) can find it
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -29,8 +30,14 @@ def decode_point(model: nn.Module, z1: float, z2: float) -> torch.Tensor:
     return model.decode(z).float().cpu()
 
 
-def latent_explorer_figure(model: nn.Module, codes: torch.Tensor, labels: torch.Tensor,
-                           z1: float, z2: float, title: str = "test codes (latent means)") -> plt.Figure:
+def latent_explorer_figure(
+    model: nn.Module,
+    codes: torch.Tensor,
+    labels: torch.Tensor,
+    z1: float,
+    z2: float,
+    title: str = "test codes (latent means)",
+) -> plt.Figure:
     """Left: the scatter of ``codes`` (N, 2) coloured by ``labels`` with a marker at (z1, z2);
     right: ``decode_point(model, z1, z2)``. Notebook 02, "Latent space explorer"."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 4), gridspec_kw={"width_ratios": [1.4, 1]})
@@ -41,7 +48,7 @@ def latent_explorer_figure(model: nn.Module, codes: torch.Tensor, labels: torch.
 
 
 def _fractions(t) -> torch.Tensor:
-    t = torch.as_tensor(t, dtype=torch.float32).reshape(-1, 1)   # (T, 1)
+    t = torch.as_tensor(t, dtype=torch.float32).reshape(-1, 1)  # (T, 1)
     if ((t < 0) | (t > 1)).any():
         raise ValueError(f"interpolation fractions must lie in [0, 1], got {t.flatten().tolist()}")
     return t
@@ -71,8 +78,15 @@ def lerp(z_start: torch.Tensor, z_end: torch.Tensor, t) -> torch.Tensor:
 
 
 @torch.no_grad()
-def walk_images(generator: nn.Module, z_start: torch.Tensor, z_end: torch.Tensor, t, spherical: bool = True,
-                reference: int = 256, seed: int = 0) -> torch.Tensor:
+def walk_images(
+    generator: nn.Module,
+    z_start: torch.Tensor,
+    z_end: torch.Tensor,
+    t,
+    spherical: bool = True,
+    reference: int = 256,
+    seed: int = 0,
+) -> torch.Tensor:
     """G at the points ``t`` of the walk from ``z_start`` to ``z_end``: (T, C, H, W) in [-1, 1] on the CPU.
 
     The walk is ``slerp`` (or ``lerp`` with ``spherical=False``). Batch norm normalises over the batch,
@@ -81,6 +95,6 @@ def walk_images(generator: nn.Module, z_start: torch.Tensor, z_end: torch.Tensor
     Notebook 03, "Walking between two noise vectors".
     """
     device = _device(generator)
-    path = (slerp if spherical else lerp)(z_start.to(device), z_end.to(device), t)          # (T, D)
+    path = (slerp if spherical else lerp)(z_start.to(device), z_end.to(device), t)  # (T, D)
     others = torch.randn(reference, path.shape[1], generator=torch.Generator().manual_seed(seed)).to(device)
     return gan.generate(generator, torch.cat([path, others]))[: len(path)]

@@ -4,6 +4,7 @@ the adversarial objective that ``labkit.train.fit`` optimises, and the pictures 
 Generators end in tanh, so they draw pixels in [-1, 1]; the data module gives images in [0, 1] and
 ``GANObjective`` maps them to [-1, 1]. Discriminators return logits (B,), never probabilities.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,23 +30,34 @@ DOWNSAMPLING = ("stride", "maxpool")
 
 def _check_image_size(image_size) -> int:
     if image_size not in IMAGE_SIZES:
-        raise ValueError(f"image_size {image_size!r} is not supported: the DCGAN networks are built for "
-                         f"{', '.join(map(str, IMAGE_SIZES))} pixels (28 MNIST, 32 CIFAR-10, 64 abstract art)")
+        raise ValueError(
+            f"image_size {image_size!r} is not supported: the DCGAN networks are built for "
+            f"{', '.join(map(str, IMAGE_SIZES))} pixels (28 MNIST, 32 CIFAR-10, 64 abstract art)"
+        )
     return image_size
 
 
 def check_real_label(real_label) -> float:
     """The target for real images: in (0, 1]; 1 is no label smoothing, 0.9 one-sided smoothing."""
-    return settings.number("real_label", real_label, above=0, at_most=1,
-                           what="in (0, 1]: 1 means no label smoothing, 0.9 is the usual one-sided smoothing")
+    return settings.number(
+        "real_label",
+        real_label,
+        above=0,
+        at_most=1,
+        what="in (0, 1]: 1 means no label smoothing, 0.9 is the usual one-sided smoothing",
+    )
 
 
 # --------------------------------------------------------------------------- DCGAN (Radford et al. 2016)
 
+
 def _up(c_in: int, c_out: int, kernel: int = 4, stride: int = 2, padding: int = 1) -> nn.Sequential:
     """Transposed convolution (doubles the side with the defaults), batch norm, ReLU."""
-    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, kernel, stride, padding, bias=False),
-                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.ConvTranspose2d(c_in, c_out, kernel, stride, padding, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
 
 
 def _down(c_in: int, c_out: int, downsample: str, norm: bool = True) -> nn.Sequential:
@@ -90,21 +102,27 @@ class DCGANGenerator(nn.Module):
         w = settings.whole_number("width", width)
         out = lambda c_in: nn.ConvTranspose2d(c_in, channels, 4, 2, 1, bias=False)  # noqa: E731 - doubles the side
         if image_size == 64:
-            layers = [_up(latent_dim, 8 * w, 4, 1, 0),  # (B, 512, 4, 4)
-                      _up(8 * w, 4 * w),                 # (B, 256, 8, 8)
-                      _up(4 * w, 2 * w),                 # (B, 128, 16, 16)
-                      _up(2 * w, w),                     # (B, 64, 32, 32)
-                      out(w)]                            # (B, 3, 64, 64)
+            layers = [
+                _up(latent_dim, 8 * w, 4, 1, 0),  # (B, 512, 4, 4)
+                _up(8 * w, 4 * w),  # (B, 256, 8, 8)
+                _up(4 * w, 2 * w),  # (B, 128, 16, 16)
+                _up(2 * w, w),  # (B, 64, 32, 32)
+                out(w),
+            ]  # (B, 3, 64, 64)
         elif image_size == 32:
-            layers = [_up(latent_dim, 4 * w, 4, 1, 0),  # (B, 256, 4, 4)
-                      _up(4 * w, 2 * w),                 # (B, 128, 8, 8)
-                      _up(2 * w, w),                     # (B, 64, 16, 16)
-                      out(w)]                            # (B, 3, 32, 32)
+            layers = [
+                _up(latent_dim, 4 * w, 4, 1, 0),  # (B, 256, 4, 4)
+                _up(4 * w, 2 * w),  # (B, 128, 8, 8)
+                _up(2 * w, w),  # (B, 64, 16, 16)
+                out(w),
+            ]  # (B, 3, 32, 32)
         else:
-            layers = [_up(latent_dim, 2 * w, 7, 1, 0),  # (B, 128, 7, 7)
-                      _up(2 * w, w),                     # (B, 64, 14, 14)
-                      out(w)]                            # (B, 1, 28, 28)
-        self.net = nn.Sequential(*layers, nn.Tanh())     # pixels in [-1, 1]
+            layers = [
+                _up(latent_dim, 2 * w, 7, 1, 0),  # (B, 128, 7, 7)
+                _up(2 * w, w),  # (B, 64, 14, 14)
+                out(w),
+            ]  # (B, 1, 28, 28)
+        self.net = nn.Sequential(*layers, nn.Tanh())  # pixels in [-1, 1]
         self.apply(init_dcgan_weights)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -127,40 +145,52 @@ class DCGANDiscriminator(nn.Module):
         w = settings.whole_number("width", width)
         self.downsample = settings.one_of("downsample", downsample, DOWNSAMPLING)
         if image_size == 64:
-            layers = [_down(channels, w, downsample, norm=False),  # (B, 64, 32, 32)
-                      _down(w, 2 * w, downsample),                 # (B, 128, 16, 16)
-                      _down(2 * w, 4 * w, downsample),             # (B, 256, 8, 8)
-                      _down(4 * w, 8 * w, downsample),             # (B, 512, 4, 4)
-                      nn.Conv2d(8 * w, 1, 4, 1, 0)]                # (B, 1, 1, 1)
+            layers = [
+                _down(channels, w, downsample, norm=False),  # (B, 64, 32, 32)
+                _down(w, 2 * w, downsample),  # (B, 128, 16, 16)
+                _down(2 * w, 4 * w, downsample),  # (B, 256, 8, 8)
+                _down(4 * w, 8 * w, downsample),  # (B, 512, 4, 4)
+                nn.Conv2d(8 * w, 1, 4, 1, 0),
+            ]  # (B, 1, 1, 1)
         elif image_size == 32:
-            layers = [_down(channels, w, downsample, norm=False),  # (B, 64, 16, 16)
-                      _down(w, 2 * w, downsample),                 # (B, 128, 8, 8)
-                      _down(2 * w, 4 * w, downsample),             # (B, 256, 4, 4)
-                      nn.Conv2d(4 * w, 1, 4, 1, 0)]                # (B, 1, 1, 1)
+            layers = [
+                _down(channels, w, downsample, norm=False),  # (B, 64, 16, 16)
+                _down(w, 2 * w, downsample),  # (B, 128, 8, 8)
+                _down(2 * w, 4 * w, downsample),  # (B, 256, 4, 4)
+                nn.Conv2d(4 * w, 1, 4, 1, 0),
+            ]  # (B, 1, 1, 1)
         else:
-            layers = [_down(channels, w, downsample, norm=False),  # (B, 64, 14, 14)
-                      _down(w, 2 * w, downsample),                 # (B, 128, 7, 7)
-                      nn.Conv2d(2 * w, 1, 7, 1, 0)]                # (B, 1, 1, 1)
-        self.net = nn.Sequential(*layers, nn.Flatten(0))           # (B,) logits
+            layers = [
+                _down(channels, w, downsample, norm=False),  # (B, 64, 14, 14)
+                _down(w, 2 * w, downsample),  # (B, 128, 7, 7)
+                nn.Conv2d(2 * w, 1, 7, 1, 0),
+            ]  # (B, 1, 1, 1)
+        self.net = nn.Sequential(*layers, nn.Flatten(0))  # (B,) logits
         self.apply(init_dcgan_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = (self.channels, self.image_size, self.image_size)
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             shape = ", ".join(map(str, expected))
-            raise ValueError(f"this discriminator was built for images of shape (B, {shape}), got {tuple(x.shape)}; "
-                             f"build it with image_size={x.shape[-1]} or resize the data")
+            raise ValueError(
+                f"this discriminator was built for images of shape (B, {shape}), got {tuple(x.shape)}; "
+                f"build it with image_size={x.shape[-1]} or resize the data"
+            )
         return self.net(x)
 
 
-def dcgan(image_size: int = 64, channels: int = 3, latent_dim: int = LATENT_DIM, width: int = 64,
-          downsample: str = "stride") -> tuple[DCGANGenerator, DCGANDiscriminator]:
+def dcgan(
+    image_size: int = 64, channels: int = 3, latent_dim: int = LATENT_DIM, width: int = 64, downsample: str = "stride"
+) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """A DCGAN generator and discriminator pair for ``image_size`` pixels (notebook 03, "The networks")."""
-    return (DCGANGenerator(latent_dim, image_size, channels, width),
-            DCGANDiscriminator(image_size, channels, width, downsample))
+    return (
+        DCGANGenerator(latent_dim, image_size, channels, width),
+        DCGANDiscriminator(image_size, channels, width, downsample),
+    )
 
 
 # --------------------------------------------------------------------------- the course's MLP GAN for MNIST
+
 
 class MLPGenerator(nn.Module):
     """The course's MLP generator for MNIST: z (B, 100) -> 128 -> 256 -> 512 -> 1024 -> 784 -> (B, 1, 28, 28).
@@ -169,22 +199,28 @@ class MLPGenerator(nn.Module):
     Notebook 03, "The MNIST GAN".
     """
 
-    def __init__(self, latent_dim: int = LATENT_DIM, hidden: Sequence[int] = (128, 256, 512, 1024),
-                 image_shape: Sequence[int] = (1, 28, 28)):
+    def __init__(
+        self,
+        latent_dim: int = LATENT_DIM,
+        hidden: Sequence[int] = (128, 256, 512, 1024),
+        image_shape: Sequence[int] = (1, 28, 28),
+    ):
         super().__init__()
         self.latent_dim = settings.whole_number("latent_dim", latent_dim)
         self.image_shape = tuple(image_shape)
         sizes = [latent_dim, *hidden]
         layers: list[nn.Module] = []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(n_in, n_out))                       # (B, 128) (B, 256) (B, 512) (B, 1024)
+            layers.append(nn.Linear(n_in, n_out))  # (B, 128) (B, 256) (B, 512) (B, 1024)
             if i > 0:
                 layers.append(nn.BatchNorm1d(n_out))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
-        self.net = nn.Sequential(*layers,
-                                 nn.Linear(sizes[-1], math.prod(image_shape)),  # (B, 784)
-                                 nn.Tanh(),                                      # pixels in [-1, 1]
-                                 nn.Unflatten(1, self.image_shape))             # (B, 1, 28, 28)
+        self.net = nn.Sequential(
+            *layers,
+            nn.Linear(sizes[-1], math.prod(image_shape)),  # (B, 784)
+            nn.Tanh(),  # pixels in [-1, 1]
+            nn.Unflatten(1, self.image_shape),
+        )  # (B, 1, 28, 28)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -196,7 +232,7 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, hidden: Sequence[int] = (512, 256), image_shape: Sequence[int] = (1, 28, 28)):
         super().__init__()
         sizes = [math.prod(image_shape), *hidden]
-        layers: list[nn.Module] = [nn.Flatten()]                        # (B, 784)
+        layers: list[nn.Module] = [nn.Flatten()]  # (B, 784)
         for n_in, n_out in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2, inplace=True)]  # (B, 512) (B, 256)
         self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], 1), nn.Flatten(0))  # (B,) logits
@@ -212,8 +248,8 @@ def mlp_gan(latent_dim: int = LATENT_DIM) -> tuple[MLPGenerator, MLPDiscriminato
 
 # --------------------------------------------------------------------------- the adversarial losses
 
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
-                       real_label: float = 1.0) -> torch.Tensor:
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
     """-[log D(x) + log(1 - D(G(z)))] averaged over the batch: the discriminator's side of the
     minimax game of Goodfellow et al. 2014 (eq. 1), as binary cross-entropy on logits.
 
@@ -242,9 +278,9 @@ def smallest_discriminator_loss(real_label: float = 1.0) -> float:
     return 0.0 if p == 1 else -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
-D_WINS_EPOCHS = 3        # epochs in a row ...
-D_WINS_LOSS = 0.05       # ... with the D loss less than this above its floor ...
-D_WINS_FAKE = 0.05       # ... and D(G(z)) below this: the discriminator has won outright
+D_WINS_EPOCHS = 3  # epochs in a row ...
+D_WINS_LOSS = 0.05  # ... with the D loss less than this above its floor ...
+D_WINS_FAKE = 0.05  # ... and D(G(z)) below this: the discriminator has won outright
 
 
 class GANObjective(ObjectiveBase):
@@ -261,19 +297,33 @@ class GANObjective(ObjectiveBase):
     name = "gan"
     drop_last = True  # a last batch of 1 or 2 images makes batch-norm statistics meaningless
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, *, lr_g: float = 2e-4,
-                 lr_d: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999), real_label: float = 1.0,
-                 g_steps: int = 1, latent_dim: int | None = None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        *,
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        real_label: float = 1.0,
+        g_steps: int = 1,
+        latent_dim: int | None = None,
+    ):
         self.generator, self.discriminator = generator, discriminator
         self.modules = {"generator": generator, "discriminator": discriminator}
-        self.latent_dim = settings.whole_number("latent_dim", latent_dim if latent_dim is not None
-                                     else getattr(generator, "latent_dim", LATENT_DIM))
+        self.latent_dim = settings.whole_number(
+            "latent_dim", latent_dim if latent_dim is not None else getattr(generator, "latent_dim", LATENT_DIM)
+        )
         self.real_label = check_real_label(real_label)
         self.g_steps = settings.whole_number("g_steps (generator updates per discriminator update)", g_steps)
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1) such as (0.5, 0.999), got {betas!r}")
-        self.opt_g = torch.optim.Adam(generator.parameters(), lr=settings.learning_rate("lr_g", lr_g), betas=tuple(betas))
-        self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=settings.learning_rate("lr_d", lr_d), betas=tuple(betas))
+        self.opt_g = torch.optim.Adam(
+            generator.parameters(), lr=settings.learning_rate("lr_g", lr_g), betas=tuple(betas)
+        )
+        self.opt_d = torch.optim.Adam(
+            discriminator.parameters(), lr=settings.learning_rate("lr_d", lr_d), betas=tuple(betas)
+        )
         self.optimizers = {"generator": self.opt_g, "discriminator": self.opt_d}
         self.warned = False
 
@@ -282,13 +332,13 @@ class GANObjective(ObjectiveBase):
         return torch.randn(n, self.latent_dim, device=device)
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = x * 2 - 1                                         # [0, 1] -> [-1, 1]
+        x = x * 2 - 1  # [0, 1] -> [-1, 1]
         b = x.shape[0]
         # 1. discriminator: push D(x) towards real_label and D(G(z)) towards 0
         with self.precision.autocast():
             fake = self.generator(self.noise(b, x.device))
             real_logits = self.discriminator(x).float()
-            fake_logits = self.discriminator(fake.detach()).float()   # no gradient into G here
+            fake_logits = self.discriminator(fake.detach()).float()  # no gradient into G here
             d_loss = discriminator_loss(real_logits, fake_logits, self.real_label)
         self.precision.minimize(d_loss, self.opt_d)
         # 2. generator, k times: push D(G(z)) towards 1 (the first step reuses the batch above)
@@ -300,9 +350,12 @@ class GANObjective(ObjectiveBase):
                 g_loss = generator_loss(self.discriminator(fake).float())
             self.precision.minimize(g_loss, self.opt_g)
             g_total = g_total + g_loss.detach()
-        return {"d_loss": d_loss.detach(), "g_loss": g_total / self.g_steps,
-                "d_real": torch.sigmoid(real_logits.detach()).mean(),
-                "d_fake": torch.sigmoid(fake_logits.detach()).mean()}
+        return {
+            "d_loss": d_loss.detach(),
+            "g_loss": g_total / self.g_steps,
+            "d_real": torch.sigmoid(real_logits.detach()).mean(),
+            "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
+        }
 
     def epoch_end(self, record: dict, history: History) -> None:
         """Warn once when D has won outright for ``D_WINS_EPOCHS`` epochs in a row: its loss at its
@@ -312,22 +365,34 @@ class GANObjective(ObjectiveBase):
         if self.warned or len(recent) < D_WINS_EPOCHS:
             return
         floor = smallest_discriminator_loss(self.real_label)
-        if all(r.get("train_d_loss", math.inf) - floor < D_WINS_LOSS and r.get("train_d_fake", 1) < D_WINS_FAKE
-               for r in recent):
+        if all(
+            r.get("train_d_loss", math.inf) - floor < D_WINS_LOSS and r.get("train_d_fake", 1) < D_WINS_FAKE
+            for r in recent
+        ):
             self.warned = True
             lr_d = self.opt_d.param_groups[0]["lr"]
             lr_g = self.opt_g.param_groups[0]["lr"]
-            untried = [advice for advice, in_use in (
-                ("one-sided label smoothing (real_label=0.9)", self.real_label < 1),
-                (f"a lower discriminator learning rate (lr_d={lr_d / 2:g})", lr_d < lr_g),
-                ("more generator steps (g_steps=2)", self.g_steps > 1)) if not in_use]
+            untried = [
+                advice
+                for advice, in_use in (
+                    ("one-sided label smoothing (real_label=0.9)", self.real_label < 1),
+                    (f"a lower discriminator learning rate (lr_d={lr_d / 2:g})", lr_d < lr_g),
+                    ("more generator steps (g_steps=2)", self.g_steps > 1),
+                )
+                if not in_use
+            ]
             warnings.warn(
                 f"the discriminator has won outright for {D_WINS_EPOCHS} epochs (epoch {record['epoch']}: D loss "
                 f"{record['train_d_loss']:.3f}, its floor {floor:.3f}; D(G(z)) {record['train_d_fake']:.3f}): the "
                 "generator gets almost no gradient. "
-                + (f"Try {', '.join(untried)}, or restart with another seed." if untried
-                   else "Restart with another seed, or weaken D further."),
-                RuntimeWarning, stacklevel=2)
+                + (
+                    f"Try {', '.join(untried)}, or restart with another seed."
+                    if untried
+                    else "Restart with another seed, or weaken D further."
+                ),
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -336,11 +401,15 @@ class GANObjective(ObjectiveBase):
         x = x * 2 - 1
         real_logits = self.discriminator(x)
         fake_logits = self.discriminator(self.generator(self.noise(x.shape[0], x.device)))
-        return {"d_loss": discriminator_loss(real_logits, fake_logits, self.real_label),
-                "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
+        return {
+            "d_loss": discriminator_loss(real_logits, fake_logits, self.real_label),
+            "d_real": torch.sigmoid(real_logits).mean(),
+            "d_fake": torch.sigmoid(fake_logits).mean(),
+        }
 
 
 # --------------------------------------------------------------------------- sampling and progression
+
 
 @contextmanager
 def batch_statistics(module: nn.Module):
@@ -384,8 +453,9 @@ class FixedNoise:
     def __init__(self, generator: nn.Module, n: int = 64, seed: int = 0):
         self.generator = generator
         device = next(generator.parameters()).device
-        self.z = torch.randn(settings.whole_number("n", n), generator.latent_dim,
-                             generator=torch.Generator().manual_seed(seed)).to(device)
+        self.z = torch.randn(
+            settings.whole_number("n", n), generator.latent_dim, generator=torch.Generator().manual_seed(seed)
+        ).to(device)
         self.frames: list[torch.Tensor] = []
         self.epochs: list[int] = []
 
@@ -395,8 +465,11 @@ class FixedNoise:
 
     def state_dict(self) -> dict:
         """The noise and the frames so far (as 8-bit images: a checkpoint of 100 epochs stays small)."""
-        return {"z": self.z.cpu(), "epochs": list(self.epochs),
-                "frames": [((f + 1) * 127.5).round().to(torch.uint8) for f in self.frames]}
+        return {
+            "z": self.z.cpu(),
+            "epochs": list(self.epochs),
+            "frames": [((f + 1) * 127.5).round().to(torch.uint8) for f in self.frames],
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.z = state["z"].to(self.z.device)
@@ -416,8 +489,9 @@ def _pick_rows(n: int, max_rows: int) -> list[int]:
     return sorted({round(i * (n - 1) / (max_rows - 1)) for i in range(max_rows)})
 
 
-def fixed_noise_progression(frames: Sequence[torch.Tensor], epochs: Sequence[int], per_row: int = 8,
-                            max_rows: int = 10, title: str = "") -> plt.Figure:
+def fixed_noise_progression(
+    frames: Sequence[torch.Tensor], epochs: Sequence[int], per_row: int = 8, max_rows: int = 10, title: str = ""
+) -> plt.Figure:
     """The first ``per_row`` fixed-noise images after each epoch, one row per epoch (at most
     ``max_rows`` rows, evenly spaced, first and last included). Notebook 03, "Watching G learn"."""
     if not frames:
@@ -447,8 +521,16 @@ def _frame_image(images: torch.Tensor, nrow: int, label: str, scale: int):
     return canvas
 
 
-def progression_gif(frames: Sequence[torch.Tensor], epochs: Sequence[int], path: str | Path, n_show: int = 32,
-                    nrow: int = 8, ms_per_frame: int = 300, scale: int | None = None, max_frames: int = 40) -> Path:
+def progression_gif(
+    frames: Sequence[torch.Tensor],
+    epochs: Sequence[int],
+    path: str | Path,
+    n_show: int = 32,
+    nrow: int = 8,
+    ms_per_frame: int = 300,
+    scale: int | None = None,
+    max_frames: int = 40,
+) -> Path:
     """Write the fixed-noise frames as an animated GIF (Pillow), one frame per epoch (at most
     ``max_frames``, evenly spaced, first and last kept: 100 epochs would make a file of megabytes),
     each labelled with its epoch (the label also keeps Pillow from merging two identical frames).
@@ -457,14 +539,16 @@ def progression_gif(frames: Sequence[torch.Tensor], epochs: Sequence[int], path:
     if not frames:
         raise ValueError("no frames to animate: train with the FixedNoise callback first")
     scale = scale or (2 if frames[0].shape[-1] < 48 else 1)
-    pictures = [_frame_image(frames[i][:n_show], nrow, f"epoch {epochs[i]}", scale)
-                for i in _pick_rows(len(frames), max_frames)]
+    pictures = [
+        _frame_image(frames[i][:n_show], nrow, f"epoch {epochs[i]}", scale) for i in _pick_rows(len(frames), max_frames)
+    ]
     path = Path(path)
     pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=ms_per_frame, loop=0)
     return path
 
 
 # --------------------------------------------------------------------------- curves and mode collapse
+
 
 def gan_curves(history: History, title: str = "", real_label: float | None = None) -> plt.Figure:
     """Left: D and G losses per epoch. Right: mean D(x) and mean D(G(z)) per epoch (epoch means),
@@ -481,8 +565,15 @@ def gan_curves(history: History, title: str = "", real_label: float | None = Non
     right.plot(epochs, history.series("train_d_real"), "-o", ms=3, color="C2", label="D(x), real")
     right.plot(epochs, history.series("train_d_fake"), "-o", ms=3, color="C3", label="D(G(z)), fake")
     if history.series("test_d_real"):
-        right.plot([r["epoch"] for r in history if "test_d_real" in r], history.series("test_d_real"),
-                   "--s", ms=3, color="C2", alpha=0.6, label="D(x), held-out real")
+        right.plot(
+            [r["epoch"] for r in history if "test_d_real" in r],
+            history.series("test_d_real"),
+            "--s",
+            ms=3,
+            color="C2",
+            alpha=0.6,
+            label="D(x), held-out real",
+        )
     right.axhline(0.5, color="grey", ls=":", lw=1, label="1/2 (D cannot tell)")
     if real_label is not None and real_label < 1:
         right.axhline(real_label, color="C2", ls=":", lw=1, label=f"real target {real_label:g}")

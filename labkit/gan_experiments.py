@@ -4,6 +4,7 @@ the DCGAN on abstract art, CIFAR-10 or MNIST (``dcgan``), as ``python -m labkit 
 The notebook walks through the same steps cell by cell and ends with ``save_gan_run``, so a notebook
 run and a command-line run leave the same metrics.json, figures and GIF.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -59,8 +60,15 @@ class GANSettings:
 
     def objective(self, generator, discriminator) -> gan.GANObjective:
         lr_g, lr_d = self.lrs
-        return gan.GANObjective(generator, discriminator, lr_g=lr_g, lr_d=lr_d, real_label=self.real_label,
-                                g_steps=self.g_steps, latent_dim=self.latent_dim)
+        return gan.GANObjective(
+            generator,
+            discriminator,
+            lr_g=lr_g,
+            lr_d=lr_d,
+            real_label=self.real_label,
+            g_steps=self.g_steps,
+            latent_dim=self.latent_dim,
+        )
 
 
 @dataclass
@@ -83,8 +91,9 @@ class DCGANSettings(GANSettings):
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
         allowed = (64, 32) if self.dataset == "abstract-art" else (DATASETS[self.dataset],)
         if self.size not in allowed:
-            raise ValueError(f"image_size {self.image_size!r} does not fit {self.dataset}: use "
-                             f"{' or '.join(map(str, allowed))}")
+            raise ValueError(
+                f"image_size {self.image_size!r} does not fit {self.dataset}: use {' or '.join(map(str, allowed))}"
+            )
         settings.whole_number("width", self.width)
         settings.one_of("downsample", self.downsample, gan.DOWNSAMPLING)
         if self.n_images is not None:
@@ -109,13 +118,22 @@ def load_gan_data(cfg: DCGANSettings, device: torch.device | str = "cpu") -> Ima
         return load_abstract_art(device, size=cfg.size, n_images=cfg.n_images, seed=cfg.seed)
     data = load_cifar10(device) if cfg.dataset == "cifar10" else load_mnist(device)
     if cfg.n_images is not None:
-        data.train_x = data.train_x[:cfg.n_images]
-        data.train_y = None if data.train_y is None else data.train_y[:cfg.n_images]
+        data.train_x = data.train_x[: cfg.n_images]
+        data.train_y = None if data.train_y is None else data.train_y[: cfg.n_images]
     return data
 
 
-def save_gan_run(run: Run, *, model: str, cfg: GANSettings, data: ImageData, objective: gan.GANObjective,
-                 recorder: gan.FixedNoise, history: History, device) -> dict:
+def save_gan_run(
+    run: Run,
+    *,
+    model: str,
+    cfg: GANSettings,
+    data: ImageData,
+    objective: gan.GANObjective,
+    recorder: gan.FixedNoise,
+    history: History,
+    device,
+) -> dict:
     """Save the figures (real images, curves, progression figure and GIF, samples) and metrics.json.
 
     ``final`` holds seconds and images per second of an epoch, the last epoch's means of the four
@@ -133,21 +151,36 @@ def save_gan_run(run: Run, *, model: str, cfg: GANSettings, data: ImageData, obj
     run.save_figure(plots.image_grid(fake[:64], value_range=(-1, 1), title=f"{title}: samples"), "samples")
     real = data.test_x if data.n_test >= 100 else data.train_x  # held-out images when there are enough
     per_epoch = seconds_per_epoch(history)
-    final = {"seconds_per_epoch": per_epoch,
-             "images_per_second": (data.n_train // cfg.batch_size) * cfg.batch_size / per_epoch,
-             "parameters_g": count_parameters(G), "parameters_d": count_parameters(D),
-             **{k: history.last.get(f"train_{k}", float("nan")) for k in ("d_loss", "g_loss", "d_real", "d_fake")},
-             **gan.diversity_ratio((fake + 1) / 2, real[:n_check].cpu())}
+    final = {
+        "seconds_per_epoch": per_epoch,
+        "images_per_second": (data.n_train // cfg.batch_size) * cfg.batch_size / per_epoch,
+        "parameters_g": count_parameters(G),
+        "parameters_d": count_parameters(D),
+        **{k: history.last.get(f"train_{k}", float("nan")) for k in ("d_loss", "g_loss", "d_real", "d_fake")},
+        **gan.diversity_ratio((fake + 1) / 2, real[:n_check].cpu()),
+    }
     if data.name == "MNIST":
         final.update(metrics.digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed))
     elif data.name != "MNIST":
         final.update(metrics.inception_fid(real[:n_check], (fake + 1) / 2))
     plots.close_all()
-    used = {"lr_g": cfg.lrs[0], "lr_d": cfg.lrs[1], "precision": objective.precision.mode}  # what was used, not None for "same as lr"
+    used = {
+        "lr_g": cfg.lrs[0],
+        "lr_d": cfg.lrs[1],
+        "precision": objective.precision.mode,
+    }  # what was used, not None for "same as lr"
     if isinstance(cfg, DCGANSettings):
         used["image_size"] = cfg.size
-    run.write_metrics(model=model, epochs=len(history), seed=cfg.seed, device=device, data=data, history=history,
-                      final=final, hyperparameters={**asdict(cfg), **used})
+    run.write_metrics(
+        model=model,
+        epochs=len(history),
+        seed=cfg.seed,
+        device=device,
+        data=data,
+        history=history,
+        final=final,
+        hyperparameters={**asdict(cfg), **used},
+    )
     return final
 
 
@@ -160,12 +193,14 @@ def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device
     history = fit_in_run(run, objective, data, cfg, progress, callbacks=[recorder])
     if not distributed.is_main():
         return {}  # under torchrun, rank 0 evaluates and writes the run
-    return save_gan_run(run, model=model, cfg=cfg, data=data, objective=objective, recorder=recorder,
-                        history=history, device=device)
+    return save_gan_run(
+        run, model=model, cfg=cfg, data=data, objective=objective, recorder=recorder, history=history, device=device
+    )
 
 
-def run_gan(cfg: GANSettings | None = None, out: str | Path | None = None,
-            device: str | None = None, progress: bool = True) -> dict:
+def run_gan(
+    cfg: GANSettings | None = None, out: str | Path | None = None, device: str | None = None, progress: bool = True
+) -> dict:
     """Train the MLP GAN on MNIST and write its figures, GIF and metrics.json."""
     cfg = cfg or GANSettings()
     run, device = start_run("gan", cfg.seed, out, device)
@@ -173,8 +208,9 @@ def run_gan(cfg: GANSettings | None = None, out: str | Path | None = None,
     return _train("gan", run, cfg, data, *gan.mlp_gan(cfg.latent_dim), device, progress)
 
 
-def run_dcgan(cfg: DCGANSettings | None = None, out: str | Path | None = None,
-              device: str | None = None, progress: bool = True) -> dict:
+def run_dcgan(
+    cfg: DCGANSettings | None = None, out: str | Path | None = None, device: str | None = None, progress: bool = True
+) -> dict:
     """Train the DCGAN (abstract art by default) and write its figures, GIF and metrics.json."""
     cfg = cfg or DCGANSettings()
     run, device = start_run(cfg.run_name, cfg.seed, out, device)

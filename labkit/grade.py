@@ -8,6 +8,7 @@ impossible values, smoke runs, other settings and copied discussions, and writes
 Submissions are untrusted: nothing in them is executed, checkpoints are read with
 ``weights_only=True``, and nothing is written outside ``DIR``. ``docs/instructors.md`` is the guide.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ from .gradebook import class_report, write_gradebook
 from .submit import MANIFEST, WEIGHTS_FILE, WEIGHTS_FORMAT, Refused, check_manifest, load_runs, open_submission
 
 TOLERANCE = {"test_mse": 0.02, "test_neg_elbo_nats": 0.02, "fid_classifier": 0.15}  # relative
-SIMILARITY = 0.8                # cosine similarity of two Discussions (TF-IDF) that is flagged
+SIMILARITY = 0.8  # cosine similarity of two Discussions (TF-IDF) that is flagged
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Student:
 
 
 # --------------------------------------------------------------------------- the checks
+
 
 def report_tables(text: str) -> dict[str, dict[str, str]]:
     """The "Measured:" table of every run section of a REPORT.md: run -> metric -> value as written."""
@@ -76,8 +78,10 @@ def report_flags(folder: Path, runs: dict[str, dict]) -> list[str]:
             if metric not in final:
                 flags.append(f"REPORT.md lists {run} {metric} = {written}, which its metrics.json does not have")
             elif written != report.table_cell(final[metric]):
-                flags.append(f"REPORT.md says {run} {metric} = {written} but its metrics.json says "
-                             f"{report.table_cell(final[metric])} (edited by hand?)")
+                flags.append(
+                    f"REPORT.md says {run} {metric} = {written} but its metrics.json says "
+                    f"{report.table_cell(final[metric])} (edited by hand?)"
+                )
     return flags
 
 
@@ -100,14 +104,23 @@ def plausibility_flags(runs: dict[str, dict], floors: dict) -> list[str]:
             if key.endswith("test_mse") and isinstance(value, (int, float)) and value < 0:
                 flags.append(f"{name}: {key} = {value} is negative")
             floor = floors.get(_data_key(r))
-            if key.endswith("fid_classifier") and not key.startswith("real") and floor is not None \
-                    and isinstance(value, (int, float)) and value < 0.8 * floor:
-                flags.append(f"{name}: {key} = {report.format_value(value)} is below the real-data floor "
-                             f"{report.format_value(floor)} (real training digits against real test digits)")
+            if (
+                key.endswith("fid_classifier")
+                and not key.startswith("real")
+                and floor is not None
+                and isinstance(value, (int, float))
+                and value < 0.8 * floor
+            ):
+                flags.append(
+                    f"{name}: {key} = {report.format_value(value)} is below the real-data floor "
+                    f"{report.format_value(floor)} (real training digits against real test digits)"
+                )
         iwae = [v for k, v in final.items() if re.match(r"vae_iwae_k\d+_nats", k)]
         if iwae and "vae_test_neg_elbo_nats" in final and final["vae_test_neg_elbo_nats"] < iwae[0] - 1e-6:
-            flags.append(f"{name}: the -ELBO {report.format_value(final['vae_test_neg_elbo_nats'])} is below the "
-                         f"importance-weighted bound {report.format_value(iwae[0])}, which it can never be")
+            flags.append(
+                f"{name}: the -ELBO {report.format_value(final['vae_test_neg_elbo_nats'])} is below the "
+                f"importance-weighted bound {report.format_value(iwae[0])}, which it can never be"
+            )
     return flags
 
 
@@ -125,6 +138,7 @@ def settings_flags(runs: dict[str, dict], course: dict[str, dict]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- re-evaluating the weights
+
 
 def _data_key(record: dict) -> tuple:
     d = record.get("dataset", {})
@@ -154,7 +168,7 @@ class Evaluator:
         if smoke not in self._floor:
             data = self.data(smoke)
             classifier, _ = metrics.digit_classifier(data)
-            self._floor[smoke] = metrics.frechet_distance(classifier, data.test_x, data.train_x[:len(data.test_x)])
+            self._floor[smoke] = metrics.frechet_distance(classifier, data.test_x, data.train_x[: len(data.test_x)])
         return self._floor[smoke]
 
     def matches(self, record: dict) -> bool:
@@ -175,13 +189,18 @@ class Evaluator:
         try:
             saved = torch.load(weights_path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - an unsafe or damaged file is the student's problem, reported
-            return [f"{name}: {WEIGHTS_FILE} refused ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-                    "labkit only loads plain weights"], None
+            return [
+                f"{name}: {WEIGHTS_FILE} refused ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                "labkit only loads plain weights"
+            ], None
         if not isinstance(saved, dict) or saved.get("format") != WEIGHTS_FORMAT:
             return [f"{name}: {WEIGHTS_FILE} is not a labkit submission checkpoint"], None
         known = {f.name for f in fields(experiments.RECIPES[model][1])}
-        hyper = {k: (tuple(v) if isinstance(v, list) else v) for k, v in record.get("hyperparameters", {}).items()
-                 if k in known}
+        hyper = {
+            k: (tuple(v) if isinstance(v, list) else v)
+            for k, v in record.get("hyperparameters", {}).items()
+            if k in known
+        }
         try:
             cfg = experiments.settings_for(model, **hyper)
             if model == "gan":
@@ -189,11 +208,14 @@ class Evaluator:
             else:
                 objective = cfg.objective(self.device)
             for module_name, module in objective.modules.items():
-                module.load_state_dict({k: v.to(module.state_dict()[k].dtype)
-                                        for k, v in saved["modules"][module_name].items()})
+                module.load_state_dict(
+                    {k: v.to(module.state_dict()[k].dtype) for k, v in saved["modules"][module_name].items()}
+                )
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            return [f"{name}: the submitted weights do not fit the settings in its metrics.json "
-                    f"({type(e).__name__}: {str(e).splitlines()[0][:160]})"], None
+            return [
+                f"{name}: the submitted weights do not fit the settings in its metrics.json "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:160]})"
+            ], None
         final, data = record.get("final", {}), self.data(bool(record.get("smoke")))
         for module in objective.modules.values():
             module.eval()
@@ -203,24 +225,29 @@ class Evaluator:
             torch.manual_seed(cfg.seed)
             again = {"test_neg_elbo_nats": evaluate(objective, data.test_x)["neg_elbo"]}
         else:
-            n = 256 if record.get("smoke") else 1000   # as the recipe measured it
+            n = 256 if record.get("smoke") else 1000  # as the recipe measured it
             fake = gan.sample(objective.generator, n, seed=cfg.seed)
             quality = metrics.digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed)
             again = {"fid_classifier": quality["fid_classifier"]}
             if abs(quality["class_coverage"] - final.get("class_coverage", -99)) > 1:
-                return [f"{name}: its weights cover {quality['class_coverage']} digits, its metrics.json says "
-                        f"{final.get('class_coverage')}"], None
+                return [
+                    f"{name}: its weights cover {quality['class_coverage']} digits, its metrics.json says "
+                    f"{final.get('class_coverage')}"
+                ], None
         flags = []
         for key, value in again.items():
             claimed = final.get(key)
             if not isinstance(claimed, (int, float)) or abs(value - claimed) > TOLERANCE[key] * abs(value) + 1e-9:
-                flags.append(f"{name}: its weights give {key} = {report.format_value(value)} on the test split, its "
-                             f"metrics.json says {report.format_value(claimed)} (beyond {TOLERANCE[key]:.0%}: not "
-                             "the weights that made these numbers)")
+                flags.append(
+                    f"{name}: its weights give {key} = {report.format_value(value)} on the test split, its "
+                    f"metrics.json says {report.format_value(claimed)} (beyond {TOLERANCE[key]:.0%}: not "
+                    "the weights that made these numbers)"
+                )
         return flags, None if flags else f"{name} {', '.join(again)}"
 
 
 # --------------------------------------------------------------------------- the class
+
 
 def grade_student(path: Path, work: Path, evaluator: Evaluator, course: dict) -> Student:
     student = Student(path.stem if path.is_file() else path.name)
@@ -232,8 +259,11 @@ def grade_student(path: Path, work: Path, evaluator: Evaluator, course: dict) ->
             raise Refused("no runs/*/metrics.json in the submission")
         student.discussions = report.read_discussions(student.folder / "REPORT.md")
         student.flags += report_flags(student.folder, student.runs)
-        floors = {_data_key(r): evaluator.floor(bool(r.get("smoke"))) for r in student.runs.values()
-                  if r.get("dataset", {}).get("name") == "MNIST" and evaluator.matches(r)}
+        floors = {
+            _data_key(r): evaluator.floor(bool(r.get("smoke")))
+            for r in student.runs.values()
+            if r.get("dataset", {}).get("name") == "MNIST" and evaluator.matches(r)
+        }
         student.flags += plausibility_flags(student.runs, floors)
         student.flags += settings_flags(student.runs, course)
         for name, record in student.runs.items():
@@ -267,12 +297,19 @@ def discussion_flags(students: list[Student], threshold: float = SIMILARITY) -> 
         for i, a in enumerate(written):
             for j, b in enumerate(written):
                 if i != j and similarity[i, j] >= threshold:
-                    a.flags.append(f"discussion of {part.key} nearly the same as {b.name}'s "
-                                   f"(similarity {similarity[i, j]:.2f})")
+                    a.flags.append(
+                        f"discussion of {part.key} nearly the same as {b.name}'s (similarity {similarity[i, j]:.2f})"
+                    )
 
 
-def grade(submissions: str | Path, out: str | Path, course: dict | None = None, reference: str | Path | None = None,
-          similarity: float = SIMILARITY, device: str = "cpu") -> tuple[Path, Path]:
+def grade(
+    submissions: str | Path,
+    out: str | Path,
+    course: dict | None = None,
+    reference: str | Path | None = None,
+    similarity: float = SIMILARITY,
+    device: str = "cpu",
+) -> tuple[Path, Path]:
     """Grade every submission in ``submissions``; write ``out/gradebook.csv`` and ``out/class_report.md``.
 
     ``course``: the settings the instructor fixed, run -> {setting: value}. ``reference``: a runs

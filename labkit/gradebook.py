@@ -1,6 +1,7 @@
 """The grader's output: ``gradebook.csv`` (one row per student) and ``class_report.md`` (each main
 number across the class, with figures). ``labkit.grade`` fills the students' records.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,9 +13,15 @@ from . import report
 if TYPE_CHECKING:
     from .grade import Student
 
-MAIN_METRICS = (("ae", "test_mse"), ("vae", "test_neg_elbo_nats"), ("vae", "test_recon_nats"),
-                ("vae", "test_kl_nats"), ("gan", "fid_classifier"), ("gan", "class_coverage"),
-                ("dcgan", "seconds_per_epoch"))
+MAIN_METRICS = (
+    ("ae", "test_mse"),
+    ("vae", "test_neg_elbo_nats"),
+    ("vae", "test_recon_nats"),
+    ("vae", "test_kl_nats"),
+    ("gan", "fid_classifier"),
+    ("gan", "class_coverage"),
+    ("dcgan", "seconds_per_epoch"),
+)
 
 
 def _words(text: str) -> int:
@@ -23,13 +30,21 @@ def _words(text: str) -> int:
 
 def gradebook_rows(students: list[Student]) -> tuple[list[str], list[dict]]:
     checklist = [f"{part} {description}" for part, _, _, _, description in report.CHECKLIST]
-    columns = (["student", "status", "flags", "verified"] + checklist
-               + [f"{run}_{metric}" for run, metric in MAIN_METRICS] + [f"words_{p.key}" for p in report.PARTS])
+    columns = (
+        ["student", "status", "flags", "verified"]
+        + checklist
+        + [f"{run}_{metric}" for run, metric in MAIN_METRICS]
+        + [f"words_{p.key}" for p in report.PARTS]
+    )
     rows = []
     for s in students:
-        row = {"student": s.name, "status": f"refused: {s.refused}" if s.refused else "graded",
-               "flags": "; ".join(s.flags), "verified": "; ".join(s.verified)}
-        for (part, run, kind, item, description), column in zip(report.CHECKLIST, checklist):
+        row = {
+            "student": s.name,
+            "status": f"refused: {s.refused}" if s.refused else "graded",
+            "flags": "; ".join(s.flags),
+            "verified": "; ".join(s.verified),
+        }
+        for (_, run, kind, item, _), column in zip(report.CHECKLIST, checklist):
             present = item in s.runs.get(run, {}).get("final" if kind == "final" else "figures", {})
             row[column] = "present" if present else "missing"
         for run, metric in MAIN_METRICS:
@@ -74,12 +89,18 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
     figures.mkdir(parents=True, exist_ok=True)
     refused = [s for s in students if s.refused]
     flagged = [s for s in students if s.flags and not s.refused]
-    lines = ["# Class report", "", f"{len(students)} submission(s): {len(students) - len(refused)} graded, "
-             f"{len(refused)} refused, {len(flagged)} graded with flags. Every number comes from the submissions' "
-             "metrics.json files; `gradebook.csv` has one row per student.", ""]
+    lines = [
+        "# Class report",
+        "",
+        f"{len(students)} submission(s): {len(students) - len(refused)} graded, "
+        f"{len(refused)} refused, {len(flagged)} graded with flags. Every number comes from the submissions' "
+        "metrics.json files; `gradebook.csv` has one row per student.",
+        "",
+    ]
     for run, metric in MAIN_METRICS:
-        values = {r["student"]: float(r[f"{run}_{metric}"]) for r in rows
-                  if isinstance(r[f"{run}_{metric}"], (int, float))}
+        values = {
+            r["student"]: float(r[f"{run}_{metric}"]) for r in rows if isinstance(r[f"{run}_{metric}"], (int, float))
+        }
         lines += [f"## {run}: {metric}", ""]
         if not values:
             lines += ["No submission has this number.", ""]
@@ -96,12 +117,19 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
         fig.savefig(figures / f"{run}_{metric}.png", dpi=100)
         plt.close(fig)
         ordered = sorted(values.values())
-        lines += [f"![{run} {metric}](class_report_files/{run}_{metric}.png)", "",
-                  f"{len(values)} student(s); median {report.format_value(ordered[len(ordered) // 2])}, range "
-                  f"{report.format_value(ordered[0])} to {report.format_value(ordered[-1])}"
-                  + (f"; reference run {report.format_value(ref)}" if isinstance(ref, (int, float)) else "") + ".", ""]
+        lines += [
+            f"![{run} {metric}](class_report_files/{run}_{metric}.png)",
+            "",
+            f"{len(values)} student(s); median {report.format_value(ordered[len(ordered) // 2])}, range "
+            f"{report.format_value(ordered[0])} to {report.format_value(ordered[-1])}"
+            + (f"; reference run {report.format_value(ref)}" if isinstance(ref, (int, float)) else "")
+            + ".",
+            "",
+        ]
         for name, z in sorted(_outliers(values).items(), key=lambda kv: -abs(kv[1])):
-            lines.append(f"- stands out: {name}, {report.format_value(values[name])} ({z:+.1f} robust standard deviations)")
+            lines.append(
+                f"- stands out: {name}, {report.format_value(values[name])} ({z:+.1f} robust standard deviations)"
+            )
         lines.append("")
     lines += ["## Flagged submissions", ""]
     lines += [f"- **{s.name}**: " + "; ".join(s.flags) for s in flagged] or ["None."]

@@ -4,6 +4,7 @@
 --sync-notebooks`` rewrites the "Open in Colab / Kaggle" badges and the set-up cell of every
 notebook from it; ``--check`` lists the notebooks that disagree with it (tests run the check).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,13 +24,13 @@ NOTEBOOKS_FOLDER = "notebooks"
 
 COLAB_BADGE = "https://colab.research.google.com/assets/colab-badge.svg"
 KAGGLE_BADGE = "https://kaggle.com/static/images/open-in-kaggle.svg"
-SETUP_CELL_ID = "hosted-setup"   # the set-up cell's id in every notebook
+SETUP_CELL_ID = "hosted-setup"  # the set-up cell's id in every notebook
 NO_INTERNET = {
     "Kaggle": "Kaggle's internet is switched off, so labkit cannot be installed: in the notebook's Settings "
-              "(right-hand panel) switch Internet on (Kaggle asks once for a verified phone number), then run "
-              "this cell again.",
+    "(right-hand panel) switch Internet on (Kaggle asks once for a verified phone number), then run "
+    "this cell again.",
     "Colab": "This Colab runtime cannot reach {host}, so labkit cannot be installed: reconnect (Runtime > "
-             "Disconnect and delete runtime), then run this cell again.",
+    "Disconnect and delete runtime), then run this cell again.",
 }
 _REF_PATTERN = re.compile(r"^[\w./-]+$")
 
@@ -48,7 +49,9 @@ def github_path(repository: str = REPOSITORY) -> str:
 def check_ref(ref: str) -> str:
     """A branch, tag or commit name (letters, digits, ``. _ / -``); anything else is an error."""
     if not isinstance(ref, str) or not _REF_PATTERN.match(ref) or ".." in ref:
-        raise ValueError(f"REF must name a branch, tag or commit such as 'main', 'v2026.1' or a commit hash, got {ref!r}")
+        raise ValueError(
+            f"REF must name a branch, tag or commit such as 'main', 'v2026.1' or a commit hash, got {ref!r}"
+        )
     return ref
 
 
@@ -69,8 +72,10 @@ def kaggle_url(notebook: str, repository: str = REPOSITORY, ref: str = REF) -> s
 
 def badges_markdown(notebook: str, repository: str = REPOSITORY, ref: str = REF) -> str:
     """The line of the title cell with the two badges."""
-    return (f"[![Open in Colab]({COLAB_BADGE})]({colab_url(notebook, repository, ref)}) "
-            f"[![Open in Kaggle]({KAGGLE_BADGE})]({kaggle_url(notebook, repository, ref)})")
+    return (
+        f"[![Open in Colab]({COLAB_BADGE})]({colab_url(notebook, repository, ref)}) "
+        f"[![Open in Kaggle]({KAGGLE_BADGE})]({kaggle_url(notebook, repository, ref)})"
+    )
 
 
 def setup_cell_source(repository: str = REPOSITORY, ref: str = REF) -> str:
@@ -112,8 +117,14 @@ def _lines(text: str) -> list[str]:
 
 
 def _setup_cell(repository: str) -> dict:
-    return {"cell_type": "code", "execution_count": None, "id": SETUP_CELL_ID, "metadata": {},
-            "outputs": [], "source": _lines(setup_cell_source(repository))}
+    return {
+        "cell_type": "code",
+        "execution_count": None,
+        "id": SETUP_CELL_ID,
+        "metadata": {},
+        "outputs": [],
+        "source": _lines(setup_cell_source(repository)),
+    }
 
 
 def synced(nb: dict, notebook: str, repository: str = REPOSITORY) -> dict:
@@ -148,8 +159,10 @@ def problems(path: str | Path, repository: str = REPOSITORY) -> list[str]:
     found = []
     title = _text(nb["cells"][0]["source"])
     if badges_markdown(path.name, repository) not in title:
-        found.append(f"{path.name}: the title cell lacks the badges for {repository} "
-                     f"(expected the line {badges_markdown(path.name, repository)!r})")
+        found.append(
+            f"{path.name}: the title cell lacks the badges for {repository} "
+            f"(expected the line {badges_markdown(path.name, repository)!r})"
+        )
     setup = [c for c in nb["cells"] if c.get("id") == SETUP_CELL_ID]
     if len(setup) != 1:
         found.append(f"{path.name}: expected one set-up cell with id {SETUP_CELL_ID!r}, found {len(setup)}")
@@ -183,8 +196,11 @@ def sync_notebooks(folder: str | Path | None = None, repository: str = REPOSITOR
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit.hosted", description=__doc__.splitlines()[0])
     action = parser.add_mutually_exclusive_group(required=True)
-    action.add_argument("--sync-notebooks", action="store_true",
-                        help="rewrite every notebook's badges and set-up cell from labkit.hosted.REPOSITORY")
+    action.add_argument(
+        "--sync-notebooks",
+        action="store_true",
+        help="rewrite every notebook's badges and set-up cell from labkit.hosted.REPOSITORY",
+    )
     action.add_argument("--check", action="store_true", help="list notebooks that disagree with REPOSITORY")
     parser.add_argument("--folder", default=None, help="notebooks folder (default: notebooks/ of the checkout)")
     args = parser.parse_args(argv)

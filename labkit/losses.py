@@ -3,6 +3,7 @@
 Notebook 02_vae ("The loss: reconstruction + KL") walks through ``kl_divergence`` and ``vae_loss``.
 All values are per image: summed over pixels or latent dimensions, averaged over the batch, in nats.
 """
+
 from __future__ import annotations
 
 import torch
@@ -52,8 +53,9 @@ def bernoulli_nll_of_probabilities(probabilities: torch.Tensor, x: torch.Tensor,
     return bernoulli_nll(logits, x)
 
 
-def vae_loss(x_logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-             beta: float = 1.0) -> dict[str, torch.Tensor]:
+def vae_loss(
+    x_logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float = 1.0
+) -> dict[str, torch.Tensor]:
     """The VAE objective: reconstruction + beta * KL, per image in nats (averaged over the batch).
 
     With beta = 1 the loss is the negative ELBO (Kingma & Welling 2014, eq. 10); beta > 1 is the

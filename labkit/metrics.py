@@ -3,6 +3,7 @@ a classifier-based Fréchet distance and class coverage (notebook 04_compare, "M
 
 Everything is computed on the test split, per image, with a fixed seed where sampling is involved.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,9 @@ def reconstruction_errors(reconstruct, x: torch.Tensor, batch_size: int = 1000) 
 
 
 @torch.no_grad()
-def elbo_decomposition(vae, x: torch.Tensor, samples: int = 1, seed: int = 0,
-                       batch_size: int = 1000) -> dict[str, float]:
+def elbo_decomposition(
+    vae, x: torch.Tensor, samples: int = 1, seed: int = 0, batch_size: int = 1000
+) -> dict[str, float]:
     """The test ELBO split into its parts, per image in nats: recon + kl = neg_elbo.
 
     ``recon`` = E_q[-log p(x|z)] estimated with ``samples`` draws of z per image; ``kl`` is exact.
@@ -61,8 +63,7 @@ def elbo_decomposition(vae, x: torch.Tensor, samples: int = 1, seed: int = 0,
 
 
 @torch.no_grad()
-def importance_weighted_bound(vae, x: torch.Tensor, k: int = 64, seed: int = 0,
-                              batch_size: int = 250) -> float:
+def importance_weighted_bound(vae, x: torch.Tensor, k: int = 64, seed: int = 0, batch_size: int = 250) -> float:
     """-log p(x) estimated with k importance samples (Burda, Grosse & Salakhutdinov 2016, eq. 8).
 
     log p(x) >= log 1/k sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x). For k = 1 this is the ELBO;
@@ -74,13 +75,13 @@ def importance_weighted_bound(vae, x: torch.Tensor, k: int = 64, seed: int = 0,
     torch.manual_seed(seed)
     total = 0.0
     for xb in batches(x, batch_size=batch_size, shuffle=False):
-        mu, logvar = vae.encode(xb)                                  # (B, D)
+        mu, logvar = vae.encode(xb)  # (B, D)
         std = torch.exp(0.5 * logvar)
         z = mu + std * torch.randn(k, *mu.shape, device=mu.device)  # (k, B, D)
-        log_q = torch.distributions.Normal(mu, std).log_prob(z).sum(-1)          # (k, B)
-        log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)     # (k, B)
-        logits = vae.decode_logits(z.flatten(0, 1))                              # (k*B, C, H, W)
-        log_lik = -bernoulli_nll(logits, xb.repeat(k, 1, 1, 1)).view(k, -1)      # (k, B)
+        log_q = torch.distributions.Normal(mu, std).log_prob(z).sum(-1)  # (k, B)
+        log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)  # (k, B)
+        logits = vae.decode_logits(z.flatten(0, 1))  # (k*B, C, H, W)
+        log_lik = -bernoulli_nll(logits, xb.repeat(k, 1, 1, 1)).view(k, -1)  # (k, B)
         log_w = log_lik + log_prior - log_q
         total += -(torch.logsumexp(log_w, dim=0) - math.log(k)).sum().item()
     torch.random.set_rng_state(generator_state)
@@ -102,13 +103,16 @@ class DigitClassifier(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),   # (B, 16, 28, 28)
-            nn.MaxPool2d(2),                              # (B, 16, 14, 14)
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),  # (B, 32, 14, 14)
-            nn.MaxPool2d(2),                              # (B, 32, 7, 7)
-            nn.Flatten(),                                 # (B, 1568)
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),  # (B, 16, 28, 28)
+            nn.MaxPool2d(2),  # (B, 16, 14, 14)
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),  # (B, 32, 14, 14)
+            nn.MaxPool2d(2),  # (B, 32, 7, 7)
+            nn.Flatten(),  # (B, 1568)
             nn.Dropout(0.25),
-            nn.Linear(32 * 7 * 7, self.num_features), nn.ReLU(),  # (B, 128)
+            nn.Linear(32 * 7 * 7, self.num_features),
+            nn.ReLU(),  # (B, 128)
         )
         self.head = nn.Sequential(nn.Dropout(0.25), nn.Linear(self.num_features, 10))  # (B, 10)
 
@@ -147,13 +151,17 @@ class ClassifierObjective(ObjectiveBase):
 def _fingerprint(data: ImageData, epochs: int, seed: int) -> str:
     h = hashlib.sha1(f"v{CLASSIFIER_VERSION}-e{epochs}-s{seed}-{data.source}".encode())
     for t in (data.train_x, data.train_y, data.test_x, data.test_y):
-        h.update((t * 255).round().to(torch.uint8).cpu().numpy().tobytes() if t.is_floating_point()
-                 else t.cpu().numpy().tobytes())
+        h.update(
+            (t * 255).round().to(torch.uint8).cpu().numpy().tobytes()
+            if t.is_floating_point()
+            else t.cpu().numpy().tobytes()
+        )
     return h.hexdigest()[:16]
 
 
-def digit_classifier(data: ImageData, epochs: int = 6, seed: int = 0, cache_dir: str | Path | None = None,
-                     progress: bool = False) -> tuple[DigitClassifier, float]:
+def digit_classifier(
+    data: ImageData, epochs: int = 6, seed: int = 0, cache_dir: str | Path | None = None, progress: bool = False
+) -> tuple[DigitClassifier, float]:
     """The trained digit classifier for ``data`` and its test accuracy, cached under the data root.
 
     The cache file is named after a fingerprint of the images and labels, so a change of data
@@ -172,12 +180,18 @@ def digit_classifier(data: ImageData, epochs: int = 6, seed: int = 0, cache_dir:
             saved = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(saved["state_dict"])
             return model.eval(), float(saved["test_accuracy"])
-        print(f"labkit: training the digit classifier for this data once ({epochs} epochs); "
-              f"it is cached as {path}")
+        print(f"labkit: training the digit classifier for this data once ({epochs} epochs); it is cached as {path}")
         objective = ClassifierObjective(model)
         # float32 on every device: the judge of sample quality should score alike wherever it was trained
-        fit(objective, data.train_x, epochs=epochs, batch_size=64, train_y=data.train_y, progress=progress,
-            precision="fp32")
+        fit(
+            objective,
+            data.train_x,
+            epochs=epochs,
+            batch_size=64,
+            train_y=data.train_y,
+            progress=progress,
+            precision="fp32",
+        )
     accuracy = evaluate(objective, data.test_x, data.test_y)["accuracy"]
     model.eval()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -210,8 +224,9 @@ def _check_images(images: torch.Tensor, what: str) -> None:
 
 
 @torch.no_grad()
-def frechet_distance(classifier: DigitClassifier, real: torch.Tensor, fake: torch.Tensor,
-                     batch_size: int = 500) -> float:
+def frechet_distance(
+    classifier: DigitClassifier, real: torch.Tensor, fake: torch.Tensor, batch_size: int = 500
+) -> float:
     """Fréchet distance between real and generated digits in the classifier's feature space.
 
     The FID of Heusel et al. 2017 with the MNIST classifier in place of Inception, computed by
@@ -251,9 +266,11 @@ def sample_quality(classifier: DigitClassifier, real: torch.Tensor, samples: tor
     digits found among them and the KL of their class histogram from uniform (notebook 04, "Samples")."""
     samples = samples.to(real.device)
     coverage = class_coverage(classifier, samples)
-    return {"fid_classifier": frechet_distance(classifier, real, samples),
-            "class_coverage": coverage["classes_covered"],
-            "class_kl_from_uniform": coverage["kl_from_uniform"]}
+    return {
+        "fid_classifier": frechet_distance(classifier, real, samples),
+        "class_coverage": coverage["classes_covered"],
+        "class_kl_from_uniform": coverage["kl_from_uniform"],
+    }
 
 
 def digit_sample_quality(data: ImageData, samples: torch.Tensor, seed: int = 0) -> dict:

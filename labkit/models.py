@@ -3,6 +3,7 @@
 Every stack carries shape comments; ``model_summary`` prints the layers with their output
 shapes and parameter counts ("Architecture" section of each notebook).
 """
+
 from __future__ import annotations
 
 import math
@@ -53,13 +54,15 @@ class _FlatImageModel(nn.Module):
     def _check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
             c, h, w = self.image_shape
-            raise ValueError(f"{type(self).__name__} expects images of shape (batch, {c}, {h}, {w}), "
-                             f"got {tuple(x.shape)}. Reshape with x.view(-1, {c}, {h}, {w}).")
+            raise ValueError(
+                f"{type(self).__name__} expects images of shape (batch, {c}, {h}, {w}), "
+                f"got {tuple(x.shape)}. Reshape with x.view(-1, {c}, {h}, {w})."
+            )
 
 
-# Encoder widths. The course's handout network is 784 -> 128 -> 64 -> 32 (NARROW_HIDDEN); on the 4,000-digit offline subset
-# that network learns too slowly to beat PCA (AE) or the classic VAE in 20 epochs, so the kit's
-# default is wider (notebook 01, "Settings", shows both). The decoder mirrors the encoder.
+# Encoder widths. The course's handout network is 784 -> 128 -> 64 -> 32 (NARROW_HIDDEN); on the
+# 4,000-digit offline subset that network learns too slowly to beat PCA (AE) or the classic VAE in
+# 20 epochs, so the kit's default is wider (notebook 01, "Settings", shows both). The decoder mirrors the encoder.
 DEFAULT_HIDDEN = (512, 256)
 NARROW_HIDDEN = (128, 64)
 
@@ -72,18 +75,19 @@ class Autoencoder(_FlatImageModel):
     ReLU between layers, a sigmoid on the output (pixels in [0, 1]).
     """
 
-    def __init__(self, latent_dim: int = 32, hidden: Sequence[int] = DEFAULT_HIDDEN,
-                 image_shape: Sequence[int] = MNIST_SHAPE):
+    def __init__(
+        self, latent_dim: int = 32, hidden: Sequence[int] = DEFAULT_HIDDEN, image_shape: Sequence[int] = MNIST_SHAPE
+    ):
         super().__init__(latent_dim, hidden, image_shape)
         n_pixels = math.prod(image_shape)
         self.encoder = nn.Sequential(
-            nn.Flatten(),                                   # (B, 784)
-            mlp([n_pixels, *hidden, latent_dim]),           # (B, 512) -> (B, 256) -> (B, 32)
+            nn.Flatten(),  # (B, 784)
+            mlp([n_pixels, *hidden, latent_dim]),  # (B, 512) -> (B, 256) -> (B, 32)
         )
         self.decoder = nn.Sequential(
             mlp([latent_dim, *reversed(hidden), n_pixels]),  # (B, 256) -> (B, 512) -> (B, 784)
-            nn.Sigmoid(),                                     # pixels in [0, 1]
-            nn.Unflatten(1, self.image_shape),                # (B, 1, 28, 28)
+            nn.Sigmoid(),  # pixels in [0, 1]
+            nn.Unflatten(1, self.image_shape),  # (B, 1, 28, 28)
         )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,20 +109,21 @@ class VAE(_FlatImageModel):
     Use ``make_vae`` for the course's named variants. Explained in notebook 02, "The model".
     """
 
-    def __init__(self, latent_dim: int = 32, hidden: Sequence[int] = DEFAULT_HIDDEN,
-                 image_shape: Sequence[int] = MNIST_SHAPE):
+    def __init__(
+        self, latent_dim: int = 32, hidden: Sequence[int] = DEFAULT_HIDDEN, image_shape: Sequence[int] = MNIST_SHAPE
+    ):
         super().__init__(latent_dim, hidden, image_shape)
         n_pixels = math.prod(image_shape)
         self.encoder = nn.Sequential(
-            nn.Flatten(),                       # (B, 784)
-            mlp([n_pixels, *hidden]),           # (B, 512) -> (B, 256)
+            nn.Flatten(),  # (B, 784)
+            mlp([n_pixels, *hidden]),  # (B, 512) -> (B, 256)
             nn.ReLU(),
         )
-        self.to_mu = nn.Linear(hidden[-1], latent_dim)      # (B, 32)
+        self.to_mu = nn.Linear(hidden[-1], latent_dim)  # (B, 32)
         self.to_logvar = nn.Linear(hidden[-1], latent_dim)  # (B, 32)
         self.decoder = nn.Sequential(
             mlp([latent_dim, *reversed(hidden), n_pixels]),  # (B, 256) -> (B, 512) -> (B, 784) logits
-            nn.Unflatten(1, self.image_shape),                # (B, 1, 28, 28)
+            nn.Unflatten(1, self.image_shape),  # (B, 1, 28, 28)
         )
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,9 +155,9 @@ class VAE(_FlatImageModel):
 # The VAE variants of the course (notebook 02, "Three VAEs"):
 VAE_VARIANTS = {
     "default": dict(hidden=DEFAULT_HIDDEN, latent_dim=32),  # the kit's default
-    "narrow": dict(hidden=NARROW_HIDDEN, latent_dim=32),    # the course handout's 784-128-64-32
-    "classic": dict(hidden=(400,), latent_dim=20),          # pytorch/examples vae/main.py
-    "latent2": dict(hidden=DEFAULT_HIDDEN, latent_dim=2),   # a 2-D code you can look at directly
+    "narrow": dict(hidden=NARROW_HIDDEN, latent_dim=32),  # the course handout's 784-128-64-32
+    "classic": dict(hidden=(400,), latent_dim=20),  # pytorch/examples vae/main.py
+    "latent2": dict(hidden=DEFAULT_HIDDEN, latent_dim=2),  # a 2-D code you can look at directly
 }
 
 
@@ -177,10 +182,17 @@ def model_summary(model: nn.Module, input_shape: Sequence[int], device: torch.de
     hooks = []
     for name, module in model.named_modules():
         if len(list(module.children())) == 0:
+
             def hook(mod, _inp, out, name=name):
                 shape = tuple(out.shape) if isinstance(out, torch.Tensor) else "-"
-                rows.append((f"{name} ({type(mod).__name__})", str(shape),
-                             sum(p.numel() for p in mod.parameters(recurse=False))))
+                rows.append(
+                    (
+                        f"{name} ({type(mod).__name__})",
+                        str(shape),
+                        sum(p.numel() for p in mod.parameters(recurse=False)),
+                    )
+                )
+
             hooks.append(module.register_forward_hook(hook))
     was_training = model.training
     model.eval()

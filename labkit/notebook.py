@@ -3,6 +3,7 @@
 Each notebook's imports cell calls ``explain_missing_names({section: names, ...})``; from then on a
 ``NameError`` for one of those names ends with "run the section ... first" (see "Set-up").
 """
+
 from __future__ import annotations
 
 import re
@@ -36,10 +37,14 @@ def missing_name_message(name: str | None, sections: Mapping[str, str | Iterable
     """
     section = _sections_by_name(sections).get(name) if name else None
     if section is None:
-        return (f"`{name}` is not defined. If an earlier cell defines it, run the cells above this one first "
-                f"({RUN_ABOVE}); otherwise check the spelling.")
-    return (f"`{name}` is defined in the section '{section}', which has not run yet in this session: "
-            f"run that section's cells first (or {RUN_ABOVE}), then this cell again.")
+        return (
+            f"`{name}` is not defined. If an earlier cell defines it, run the cells above this one first "
+            f"({RUN_ABOVE}); otherwise check the spelling."
+        )
+    return (
+        f"`{name}` is defined in the section '{section}', which has not run yet in this session: "
+        f"run that section's cells first (or {RUN_ABOVE}), then this cell again."
+    )
 
 
 def explain_missing_names(sections: Mapping[str, str | Iterable[str]], shell=None) -> bool:
@@ -59,7 +64,7 @@ def explain_missing_names(sections: Mapping[str, str | Iterable[str]], shell=Non
     sections = {section: tuple([names] if isinstance(names, str) else names) for section, names in sections.items()}
 
     def explain(shell, etype, value, tb, tb_offset=None):
-        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)   # the usual red traceback first
+        shell.showtraceback((etype, value, tb), tb_offset=tb_offset)  # the usual red traceback first
         print(missing_name_message(missing_name(value), sections))
 
     shell.set_custom_exc((NameError,), explain)

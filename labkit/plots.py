@@ -3,22 +3,24 @@
 One image-grid function (``image_grid``) underlies every picture of images. Titles carry the
 dataset label so that an offline subset or a synthetic stand-in is never mistaken for the real data.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from .train import History
 
 DIGIT_COLORS = "tab10"
 
 
-def grid_array(images: torch.Tensor, nrow: int, value_range: tuple[float, float] = (0.0, 1.0),
-               padding: int = 2) -> np.ndarray:
+def grid_array(
+    images: torch.Tensor, nrow: int, value_range: tuple[float, float] = (0.0, 1.0), padding: int = 2
+) -> np.ndarray:
     """Tile a batch (B, C, H, W) into one picture (rows of ``nrow`` images, white gaps of ``padding``
     pixels), pixels mapped from ``value_range`` to [0, 1]: a NumPy array (H', W', C).
 
@@ -34,13 +36,19 @@ def grid_array(images: torch.Tensor, nrow: int, value_range: tuple[float, float]
     grid = torch.ones(c, rows * (h + padding) + padding, cols * (w + padding) + padding)
     for i, image in enumerate(images):
         top, left = padding + (i // cols) * (h + padding), padding + (i % cols) * (w + padding)
-        grid[:, top:top + h, left:left + w] = image
+        grid[:, top : top + h, left : left + w] = image
     return grid.permute(1, 2, 0).numpy()
 
 
-def image_grid(images: torch.Tensor, nrow: int = 8, title: str | None = None, *,
-               value_range: tuple[float, float] = (0.0, 1.0), ax: plt.Axes | None = None,
-               size: float = 0.9) -> plt.Figure:
+def image_grid(
+    images: torch.Tensor,
+    nrow: int = 8,
+    title: str | None = None,
+    *,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    ax: plt.Axes | None = None,
+    size: float = 0.9,
+) -> plt.Figure:
     """Show a batch of images (B, C, H, W) as one grid, ``nrow`` images per row.
 
     ``value_range`` is the range of the pixels: (0, 1) for MNIST models, (-1, 1) for tanh GANs.
@@ -73,8 +81,9 @@ def reconstruction_grid(originals: torch.Tensor, reconstructions: torch.Tensor, 
     return fig
 
 
-def loss_curves(history: History, panels: Sequence[tuple[str, str]] = (("loss", "loss"),),
-                title: str = "", log_y: bool = False) -> plt.Figure:
+def loss_curves(
+    history: History, panels: Sequence[tuple[str, str]] = (("loss", "loss"),), title: str = "", log_y: bool = False
+) -> plt.Figure:
     """One panel per (quantity, y-label): train and test curves of that quantity per epoch.
 
     ``loss_curves(h)`` draws the loss; the VAE passes ``VAE_PANELS`` to split the ELBO.
@@ -100,12 +109,20 @@ def loss_curves(history: History, panels: Sequence[tuple[str, str]] = (("loss", 
     return fig
 
 
-VAE_PANELS = (("neg_elbo", "-ELBO (nats / image)"), ("recon", "reconstruction (nats / image)"),
-              ("kl", "KL (nats / image)"))
+VAE_PANELS = (
+    ("neg_elbo", "-ELBO (nats / image)"),
+    ("recon", "reconstruction (nats / image)"),
+    ("kl", "KL (nats / image)"),
+)
 
 
-def latent_scatter(codes: torch.Tensor, labels: torch.Tensor, title: str = "",
-                   axis_labels: tuple[str, str] = ("z1", "z2"), ax: plt.Axes | None = None) -> plt.Figure:
+def latent_scatter(
+    codes: torch.Tensor,
+    labels: torch.Tensor,
+    title: str = "",
+    axis_labels: tuple[str, str] = ("z1", "z2"),
+    ax: plt.Axes | None = None,
+) -> plt.Figure:
     """2-D points coloured by digit label (a 2-D latent space, or a t-SNE embedding)."""
     codes = np.asarray(codes.detach().cpu() if torch.is_tensor(codes) else codes)
     labels = np.asarray(labels.detach().cpu() if torch.is_tensor(labels) else labels)
@@ -115,8 +132,7 @@ def latent_scatter(codes: torch.Tensor, labels: torch.Tensor, title: str = "",
         fig, ax = plt.subplots(figsize=(5.4, 4.6))
     else:
         fig = ax.figure
-    points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap=DIGIT_COLORS, s=6, alpha=0.8,
-                        vmin=-0.5, vmax=9.5)
+    points = ax.scatter(codes[:, 0], codes[:, 1], c=labels, cmap=DIGIT_COLORS, s=6, alpha=0.8, vmin=-0.5, vmax=9.5)
     fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
@@ -135,13 +151,20 @@ def tsne_embedding(codes: torch.Tensor, seed: int = 0, max_points: int = 2000) -
     index = np.arange(min(len(codes), max_points))
     perplexity = float(min(30, max(5, (len(index) - 1) // 4)))
     with threadpool_limits(limits=1, user_api="openmp"):  # t-SNE's threads thrash on a busy small machine
-        embedding = TSNE(n_components=2, perplexity=perplexity, init="pca",
-                         random_state=seed).fit_transform(codes[index])
+        embedding = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(
+            codes[index]
+        )
     return embedding, index
 
 
-def tsne_plot(codes: torch.Tensor, labels: torch.Tensor, title: str = "", seed: int = 0,
-              max_points: int = 2000, ax: plt.Axes | None = None) -> plt.Figure:
+def tsne_plot(
+    codes: torch.Tensor,
+    labels: torch.Tensor,
+    title: str = "",
+    seed: int = 0,
+    max_points: int = 2000,
+    ax: plt.Axes | None = None,
+) -> plt.Figure:
     """t-SNE of latent codes coloured by digit."""
     embedding, index = tsne_embedding(codes, seed=seed, max_points=max_points)
     labels = np.asarray(labels.detach().cpu() if torch.is_tensor(labels) else labels)[index]
@@ -173,8 +196,9 @@ def manifold_points(n: int = 15, spread: float = 0.95) -> torch.Tensor:
     return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=1)
 
 
-def manifold_grid(decode: Callable[[torch.Tensor], torch.Tensor], n: int = 15, title: str = "",
-                  device: torch.device | str = "cpu") -> plt.Figure:
+def manifold_grid(
+    decode: Callable[[torch.Tensor], torch.Tensor], n: int = 15, title: str = "", device: torch.device | str = "cpu"
+) -> plt.Figure:
     """Decode an n x n grid of a 2-D latent space: the learned manifold of digits."""
     with torch.no_grad():
         images = decode(manifold_points(n).to(device))
@@ -221,4 +245,3 @@ class LiveLossPlot:
         else:
             self._handle.update(fig)
         plt.close(fig)
-

@@ -3,6 +3,7 @@
 ``python -m labkit report`` (and the last cell of notebook 04) calls ``build_report``. The
 student's Discussion sections live between markers and survive every rebuild.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,53 +31,73 @@ class Part:
 # The guiding questions of each Discussion; each notebook's "Questions" cell lists its part's, word
 # for word (tests/test_exercises.py checks it), so edit them here and there together.
 PARTS = (
-    Part("ae", "Part 1: Autoencoder (notebook 01)", ("ae",), (
-        "How does the AE's test MSE per pixel compare with PCA using as many components as the code has "
-        "dimensions? Why can a nonlinear autoencoder beat PCA, and what could make it fail to? How does the "
-        "gap change with `latent_dim=8` and `latent_dim=2`?",
-        "Which digits are reconstructed worst, and what do the failures have in common?",
-        "Is it the batch size or the number of optimiser steps that matters? Re-run with `batch_size=128, "
-        "lr=1e-3` for the same number of epochs and compare the steps per epoch and the test MSE.",
-        "Do your train and test curves show overfitting? What would you change (data, model, training) to "
-        "provoke it, and what would you expect to see?",
-        "Which digits overlap in the t-SNE picture of the codes, and what can and cannot be concluded from a "
-        "t-SNE picture about the codes themselves?",
-        "Why do decoded random codes not look like digits? What would have to be added to the training "
-        "objective so that they do?",
-    )),
-    Part("vae", "Part 2: Variational autoencoder (notebook 02)", ("vae", "vae-classic", "vae-narrow", "vae-latent2"), (
-        "How many nats per image go to reconstruction and how many to the KL on the test set? Read the KL as "
-        "the information the code carries about an image: is that a lot or a little?",
-        "How do the reconstruction and KL terms evolve during training, and why does the KL rise first and "
-        "then settle? What would it mean if it stayed near zero for the whole run?",
-        "Which VAE had the lower test -ELBO, the default or the classic one, and is the difference in "
-        "reconstruction, in KL or both? Relate it to the parameters, the latent dimensions and the seconds "
-        "per epoch.",
-        "Compare the VAE's reconstructions and test MSE with the AE's, and its samples from the prior with the "
-        "AE's decoded random codes. What does the KL term cost, and what does it buy?",
-        "What does the decoded manifold of the 2-D model show about how the digits are arranged? Compare it "
-        "with the scatter of the latent means.",
-        "What changes when beta grows (beta-VAE): the KL, the reconstruction, the scatter and the manifold? "
-        "Which beta would you choose for sampling new digits, and which for reconstructing them?",
-    )),
-    Part("gan", "Part 3: GANs (notebook 03)", ("dcgan", "gan"), (
-        "Describe the D(x) and D(G(z)) curves of your DCGAN run: who was winning when, and did training "
-        "settle? Quote D(x), D(G(z)) and both losses at three epochs and relate them to 2 ln 2 and ln 2.",
-        "In what order did G learn things (colour, edges, layout) in the fixed-noise progression? Did any "
-        "column change completely late in training, and what does that say about the stability of G?",
-        "Do you see signs of mode collapse in the fixed-noise grids or the diversity numbers? Give one way in "
-        "which a GAN could score well on the diversity ratio and still be a poor generator.",
-        "What did label smoothing, k = 2 generator steps and the slower discriminator each change in D(x), "
-        "D(G(z)), the losses, the diversity and the cost, and why? Which would you keep for the DCGAN?",
-        "If you trained on the synthetic stand-in, train on the real gallery: what differs in the curves and "
-        "samples? If you trained on the gallery, compare the two discriminators on CIFAR-10 "
-        "(`DCGANSettings(dataset=\"cifar10\", downsample=\"maxpool\")` against the strided one).",
-    )),
-    Part("compare", "Part 4: AE vs VAE vs GAN (notebook 04)", ("compare",), (
-        "Which model would you choose for compression, for sampling, for sharp images? Back it with the table.",
-        "Is the Fréchet distance consistent with what you see in the samples? Where does it disagree?",
-        "What would you change to make the comparison fairer?",
-    )),
+    Part(
+        "ae",
+        "Part 1: Autoencoder (notebook 01)",
+        ("ae",),
+        (
+            "How does the AE's test MSE per pixel compare with PCA using as many components as the code has "
+            "dimensions? Why can a nonlinear autoencoder beat PCA, and what could make it fail to? How does the "
+            "gap change with `latent_dim=8` and `latent_dim=2`?",
+            "Which digits are reconstructed worst, and what do the failures have in common?",
+            "Is it the batch size or the number of optimiser steps that matters? Re-run with `batch_size=128, "
+            "lr=1e-3` for the same number of epochs and compare the steps per epoch and the test MSE.",
+            "Do your train and test curves show overfitting? What would you change (data, model, training) to "
+            "provoke it, and what would you expect to see?",
+            "Which digits overlap in the t-SNE picture of the codes, and what can and cannot be concluded from a "
+            "t-SNE picture about the codes themselves?",
+            "Why do decoded random codes not look like digits? What would have to be added to the training "
+            "objective so that they do?",
+        ),
+    ),
+    Part(
+        "vae",
+        "Part 2: Variational autoencoder (notebook 02)",
+        ("vae", "vae-classic", "vae-narrow", "vae-latent2"),
+        (
+            "How many nats per image go to reconstruction and how many to the KL on the test set? Read the KL as "
+            "the information the code carries about an image: is that a lot or a little?",
+            "How do the reconstruction and KL terms evolve during training, and why does the KL rise first and "
+            "then settle? What would it mean if it stayed near zero for the whole run?",
+            "Which VAE had the lower test -ELBO, the default or the classic one, and is the difference in "
+            "reconstruction, in KL or both? Relate it to the parameters, the latent dimensions and the seconds "
+            "per epoch.",
+            "Compare the VAE's reconstructions and test MSE with the AE's, and its samples from the prior with the "
+            "AE's decoded random codes. What does the KL term cost, and what does it buy?",
+            "What does the decoded manifold of the 2-D model show about how the digits are arranged? Compare it "
+            "with the scatter of the latent means.",
+            "What changes when beta grows (beta-VAE): the KL, the reconstruction, the scatter and the manifold? "
+            "Which beta would you choose for sampling new digits, and which for reconstructing them?",
+        ),
+    ),
+    Part(
+        "gan",
+        "Part 3: GANs (notebook 03)",
+        ("dcgan", "gan"),
+        (
+            "Describe the D(x) and D(G(z)) curves of your DCGAN run: who was winning when, and did training "
+            "settle? Quote D(x), D(G(z)) and both losses at three epochs and relate them to 2 ln 2 and ln 2.",
+            "In what order did G learn things (colour, edges, layout) in the fixed-noise progression? Did any "
+            "column change completely late in training, and what does that say about the stability of G?",
+            "Do you see signs of mode collapse in the fixed-noise grids or the diversity numbers? Give one way in "
+            "which a GAN could score well on the diversity ratio and still be a poor generator.",
+            "What did label smoothing, k = 2 generator steps and the slower discriminator each change in D(x), "
+            "D(G(z)), the losses, the diversity and the cost, and why? Which would you keep for the DCGAN?",
+            "If you trained on the synthetic stand-in, train on the real gallery: what differs in the curves and "
+            "samples? If you trained on the gallery, compare the two discriminators on CIFAR-10 "
+            '(`DCGANSettings(dataset="cifar10", downsample="maxpool")` against the strided one).',
+        ),
+    ),
+    Part(
+        "compare",
+        "Part 4: AE vs VAE vs GAN (notebook 04)",
+        ("compare",),
+        (
+            "Which model would you choose for compression, for sampling, for sharp images? Back it with the table.",
+            "Is the Fréchet distance consistent with what you see in the samples? Where does it disagree?",
+            "What would you change to make the comparison fairer?",
+        ),
+    ),
 )
 
 # Instructor checklist: (part, run, kind, name, description); kind is "final" or "figure".
@@ -177,28 +198,45 @@ def _environment_section(runs: dict[str, dict]) -> list[str]:
     first = next(iter(runs.values()))
     env = first.get("environment", {})
     modes = sorted({"smoke (reduced epochs and data)" if r.get("smoke") else "full settings" for r in runs.values()})
-    lines += markdown_table([
-        ("device", ", ".join(sorted({r.get("device", "?") for r in runs.values()}))),
-        ("GPU", env.get("gpu", "none")),
-        ("CPU cores", env.get("cpu_count", "?")),
-        ("platform", env.get("platform", "?")),
-        ("libraries", "; ".join(f"{k} {env[k]}" for k in ("python", "torch", "torchvision", "numpy", "scikit-learn")
-                                if k in env)),
-        ("seeds", ", ".join(sorted({str(r.get("seed")) for r in runs.values()}))),
-        ("settings", ", ".join(modes)),
-    ], header=("what", "value"))
-    lines += ["", "Data used by each run (offline subsets and synthetic stand-ins are named as such):", "",
-              "| run | dataset | source | train | test |", "|---|---|---|---|---|"]
+    lines += markdown_table(
+        [
+            ("device", ", ".join(sorted({r.get("device", "?") for r in runs.values()}))),
+            ("GPU", env.get("gpu", "none")),
+            ("CPU cores", env.get("cpu_count", "?")),
+            ("platform", env.get("platform", "?")),
+            (
+                "libraries",
+                "; ".join(
+                    f"{k} {env[k]}" for k in ("python", "torch", "torchvision", "numpy", "scikit-learn") if k in env
+                ),
+            ),
+            ("seeds", ", ".join(sorted({str(r.get("seed")) for r in runs.values()}))),
+            ("settings", ", ".join(modes)),
+        ],
+        header=("what", "value"),
+    )
+    lines += [
+        "",
+        "Data used by each run (offline subsets and synthetic stand-ins are named as such):",
+        "",
+        "| run | dataset | source | train | test |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in runs.items():
         d = r.get("dataset", {})
-        lines.append(f"| {name} | {d.get('label', d.get('name', '?'))} | {d.get('source', '?')} | "
-                     f"{d.get('n_train', '?')} | {d.get('n_test', '?')} |")
+        lines.append(
+            f"| {name} | {d.get('label', d.get('name', '?'))} | {d.get('source', '?')} | "
+            f"{d.get('n_train', '?')} | {d.get('n_test', '?')} |"
+        )
     return lines + [""]
 
 
 def _run_section(name: str, record: dict, figures: dict[str, str]) -> list[str]:
-    lines = [f"### Run `{name}`: {record.get('model', '?')}, {record.get('epochs', '?')} epochs"
-             f"{' (smoke mode)' if record.get('smoke') else ''}", ""]
+    lines = [
+        f"### Run `{name}`: {record.get('model', '?')}, {record.get('epochs', '?')} epochs"
+        f"{' (smoke mode)' if record.get('smoke') else ''}",
+        "",
+    ]
     hyper = record.get("hyperparameters", {})
     if hyper:
         lines += ["Hyperparameters:", ""] + markdown_table(sorted(hyper.items()), ("setting", "value")) + [""]
@@ -246,10 +284,14 @@ def build_report(runs_dir: str | Path | None = None, out: str | Path | None = No
     figures_dir = out.parent / (out.stem + FIGURES_DIR_SUFFIX)
     if figures_dir.is_dir():
         shutil.rmtree(figures_dir)  # only what the current runs produced
-    lines = ["# Lab report: deep generative models", "",
-             f"Built by `python -m labkit report` on {time.strftime('%Y-%m-%d %H:%M')} from {len(runs)} runs. "
-             "Every number and figure below comes from those runs; edit only the Discussion sections "
-             "(between their markers): they are kept when the report is rebuilt.", ""]
+    lines = [
+        "# Lab report: deep generative models",
+        "",
+        f"Built by `python -m labkit report` on {time.strftime('%Y-%m-%d %H:%M')} from {len(runs)} runs. "
+        "Every number and figure below comes from those runs; edit only the Discussion sections "
+        "(between their markers): they are kept when the report is rebuilt.",
+        "",
+    ]
     lines += _environment_section(runs)
     for part in PARTS:
         lines += [f"## {part.title}", ""]

@@ -2,6 +2,7 @@
 
 Notebooks and ``python -m labkit train`` write the same format (see COURSE.md, "Fixed interfaces").
 """
+
 from __future__ import annotations
 
 import json
@@ -33,10 +34,14 @@ def environment() -> dict:
         except PackageNotFoundError:
             return "not installed"
 
-    env = {"python": platform.python_version(), "torch": torch.__version__,
-           **{name: installed(name) for name in ("torchvision", "numpy", "scikit-learn", "matplotlib")},
-           "platform": platform.platform(), "cpu_count": os.cpu_count(),
-           "processes": distributed.world_size()}  # > 1 under torchrun: batch_size is per process
+    env = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        **{name: installed(name) for name in ("torchvision", "numpy", "scikit-learn", "matplotlib")},
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "processes": distributed.world_size(),
+    }  # > 1 under torchrun: batch_size is per process
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
     return env
@@ -59,7 +64,8 @@ class Run:
         except OSError as e:
             raise PermissionError(
                 f"cannot write to the output folder {self.dir} ({e.strerror or e}). Choose a writable "
-                "folder with --out DIR (on Kaggle: under /kaggle/working) or set LABKIT_RUNS.") from e
+                "folder with --out DIR (on Kaggle: under /kaggle/working) or set LABKIT_RUNS."
+            ) from e
         self.figures: dict[str, str] = {}
 
     @property
@@ -74,16 +80,34 @@ class Run:
         self.figures[name] = path.name
         return path
 
-    def write_metrics(self, *, model: str, epochs: int, seed: int, device: torch.device | str,
-                      data: ImageData, history: History, final: dict, hyperparameters: dict,
-                      **extra) -> Path:
+    def write_metrics(
+        self,
+        *,
+        model: str,
+        epochs: int,
+        seed: int,
+        device: torch.device | str,
+        data: ImageData,
+        history: History,
+        final: dict,
+        hyperparameters: dict,
+        **extra,
+    ) -> Path:
         """Write ``metrics.json`` atomically (temporary file, then rename)."""
         record = {
-            "model": model, "epochs": epochs, "seed": seed, "device": str(device),
-            "smoke": settings.smoke_mode(), "dataset": data.info(),
-            "hyperparameters": hyperparameters, "history": list(history), "final": final,
-            "figures": dict(self.figures), "environment": environment(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,
+            "model": model,
+            "epochs": epochs,
+            "seed": seed,
+            "device": str(device),
+            "smoke": settings.smoke_mode(),
+            "dataset": data.info(),
+            "hyperparameters": hyperparameters,
+            "history": list(history),
+            "final": final,
+            "figures": dict(self.figures),
+            "environment": environment(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **extra,
         }
         path = self.dir / METRICS_FILE
         tmp = path.with_suffix(".json.tmp")
@@ -92,8 +116,9 @@ class Run:
         return path
 
 
-def start_run(name: str, seed: int, out: str | Path | None = None,
-              device: str | None = None) -> tuple[Run, torch.device]:
+def start_run(
+    name: str, seed: int, out: str | Path | None = None, device: str | None = None
+) -> tuple[Run, torch.device]:
     """Open the run folder (failing now, not after training, if it is not writable), seed every
     generator and pick the device: the first step of every headless recipe. Under ``torchrun`` it
     also joins the job (``labkit.distributed``), and the device is this process's GPU."""
@@ -109,15 +134,27 @@ def fit_in_run(run: Run, objective, data: ImageData, cfg, progress: bool = True,
     so that the same command resumes a run that was cut off (and refuses another run's checkpoint).
     Under ``torchrun`` only rank 0 goes on to the figures and metrics.json: recipes return when
     ``labkit.distributed.is_main()`` is false."""
-    return fit(objective, data.train_x, data.test_x, epochs=cfg.epochs, batch_size=cfg.batch_size,
-               callbacks=callbacks, progress=progress, checkpoint=run.checkpoint_path, config=asdict(cfg),
-               precision=cfg.precision, compile=cfg.compile)
+    return fit(
+        objective,
+        data.train_x,
+        data.test_x,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        callbacks=callbacks,
+        progress=progress,
+        checkpoint=run.checkpoint_path,
+        config=asdict(cfg),
+        precision=cfg.precision,
+        compile=cfg.compile,
+    )
 
 
 def load_metrics(folder: str | Path) -> dict:
     """Read a run's metrics.json, with a clear error when the run has not been made yet."""
     path = Path(folder) / METRICS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no {METRICS_FILE} in {Path(folder)}: run the notebook or "
-                                f"`python -m labkit train ...` with --out {Path(folder)} first")
+        raise FileNotFoundError(
+            f"no {METRICS_FILE} in {Path(folder)}: run the notebook or "
+            f"`python -m labkit train ...` with --out {Path(folder)} first"
+        )
     return json.loads(path.read_text())

@@ -3,6 +3,7 @@
 Smoke mode (``LABKIT_SMOKE=1``) runs every notebook and command on reduced epochs and data,
 with no edits; see the "Settings" cell at the top of each notebook.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,8 +76,8 @@ def data_root() -> Path:
     return path
 
 
-KAGGLE_WORKING = Path("/kaggle/working")         # kept with the notebook's output on Kaggle
-COLAB_DRIVE = Path("/content/drive/MyDrive")      # Google Drive, once the student mounts it on Colab
+KAGGLE_WORKING = Path("/kaggle/working")  # kept with the notebook's output on Kaggle
+COLAB_DRIVE = Path("/content/drive/MyDrive")  # Google Drive, once the student mounts it on Colab
 
 
 def on_kaggle() -> bool:
@@ -99,8 +100,10 @@ def runs_location() -> tuple[Path, str]:
     if on_colab():
         if COLAB_DRIVE.is_dir():
             return COLAB_DRIVE / "labkit" / "runs", "your Google Drive: it survives a disconnect"
-        return Path.cwd() / "runs", ("the Colab runtime's disk, LOST when the runtime disconnects: mount Google Drive "
-                                     "first (from google.colab import drive; drive.mount('/content/drive'))")
+        return Path.cwd() / "runs", (
+            "the Colab runtime's disk, LOST when the runtime disconnects: mount Google Drive "
+            "first (from google.colab import drive; drive.mount('/content/drive'))"
+        )
     root = project_root()
     return (root if root is not None else Path.cwd()) / "runs", "the runs/ folder of this checkout"
 
@@ -114,6 +117,7 @@ def runs_root() -> Path:
 # Every setting of the kit (the settings dataclasses, the networks, the loop) is checked by one of
 # these, so that a wrong value fails at once with a message that names it.
 
+
 def whole_number(name: str, value, low: int = 1) -> int:
     """``value`` if it is a whole number >= ``low`` (not a float, not a bool); otherwise an error naming ``name``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -121,16 +125,26 @@ def whole_number(name: str, value, low: int = 1) -> int:
     return value
 
 
-def number(name: str, value, *, above: float | None = None, at_least: float | None = None,
-           at_most: float | None = None, what: str = "") -> float:
+def number(
+    name: str,
+    value,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    at_most: float | None = None,
+    what: str = "",
+) -> float:
     """``value`` as a float if it is a finite number within the bounds; otherwise an error naming
     ``name`` and saying ``what`` it must be (by default, the bounds)."""
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     ok = ok and (above is None or value > above) and (at_least is None or value >= at_least)
     ok = ok and (at_most is None or value <= at_most)
     if not ok:
-        bounds = [f"> {above:g}" if above is not None else "", f">= {at_least:g}" if at_least is not None else "",
-                  f"<= {at_most:g}" if at_most is not None else ""]
+        bounds = [
+            f"> {above:g}" if above is not None else "",
+            f">= {at_least:g}" if at_least is not None else "",
+            f"<= {at_most:g}" if at_most is not None else "",
+        ]
         what = what or "a number " + " and ".join(b for b in bounds if b)
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return float(value)
@@ -145,7 +159,7 @@ def one_of(name: str, value: T, choices: Iterable[T], hint: str = "") -> T:
     """``value`` if it is one of ``choices``; otherwise an error listing them."""
     choices = tuple(choices)
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}{f' ({hint})' if hint else ''}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"{name} must be one of {', '.join(map(str, choices))}{f' ({hint})' if hint else ''}, got {value!r}"
+        )
     return value
-

@@ -6,6 +6,7 @@ final checkpoint (no optimiser state, stored in float16: enough for the grader t
 numbers), the environment, and a manifest with a SHA-256 for every file. ``docs/instructors.md``
 says how a course collects and grades them.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -30,10 +31,10 @@ VERSION = 1
 MANIFEST = "manifest.json"
 WEIGHTS_FORMAT = "labkit-submission-weights"
 WEIGHTS_FILE = "weights.pt"
-GIF_FRAMES = 12   # frames kept of each progression GIF (the PNG beside it shows every epoch's row)
-MAX_MEMBERS = 5000              # files in one archive
-MAX_MEMBER_BYTES = 200 << 20    # one unpacked file
-MAX_TOTAL_BYTES = 500 << 20     # one unpacked archive (a full course is about 35 MB)
+GIF_FRAMES = 12  # frames kept of each progression GIF (the PNG beside it shows every epoch's row)
+MAX_MEMBERS = 5000  # files in one archive
+MAX_MEMBER_BYTES = 200 << 20  # one unpacked file
+MAX_TOTAL_BYTES = 500 << 20  # one unpacked archive (a full course is about 35 MB)
 
 
 def sha256(data: bytes) -> str:
@@ -44,11 +45,21 @@ def submission_weights(checkpoint_path: Path) -> bytes:
     """The weights of a run's checkpoint, without optimiser state, floating tensors in float16
     (a full course stays well under 50 MB), with the run's description and epoch count."""
     state = safe_load(checkpoint_path)
-    half = {name: {k: (v.half() if v.is_floating_point() else v) for k, v in module.items()}
-            for name, module in state["modules"].items()}
+    half = {
+        name: {k: (v.half() if v.is_floating_point() else v) for k, v in module.items()}
+        for name, module in state["modules"].items()
+    }
     buffer = io.BytesIO()
-    torch.save({"format": WEIGHTS_FORMAT, "version": VERSION, "run": state["run"],
-                "epochs_done": state["epochs_done"], "modules": half}, buffer)
+    torch.save(
+        {
+            "format": WEIGHTS_FORMAT,
+            "version": VERSION,
+            "run": state["run"],
+            "epochs_done": state["epochs_done"],
+            "modules": half,
+        },
+        buffer,
+    )
     return buffer.getvalue()
 
 
@@ -73,8 +84,9 @@ def _unwritten_discussions(report_path: Path) -> list[str]:
     return [part.title for part in report.PARTS if found.get(part.key, "") in ("", report.PLACEHOLDER)]
 
 
-def build_submission(runs_dir: str | Path | None = None, out: str | Path | None = None,
-                     allow_smoke: bool = False) -> tuple[Path, list[str]]:
+def build_submission(
+    runs_dir: str | Path | None = None, out: str | Path | None = None, allow_smoke: bool = False
+) -> tuple[Path, list[str]]:
     """Write the submission archive; return its path and the warnings to show the student.
 
     ``runs_dir`` (default: the runs folder) must hold the runs and, beside it, the REPORT.md that
@@ -87,16 +99,20 @@ def build_submission(runs_dir: str | Path | None = None, out: str | Path | None 
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"no runs folder at {runs_dir}: run the notebooks first, or pass --runs DIR")
     if not report_path.is_file():
-        raise FileNotFoundError(f"no REPORT.md beside {runs_dir}: build it with `python -m labkit report` "
-                                "(the last cell of notebook 04 does too), write your discussions, then submit")
+        raise FileNotFoundError(
+            f"no REPORT.md beside {runs_dir}: build it with `python -m labkit report` "
+            "(the last cell of notebook 04 does too), write your discussions, then submit"
+        )
     runs = report.load_runs(runs_dir)
     if not runs:
         raise FileNotFoundError(f"no runs (*/{METRICS_FILE}) in {runs_dir}: run the notebooks first")
     smoke = sorted(name for name, r in runs.items() if r.get("smoke"))
     if smoke and not allow_smoke:
-        raise ValueError(f"the runs {', '.join(smoke)} were made in smoke mode (reduced epochs and data), not at the "
-                         "course's settings: run them again without LABKIT_SMOKE, rebuild the report, then submit; "
-                         "or pass --allow-smoke for a practice submission (the gradebook will flag it)")
+        raise ValueError(
+            f"the runs {', '.join(smoke)} were made in smoke mode (reduced epochs and data), not at the "
+            "course's settings: run them again without LABKIT_SMOKE, rebuild the report, then submit; "
+            "or pass --allow-smoke for a practice submission (the gradebook will flag it)"
+        )
     files: dict[str, bytes] = {"REPORT.md": report_path.read_bytes()}
     figures_dir = report_path.parent / (report_path.stem + report.FIGURES_DIR_SUFFIX)
     for path in sorted(p for p in figures_dir.rglob("*") if p.is_file()) if figures_dir.is_dir() else []:
@@ -107,9 +123,15 @@ def build_submission(runs_dir: str | Path | None = None, out: str | Path | None 
         if (runs_dir / name / CHECKPOINT_FILE).is_file():
             files[f"runs/{name}/{WEIGHTS_FILE}"] = submission_weights(runs_dir / name / CHECKPOINT_FILE)
     files["environment.json"] = json.dumps(environment(), indent=2).encode()
-    manifest = {"format": FORMAT, "version": VERSION, "labkit": __version__,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "smoke": bool(smoke), "runs": sorted(runs),
-                "files": {name: sha256(data) for name, data in files.items()}}
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "labkit": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "smoke": bool(smoke),
+        "runs": sorted(runs),
+        "files": {name: sha256(data) for name, data in files.items()},
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -118,12 +140,16 @@ def build_submission(runs_dir: str | Path | None = None, out: str | Path | None 
             archive.writestr(name, data)
     os.replace(tmp, out)
     warnings = [f"the Discussion of '{title}' is not written yet" for title in _unwritten_discussions(report_path)]
-    missing = [f"no checkpoint for run {name}: its numbers cannot be verified" for name in sorted(runs)
-               if name != "compare" and not (runs_dir / name / CHECKPOINT_FILE).is_file()]
+    missing = [
+        f"no checkpoint for run {name}: its numbers cannot be verified"
+        for name in sorted(runs)
+        if name != "compare" and not (runs_dir / name / CHECKPOINT_FILE).is_file()
+    ]
     return out, warnings + missing
 
 
 # --------------------------------------------------------------------------- reading one, safely
+
 
 class Refused(Exception):
     """A submission that cannot be graded at all; the message goes into the gradebook."""
@@ -174,9 +200,11 @@ def unpack(archive: Path, dest: Path) -> Path:
                         written += len(chunk)
                         total += len(chunk)
                         if written > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
-                            raise Refused(f"refused to unpack: {info.filename!r} expands past the size limit "
-                                          f"({MAX_MEMBER_BYTES >> 20} MB a file, {MAX_TOTAL_BYTES >> 20} MB in all): "
-                                          "a zip bomb, or not a labkit submission")
+                            raise Refused(
+                                f"refused to unpack: {info.filename!r} expands past the size limit "
+                                f"({MAX_MEMBER_BYTES >> 20} MB a file, {MAX_TOTAL_BYTES >> 20} MB in all): "
+                                "a zip bomb, or not a labkit submission"
+                            )
                         sink.write(chunk)
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
                 raise Refused(f"damaged archive: {info.filename!r} cannot be read ({e})") from None

@@ -5,6 +5,7 @@ objective's ``train_step``, averages what the step reports over the epoch, evalu
 split and hands each epoch's record to callbacks (live plot, per-epoch images).
 The notebooks introduce it in their "Training" section.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -108,7 +109,7 @@ class ObjectiveBase:
     precision: Precision = FULL_PRECISION
     drop_last = False
 
-    def epoch_end(self, record: dict, history: "History") -> None:
+    def epoch_end(self, record: dict, history: History) -> None:
         """Called by ``fit`` after each epoch; nothing by default."""
 
 
@@ -183,8 +184,9 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def evaluate(objective: Objective, x: torch.Tensor, y: torch.Tensor | None = None,
-             batch_size: int = 1000) -> dict[str, float]:
+def evaluate(
+    objective: Objective, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000
+) -> dict[str, float]:
     """Mean of each quantity ``eval_step`` reports over all of ``x`` (weighted by batch size).
 
     With labels ``y`` the step is called as ``eval_step(x, y)`` (the digit classifier needs them).
@@ -220,16 +222,29 @@ def _check_finite_data(x: torch.Tensor, what: str) -> None:
     if x.is_floating_point():
         bad = ~torch.isfinite(x.flatten(1)).all(1)
         if bool(bad.any()):
-            raise ValueError(f"{what} holds {int(bad.sum())} image(s) with NaN or infinite pixels (the first is image "
-                             f"{int(bad.nonzero()[0])}): clean or drop them before training.")
+            raise ValueError(
+                f"{what} holds {int(bad.sum())} image(s) with NaN or infinite pixels (the first is image "
+                f"{int(bad.nonzero()[0])}): clean or drop them before training."
+            )
 
 
-def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
-        epochs: int, batch_size: int, callbacks: Iterable[EpochCallback] = (),
-        history: History | None = None, progress: bool = True,
-        train_y: torch.Tensor | None = None, test_y: torch.Tensor | None = None,
-        checkpoint: str | Path | Checkpoint | None = None, config: dict | None = None,
-        precision: str = "auto", compile: bool = False) -> History:
+def fit(
+    objective: Objective,
+    train_x: torch.Tensor,
+    test_x: torch.Tensor | None = None,
+    *,
+    epochs: int,
+    batch_size: int,
+    callbacks: Iterable[EpochCallback] = (),
+    history: History | None = None,
+    progress: bool = True,
+    train_y: torch.Tensor | None = None,
+    test_y: torch.Tensor | None = None,
+    checkpoint: str | Path | Checkpoint | None = None,
+    config: dict | None = None,
+    precision: str = "auto",
+    compile: bool = False,
+) -> History:
     """Train ``objective`` for ``epochs`` epochs on resident images; return the per-epoch history.
 
     Each record holds ``epoch``, ``seconds`` (training time of the epoch), ``train_<k>`` for every
@@ -278,15 +293,21 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
                 checkpoint.restore(state, objective, history, callbacks, train_x)
                 left = max(target - len(history), 0)
                 if main:
-                    print(f"labkit: resuming {objective.name} from {checkpoint.path}: {len(history)} epoch(s) done, "
-                          + (f"{left} to go" if left else "nothing left to train (delete the checkpoint "
-                             "or choose another output folder to train from scratch)"))
+                    print(
+                        f"labkit: resuming {objective.name} from {checkpoint.path}: {len(history)} epoch(s) done, "
+                        + (
+                            f"{left} to go"
+                            if left
+                            else "nothing left to train (delete the checkpoint "
+                            "or choose another output folder to train from scratch)"
+                        )
+                    )
     distributed.seed_per_rank()
     all_x, train_x, train_y = train_x, distributed.shard(train_x), distributed.shard(train_y)
-    n_batches = (train_x.shape[0] // batch_size if objective.drop_last
-                 else math.ceil(train_x.shape[0] / batch_size))
-    epoch_bar = tqdm(range(len(history) + 1, target + 1), desc=f"{objective.name} epochs",
-                     disable=not progress, unit="epoch")
+    n_batches = train_x.shape[0] // batch_size if objective.drop_last else math.ceil(train_x.shape[0] / batch_size)
+    epoch_bar = tqdm(
+        range(len(history) + 1, target + 1), desc=f"{objective.name} epochs", disable=not progress, unit="epoch"
+    )
     with distributed.wrap(objective):
         for epoch in epoch_bar:
             record = _train_epoch(objective, train_x, train_y, batch_size, epoch, n_batches, progress, checkpoint)
@@ -295,8 +316,7 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
                 record.update({f"test_{k}": v for k, v in evaluate(objective, test_x, test_y).items()})
             record = distributed.average_record(record, device)  # the same history on every process
             history.append(record)
-            epoch_bar.set_postfix({k: f"{v:.4g}" for k, v in record.items()
-                                   if k in ("train_loss", "test_loss")})
+            epoch_bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("train_loss", "test_loss")})
             for callback in callbacks:
                 callback(epoch, record, history)
             if hasattr(objective, "epoch_end"):
@@ -308,8 +328,16 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
     return history
 
 
-def _train_epoch(objective: Objective, train_x: torch.Tensor, train_y: torch.Tensor | None, batch_size: int,
-                 epoch: int, n_batches: int, progress: bool, checkpoint) -> dict:
+def _train_epoch(
+    objective: Objective,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor | None,
+    batch_size: int,
+    epoch: int,
+    n_batches: int,
+    progress: bool,
+    checkpoint,
+) -> dict:
     """One pass over the shuffled training data; returns the epoch's record (means per image).
 
     Whether any step's outputs became non-finite is tracked on the device and checked every
@@ -320,10 +348,10 @@ def _train_epoch(objective: Objective, train_x: torch.Tensor, train_y: torch.Ten
     first_bad = torch.zeros((), dtype=torch.long, device=device)  # 0: every step finite so far
     seen = 0
     t0 = time.perf_counter()
-    steps = batches(*_with_labels(train_x, train_y), batch_size=batch_size, shuffle=True,
-                    drop_last=objective.drop_last)
-    for step, batch in enumerate(tqdm(steps, total=n_batches, desc=f"epoch {epoch}", leave=False,
-                                      disable=not progress, unit="batch"), start=1):
+    steps = batches(*_with_labels(train_x, train_y), batch_size=batch_size, shuffle=True, drop_last=objective.drop_last)
+    for step, batch in enumerate(
+        tqdm(steps, total=n_batches, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch"), start=1
+    ):
         batch = batch if isinstance(batch, tuple) else (batch,)
         out = objective.train_step(*batch)
         finite = torch.stack([torch.isfinite(v).all() for v in out.values()]).all()
@@ -343,12 +371,16 @@ def _stop_if_diverged(objective, out: dict, bad_step: int, epoch: int, n_batches
     if bad_step == 0:
         return
     names = ", ".join(k for k, v in out.items() if not bool(torch.isfinite(v).all())) or "the loss"
-    kept = (f"The checkpoint of the last good epoch ({epoch - 1}) is kept in {checkpoint.path}."
-            if checkpoint is not None and checkpoint.exists() else "No checkpoint was written for this run.")
+    kept = (
+        f"The checkpoint of the last good epoch ({epoch - 1}) is kept in {checkpoint.path}."
+        if checkpoint is not None and checkpoint.exists()
+        else "No checkpoint was written for this run."
+    )
     raise TrainingDiverged(
         f"{objective.name}: the training loss became non-finite (NaN or infinite) in epoch {epoch}, step "
         f"{bad_step} of {n_batches} (now non-finite: {names}); training stopped. {kept} Lower the learning "
-        "rate, or check the input data for NaNs, then train again.")
+        "rate, or check the input data for NaNs, then train again."
+    )
 
 
 def seconds_per_epoch(history: History) -> float:

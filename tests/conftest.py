@@ -1,4 +1,5 @@
 """Shared fixtures: the offline MNIST subset (real digits, loaded once) and a clean environment."""
+
 import os
 import tempfile
 

@@ -7,6 +7,7 @@ name, and a GPU can be too old for the installed torch. Each fixture here makes 
 GPU runtime would at one of these points; the tests that use them are marked ``gpu_emulation``
 (``pytest -m gpu_emulation`` runs them alone).
 """
+
 from __future__ import annotations
 
 import types
@@ -22,7 +23,8 @@ CUDA_AUTOCAST_REFUSAL = (
     "Many models use a sigmoid layer right before the binary cross entropy layer.\n"
     "In this case, combine the two layers using torch.nn.functional.binary_cross_entropy_with_logits\n"
     "or torch.nn.BCEWithLogitsLoss.  binary_cross_entropy_with_logits and BCEWithLogits are\n"
-    "safe to autocast.")
+    "safe to autocast."
+)
 REFUSED_UNDER_AUTOCAST = (F.binary_cross_entropy, torch._C._nn.binary_cross_entropy)
 
 
@@ -93,8 +95,9 @@ def fake_gpu_model(monkeypatch):
     """``fake_gpu_model(name, capability, arch_list)``: one visible CUDA GPU of that compute capability,
     and a torch build that ships kernels for ``arch_list`` (``torch.cuda.get_arch_list()``)."""
 
-    def fake(name: str, capability: tuple[int, int], arch_list=("sm_75", "sm_80", "sm_86", "sm_90", "sm_100",
-                                                                   "sm_120")):
+    def fake(
+        name: str, capability: tuple[int, int], arch_list=("sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120")
+    ):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
         monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
         monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: name)

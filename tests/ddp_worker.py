@@ -7,6 +7,7 @@ the weights before and after each training, the history, and a checksum of the d
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT
 """
+
 import os
 import sys
 from pathlib import Path
@@ -19,8 +20,11 @@ from labkit import data, device, distributed, experiments, gan, models, runs, tr
 
 def weights(objective) -> dict:
     """Every parameter and buffer of every module, copied."""
-    return {f"{name}.{key}": value.detach().clone()
-            for name, module in objective.modules.items() for key, value in module.state_dict().items()}
+    return {
+        f"{name}.{key}": value.detach().clone()
+        for name, module in objective.modules.items()
+        for key, value in module.state_dict().items()
+    }
 
 
 def main(out: Path) -> int:
@@ -30,8 +34,9 @@ def main(out: Path) -> int:
     def fit_and_keep_weights(objective, *args, **kwargs):
         before = weights(objective)
         history = real_fit(objective, *args, **kwargs)
-        found.setdefault("ae_runs", []).append({"before": before, "after": weights(objective),
-                                                "history": [dict(r) for r in history]})
+        found.setdefault("ae_runs", []).append(
+            {"before": before, "after": weights(objective), "history": [dict(r) for r in history]}
+        )
         return history
 
     def shard_and_keep_sum(tensor, *args, **kwargs):

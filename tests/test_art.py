@@ -1,6 +1,7 @@
 """Abstract-art data: the folder loader on folders written here (every kind of file the real gallery
 and the internet produce), the cache, the synthetic stand-in, the source order, Kaggle without
 network, and CIFAR-10's clear refusal offline."""
+
 import io
 import sys
 
@@ -18,12 +19,12 @@ BROKEN = ["a/b/truncated.jpg", "empty.jpg", "error.jpg", "notes.jpg"]
 def write_gallery(root):
     """Seven decodable images and four broken ones, nested, in the formats the real gallery mixes."""
     (root / "a" / "b").mkdir(parents=True)
-    Image.new("RGB", (70, 50), (255, 0, 0)).save(root / "red.jpg", quality=95)     # odd size JPEG
-    Image.new("RGB", (64, 64), (0, 0, 255)).save(root / "a" / "blue.png")          # PNG, nested
-    Image.new("L", (33, 47), 128).save(root / "a" / "b" / "gray.png")              # grayscale, odd size
-    Image.new("RGBA", (40, 40), (0, 255, 0, 0)).save(root / "a" / "clear.png")     # fully transparent
-    Image.new("CMYK", (64, 80), (255, 0, 0, 0)).save(root / "cyan.jpg")            # CMYK JPEG: pure cyan
-    Image.new("P", (30, 30), 3).save(root / "palette.png")                         # palette image
+    Image.new("RGB", (70, 50), (255, 0, 0)).save(root / "red.jpg", quality=95)  # odd size JPEG
+    Image.new("RGB", (64, 64), (0, 0, 255)).save(root / "a" / "blue.png")  # PNG, nested
+    Image.new("L", (33, 47), 128).save(root / "a" / "b" / "gray.png")  # grayscale, odd size
+    Image.new("RGBA", (40, 40), (0, 255, 0, 0)).save(root / "a" / "clear.png")  # fully transparent
+    Image.new("CMYK", (64, 80), (255, 0, 0, 0)).save(root / "cyan.jpg")  # CMYK JPEG: pure cyan
+    Image.new("P", (30, 30), 3).save(root / "palette.png")  # palette image
     Image.new("RGB", (100, 100), (0, 128, 0)).save(root / "a" / "b" / "UPPER.JPG")  # upper-case suffix
     noise = np.random.default_rng(0).integers(0, 256, (128, 128, 3), dtype=np.uint8)
     buffer = io.BytesIO()
@@ -56,7 +57,8 @@ def no_kaggle(tmp_path, monkeypatch):
     (fake / "kaggle" / "__init__.py").write_text("raise SystemExit('imported without credentials')\n")
     (fake / "kagglehub").mkdir(parents=True)
     (fake / "kagglehub" / "__init__.py").write_text(
-        "def dataset_download(handle):\n    raise ConnectionError('Failed to resolve www.kaggle.com (offline)')\n")
+        "def dataset_download(handle):\n    raise ConnectionError('Failed to resolve www.kaggle.com (offline)')\n"
+    )
     monkeypatch.syspath_prepend(str(fake))
     for package in ("kaggle", "kagglehub"):
         monkeypatch.delitem(sys.modules, package, raising=False)
@@ -64,6 +66,7 @@ def no_kaggle(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- the folder loader
+
 
 def test_folder_loader_decodes_exactly_the_valid_files_and_counts_the_rest_in_one_warning(gallery):
     with pytest.warns(UserWarning) as caught:
@@ -74,9 +77,9 @@ def test_folder_loader_decodes_exactly_the_valid_files_and_counts_the_rest_in_on
     assert names == VALID and skipped == len(BROKEN)
     assert images.shape == (7, 3, 64, 64) and images.dtype == torch.uint8
     centre = {name: images[i, :, 32, 32].tolist() for i, name in enumerate(names)}
-    assert centre["a/b/gray.png"] == [128, 128, 128]            # grayscale becomes three equal channels
+    assert centre["a/b/gray.png"] == [128, 128, 128]  # grayscale becomes three equal channels
     assert centre["a/blue.png"] == [0, 0, 255]
-    assert centre["a/clear.png"] == [255, 255, 255]             # transparency lands on white
+    assert centre["a/clear.png"] == [255, 255, 255]  # transparency lands on white
     assert np.allclose(centre["red.jpg"], [255, 0, 0], atol=12)  # JPEG is lossy
     assert np.allclose(centre["cyan.jpg"], [0, 255, 255], atol=12)  # CMYK (255, 0, 0, 0) is cyan
     assert np.allclose(centre["a/b/UPPER.JPG"], [0, 128, 0], atol=12)
@@ -128,6 +131,7 @@ def test_a_folder_without_decodable_images_is_an_error(tmp_path):
 
 # --------------------------------------------------------------------------- the synthetic stand-in
 
+
 def test_synthetic_stand_in_is_deterministic_per_seed_and_differs_across_seeds():
     a, b, c = art.synthetic_art(12, seed=0), art.synthetic_art(12, seed=0), art.synthetic_art(12, seed=1)
     assert a.shape == (12, 3, 64, 64) and a.dtype == torch.uint8
@@ -140,6 +144,7 @@ def test_synthetic_stand_in_is_deterministic_per_seed_and_differs_across_seeds()
 
 
 # --------------------------------------------------------------------------- sources, Kaggle, CIFAR-10
+
 
 def test_offline_default_is_the_labelled_stand_in_and_says_how_to_get_the_real_data(no_kaggle, monkeypatch, capsys):
     monkeypatch.setenv("LABKIT_DATA", str(no_kaggle))

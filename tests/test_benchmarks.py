@@ -1,4 +1,5 @@
 """The benchmarks' shared helpers (benchmarks/common.py) and a tiny run of benchmarks/pipeline.py."""
+
 import json
 import os
 import subprocess
@@ -40,15 +41,40 @@ def test_peak_memory_sees_a_block_that_allocates_and_frees_256_mb():
 
 def test_pipeline_benchmark_prints_one_json_line_per_measurement_and_ratio(tmp_path):
     env = {**os.environ, "LABKIT_OFFLINE": "1", "LABKIT_DATA": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, str(BENCHMARKS / "pipeline.py"), "--device", "cpu", "--epochs", "2",
-                             "--n-train", "256", "--models", "vae-classic", "--dcgan-steps", "1",
-                             "--dcgan-batch-size", "4", "--dcgan-workers", "0"],
-                            capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "pipeline.py"),
+            "--device",
+            "cpu",
+            "--epochs",
+            "2",
+            "--n-train",
+            "256",
+            "--models",
+            "vae-classic",
+            "--dcgan-steps",
+            "1",
+            "--dcgan-batch-size",
+            "4",
+            "--dcgan-workers",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert [(r["model"], r.get("pipeline")) for r in rows] == [
-        ("vae-classic", "labkit"), ("vae-classic", "dataloader"), ("vae-classic", None),
-        ("dcgan-64", "labkit"), ("dcgan-64", "imagefolder"), ("dcgan-64", None)]
+        ("vae-classic", "labkit"),
+        ("vae-classic", "dataloader"),
+        ("vae-classic", None),
+        ("dcgan-64", "labkit"),
+        ("dcgan-64", "imagefolder"),
+        ("dcgan-64", None),
+    ]
     assert rows[0]["n_train"] == 256 and rows[0]["batch_size"] == 128 and len(rows[0]["epochs_seconds"]) == 2
     assert rows[2]["ratio_dataloader_over_labkit"] > 0 and rows[5]["ratio_labkit_over_imagefolder_steps_per_second"] > 0
     assert rows[3]["dataset"].startswith("synthetic stand-in") and rows[3]["steps"] == 1

@@ -10,6 +10,7 @@ Needs Chromium and its driver (Debian: ``apt-get install chromium chromium-drive
 skipped, except in CI (``CI`` set), where a missing browser is a failure.
 Deselect with ``-m "not browser"``.
 """
+
 import io
 import json
 import os
@@ -30,8 +31,10 @@ from PIL import Image, ImageChops
 pytestmark = pytest.mark.browser
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "02_vae.ipynb"
-INSTALL_HINT = ("install the browser and its driver with `apt-get install -y chromium chromium-driver` (Debian/Ubuntu), "
-                "or point LABKIT_CHROMIUM and LABKIT_CHROMEDRIVER at a Chromium and a matching chromedriver")
+INSTALL_HINT = (
+    "install the browser and its driver with `apt-get install -y chromium chromium-driver` (Debian/Ubuntu), "
+    "or point LABKIT_CHROMIUM and LABKIT_CHROMEDRIVER at a Chromium and a matching chromedriver"
+)
 
 # Time limits, in seconds; generous, because CI machines are shared.
 SERVER_START_S = 90
@@ -55,8 +58,7 @@ UNCHANGED_FRACTION = 0.001
 LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
-        {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
 }
 
 
@@ -108,31 +110,54 @@ def lab(tmp_path_factory, browser_paths):
     env = dict(os.environ)
     env.pop("LABKIT_DATA", None)
     env.pop("MPLBACKEND", None)
-    env.update({
-        "LABKIT_SMOKE": "1", "LABKIT_OFFLINE": "1", "LABKIT_RUNS": str(home / "runs"),
-        # No user configuration, settings, workspaces or IPython profile.
-        "JUPYTER_CONFIG_DIR": str(home / "config"), "JUPYTER_DATA_DIR": str(home / "data"),
-        "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(home / "lab-settings"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "IPYTHONDIR": str(home / "ipython"),
-        # The kernel ("python" in its spec) is this interpreter, the one with labkit installed.
-        "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
-    })
+    env.update(
+        {
+            "LABKIT_SMOKE": "1",
+            "LABKIT_OFFLINE": "1",
+            "LABKIT_RUNS": str(home / "runs"),
+            # No user configuration, settings, workspaces or IPython profile.
+            "JUPYTER_CONFIG_DIR": str(home / "config"),
+            "JUPYTER_DATA_DIR": str(home / "data"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "JUPYTERLAB_SETTINGS_DIR": str(home / "lab-settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+            "IPYTHONDIR": str(home / "ipython"),
+            # The kernel ("python" in its spec) is this interpreter, the one with labkit installed.
+            "PATH": os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""),
+        }
+    )
     port, token = _free_port(), secrets.token_hex(16)
     log_path = home / "jupyterlab.log"
     log = open(log_path, "wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={root}", "--LabApp.news_url=None"]
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=None",
+        ]
         + (["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),  # CI containers run as root
-        cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + SERVER_START_S
         while True:
             if server.poll() is not None:
-                pytest.fail(f"JupyterLab exited with code {server.returncode} while starting; "
-                            f"log:\n{_tail(log_path)}", pytrace=False)
+                pytest.fail(
+                    f"JupyterLab exited with code {server.returncode} while starting; log:\n{_tail(log_path)}",
+                    pytrace=False,
+                )
             try:
                 with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as response:
                     if response.status == 200:
@@ -140,8 +165,11 @@ def lab(tmp_path_factory, browser_paths):
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"JupyterLab did not answer on {base}/api/status within {SERVER_START_S} s; "
-                            f"log:\n{_tail(log_path)}", pytrace=False)
+                pytest.fail(
+                    f"JupyterLab did not answer on {base}/api/status within {SERVER_START_S} s; "
+                    f"log:\n{_tail(log_path)}",
+                    pytrace=False,
+                )
             time.sleep(0.5)
         yield {"base": base, "token": token, "log": log_path, "runs": home / "runs", "notebook": NOTEBOOK.name}
     finally:
@@ -163,8 +191,15 @@ def browser(browser_paths):
     chromium, chromedriver = browser_paths
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1400,1000", "--no-first-run", "--disable-extensions"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     try:
@@ -242,8 +277,8 @@ def _changed_fraction(png_a, png_b):
     if b.size != a.size:
         b = b.resize(a.size)
     red, green, blue = ImageChops.difference(a, b).split()
-    largest = ImageChops.lighter(ImageChops.lighter(red, green), blue)   # per pixel, the largest channel change
-    return sum(largest.histogram()[PIXEL_TOLERANCE + 1:]) / (a.size[0] * a.size[1])
+    largest = ImageChops.lighter(ImageChops.lighter(red, green), blue)  # per pixel, the largest channel change
+    return sum(largest.histogram()[PIXEL_TOLERANCE + 1 :]) / (a.size[0] * a.size[1])
 
 
 def test_latent_explorer_redraws_when_a_slider_moves(lab, browser, tmp_path):
@@ -259,24 +294,43 @@ def test_latent_explorer_redraws_when_a_slider_moves(lab, browser, tmp_path):
 
     try:
         driver.get(f"{lab['base']}/lab/tree/{lab['notebook']}?token={lab['token']}")
-        _wait(f"JupyterLab to open {lab['notebook']} with its code cells",
-              lambda: (state() or {}).get("prompts"), PAGE_LOAD_S,
-              on_timeout=lambda: f"server log:\n{_tail(lab['log'])}")
-        _wait("the kernel to start and connect (status bar: '| Idle')",
-              lambda: (state() or {}).get("status") == "idle", KERNEL_READY_S,
-              on_timeout=lambda: f"kernel status {(state() or {}).get('status')!r}; server log:\n{_tail(lab['log'])}")
+        _wait(
+            f"JupyterLab to open {lab['notebook']} with its code cells",
+            lambda: (state() or {}).get("prompts"),
+            PAGE_LOAD_S,
+            on_timeout=lambda: f"server log:\n{_tail(lab['log'])}",
+        )
+        _wait(
+            "the kernel to start and connect (status bar: '| Idle')",
+            lambda: (state() or {}).get("status") == "idle",
+            KERNEL_READY_S,
+            on_timeout=lambda: f"kernel status {(state() or {}).get('status')!r}; server log:\n{_tail(lab['log'])}",
+        )
 
         # Run > Run All Cells, through the menu bar like a student would.
-        run_menu = _wait("the Run menu in the menu bar", lambda: next(
-            (item for item in driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
-             if item.text.strip() == "Run"), None), PAGE_LOAD_S)
+        run_menu = _wait(
+            "the Run menu in the menu bar",
+            lambda: next(
+                (
+                    item
+                    for item in driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-item")
+                    if item.text.strip() == "Run"
+                ),
+                None,
+            ),
+            PAGE_LOAD_S,
+        )
         run_menu.click()
         # The Run menu's entry is "runmenu:run-all" (it dispatches to notebook:run-all-cells).
-        _wait("the Run > Run All Cells menu entry", lambda: driver.find_elements(
-            By.CSS_SELECTOR, '.lm-Menu-item[data-command="runmenu:run-all"], '
-                             '.lm-Menu-item[data-command="notebook:run-all-cells"]'), 10)[0].click()
-        _wait("Run All Cells to start (a [*] prompt)",
-              lambda: any(p == "[*]:" for p in state()["prompts"]), 30)
+        _wait(
+            "the Run > Run All Cells menu entry",
+            lambda: driver.find_elements(
+                By.CSS_SELECTOR,
+                '.lm-Menu-item[data-command="runmenu:run-all"], .lm-Menu-item[data-command="notebook:run-all-cells"]',
+            ),
+            10,
+        )[0].click()
+        _wait("Run All Cells to start (a [*] prompt)", lambda: any(p == "[*]:" for p in state()["prompts"]), 30)
 
         started = time.monotonic()
 
@@ -285,18 +339,31 @@ def test_latent_explorer_redraws_when_a_slider_moves(lab, browser, tmp_path):
             no_errors(snapshot)
             return snapshot["status"] == "idle" and "[*]:" not in snapshot["prompts"] and snapshot
 
-        done = _wait("all cells to finish (no [*] prompt, kernel idle)", finished, RUN_ALL_S, interval=1,
-                     on_timeout=lambda: f"prompts {state()['prompts']}; server log:\n{_tail(lab['log'])}")
+        done = _wait(
+            "all cells to finish (no [*] prompt, kernel idle)",
+            finished,
+            RUN_ALL_S,
+            interval=1,
+            on_timeout=lambda: f"prompts {state()['prompts']}; server log:\n{_tail(lab['log'])}",
+        )
         unrun = [i for i, p in enumerate(done["prompts"]) if not re.fullmatch(r"\[\d+\]:", p)]
-        assert not unrun, (f"Run All Cells stopped early: code cells {unrun} did not run "
-                           f"(prompts {done['prompts']}); server log:\n{_tail(lab['log'])}")
+        assert not unrun, (
+            f"Run All Cells stopped early: code cells {unrun} did not run "
+            f"(prompts {done['prompts']}); server log:\n{_tail(lab['log'])}"
+        )
         print(f"ran {len(done['prompts'])} code cells in {time.monotonic() - started:.1f} s")
-        assert list(lab["runs"].rglob("metrics.json")), f"the notebook wrote no metrics.json under LABKIT_RUNS={lab['runs']}"
+        assert list(lab["runs"].rglob("metrics.json")), (
+            f"the notebook wrote no metrics.json under LABKIT_RUNS={lab['runs']}"
+        )
 
-        explorer = _wait("the latent explorer: sliders 'z1' and 'z2' followed by an image",
-                         lambda: (lambda e: e if e and e["image"] else None)(driver.execute_script(EXPLORER_JS)),
-                         WIDGET_UPDATE_S, on_timeout=lambda: f"found {driver.execute_script(EXPLORER_JS)} "
-                         "(is jupyterlab_widgets installed next to jupyterlab?)")
+        explorer = _wait(
+            "the latent explorer: sliders 'z1' and 'z2' followed by an image",
+            lambda: (lambda e: e if e and e["image"] else None)(driver.execute_script(EXPLORER_JS)),
+            WIDGET_UPDATE_S,
+            on_timeout=lambda: (
+                f"found {driver.execute_script(EXPLORER_JS)} (is jupyterlab_widgets installed next to jupyterlab?)"
+            ),
+        )
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", explorer["image"])
         before = explorer["image"].screenshot_as_png
         again = explorer["image"].screenshot_as_png
@@ -309,8 +376,11 @@ def test_latent_explorer_redraws_when_a_slider_moves(lab, browser, tmp_path):
         # axes and the pixels that change are the decoded digit's (plus the marker and the title).
         old_value, old_src = explorer["value"], explorer["src"]
         explorer["handle"].send_keys(Keys.PAGE_UP, Keys.PAGE_UP)
-        _wait(f"slider z1 to move from {old_value}",
-              lambda: driver.execute_script(EXPLORER_JS)["value"] != old_value, WIDGET_UPDATE_S)
+        _wait(
+            f"slider z1 to move from {old_value}",
+            lambda: driver.execute_script(EXPLORER_JS)["value"] != old_value,
+            WIDGET_UPDATE_S,
+        )
         last_seen = {"src": old_src, "since": time.monotonic()}
 
         def redrawn_and_settled():
@@ -324,8 +394,12 @@ def test_latent_explorer_redraws_when_a_slider_moves(lab, browser, tmp_path):
             settled = time.monotonic() - last_seen["since"] > SETTLE_S and snapshot["status"] == "idle"
             return current if settled else None
 
-        _wait("the explorer's image to be redrawn after moving z1 (and the kernel to be idle)",
-              redrawn_and_settled, WIDGET_UPDATE_S, interval=0.25)
+        _wait(
+            "the explorer's image to be redrawn after moving z1 (and the kernel to be idle)",
+            redrawn_and_settled,
+            WIDGET_UPDATE_S,
+            interval=0.25,
+        )
         after_explorer = driver.execute_script(EXPLORER_JS)
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", after_explorer["image"])
         after = after_explorer["image"].screenshot_as_png
@@ -334,7 +408,8 @@ def test_latent_explorer_redraws_when_a_slider_moves(lab, browser, tmp_path):
         print(f"z1 {old_value} -> {after_explorer['value']}: {changed:.2%} of the explorer's pixels changed")
         assert changed > CHANGED_FRACTION, (
             f"moving z1 from {old_value} to {after_explorer['value']} changed only {changed:.2%} of the "
-            f"explorer image's pixels (need > {CHANGED_FRACTION:.0%}); screenshots in {tmp_path}")
+            f"explorer image's pixels (need > {CHANGED_FRACTION:.0%}); screenshots in {tmp_path}"
+        )
         no_errors(state())
     except BaseException:
         try:

@@ -1,5 +1,6 @@
 """Checkpoints: a resumed run equals an uninterrupted one, a kill never breaks the file, a file
 that would run code is refused, another run's checkpoint is refused by name, NaNs stop training."""
+
 import json
 import os
 import signal
@@ -23,8 +24,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def _ae_run(x, epochs, folder, seed=0, **config):
     seed_everything(seed)
     objective = AutoencoderObjective(Autoencoder(latent_dim=config.get("latent_dim", 8)), lr=config.get("lr", 1e-3))
-    history = fit(objective, x, x[:64], epochs=epochs, batch_size=32, progress=False, checkpoint=folder,
-                  config={"lr": config.get("lr", 1e-3), "latent_dim": config.get("latent_dim", 8), "epochs": epochs})
+    history = fit(
+        objective,
+        x,
+        x[:64],
+        epochs=epochs,
+        batch_size=32,
+        progress=False,
+        checkpoint=folder,
+        config={"lr": config.get("lr", 1e-3), "latent_dim": config.get("latent_dim", 8), "epochs": epochs},
+    )
     return objective, history
 
 
@@ -35,8 +44,8 @@ def _without_seconds(history):
 def test_resuming_in_a_new_model_ends_exactly_like_an_uninterrupted_run(tmp_path, mnist_offline, capsys):
     x = mnist_offline.train_x[:512]
     full, full_history = _ae_run(x, 3, tmp_path / "full")
-    _ae_run(x, 2, tmp_path / "cut")                   # "disconnected" after epoch 2
-    torch.manual_seed(1234)                            # a new session: other random state, other init
+    _ae_run(x, 2, tmp_path / "cut")  # "disconnected" after epoch 2
+    torch.manual_seed(1234)  # a new session: other random state, other init
     resumed, resumed_history = _ae_run(x, 3, tmp_path / "cut", seed=99)
     assert "resuming ae" in capsys.readouterr().out
     assert _without_seconds(resumed_history) == _without_seconds(full_history)
@@ -62,8 +71,17 @@ def test_gan_resume_restores_both_optimisers_and_the_fixed_noise_frames(tmp_path
         G, D = gan.mlp_gan(16)
         objective = gan.GANObjective(G, D, latent_dim=16)
         recorder = gan.FixedNoise(G, n=8, seed=seed)
-        fit(objective, x, None, epochs=epochs, batch_size=64, progress=False, callbacks=[recorder],
-            checkpoint=folder, config={"seed": 0})
+        fit(
+            objective,
+            x,
+            None,
+            epochs=epochs,
+            batch_size=64,
+            progress=False,
+            callbacks=[recorder],
+            checkpoint=folder,
+            config={"seed": 0},
+        )
         return objective, recorder
 
     full, full_frames = run(3, tmp_path / "full", 0)
@@ -72,7 +90,7 @@ def test_gan_resume_restores_both_optimisers_and_the_fixed_noise_frames(tmp_path
     assert frames.epochs == [1, 2, 3]
     assert torch.equal(frames.z, full_frames.z)
     for a, b in zip(frames.frames, full_frames.frames):
-        assert (a - b).abs().max() <= 1 / 127.5 + 1e-6   # frames are stored as 8-bit images
+        assert (a - b).abs().max() <= 1 / 127.5 + 1e-6  # frames are stored as 8-bit images
     for a, b in zip(full.generator.parameters(), resumed.generator.parameters()):
         assert torch.equal(a, b)
     assert resumed.opt_d.state_dict()["state"][0]["step"] == full.opt_d.state_dict()["state"][0]["step"]
@@ -114,15 +132,24 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_never_runs(tmp
     with pytest.raises(ckpt.CheckpointError, match="refused to load .* could run arbitrary code"):
         ckpt.safe_load(path)
     with pytest.raises(ckpt.CheckpointError, match="refused to load"):
-        fit(AutoencoderObjective(Autoencoder()), mnist_offline.train_x[:64], epochs=1, batch_size=32,
-            progress=False, checkpoint=tmp_path)
+        fit(
+            AutoencoderObjective(Autoencoder()),
+            mnist_offline.train_x[:64],
+            epochs=1,
+            batch_size=32,
+            progress=False,
+            checkpoint=tmp_path,
+        )
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "damaged or not a checkpoint"),
-    (b"PK\x03\x04 truncated zip", "damaged or not a checkpoint"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "damaged or not a checkpoint"),
+        (b"PK\x03\x04 truncated zip", "damaged or not a checkpoint"),
+    ],
+)
 def test_damaged_files_get_a_clear_error(tmp_path, content, message):
     path = tmp_path / ckpt.FILE_NAME
     path.write_bytes(content)
@@ -160,7 +187,8 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadabl
         "i = 0\n"
         "while True:\n"
         "    i += 1\n"
-        "    c.atomic_save({'format': c.FORMAT, 'version': c.VERSION, 'epochs_done': i, 'blob': blob + i}, sys.argv[1])\n"
+        "    state = {'format': c.FORMAT, 'version': c.VERSION, 'epochs_done': i, 'blob': blob + i}\n"
+        "    c.atomic_save(state, sys.argv[1])\n"
     )
     for delay in (0.05, 0.13, 0.31):
         proc = subprocess.Popen([sys.executable, "-c", script, str(path)], cwd=ROOT)
@@ -173,7 +201,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadabl
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        state = ckpt.safe_load(path)   # complete and consistent: the data of one save, not of two
+        state = ckpt.safe_load(path)  # complete and consistent: the data of one save, not of two
         assert torch.equal(state["blob"], torch.arange(4_000_000, dtype=torch.float32) + state["epochs_done"])
 
 
@@ -257,15 +285,17 @@ def test_sigkill_mid_run_then_the_same_command_ends_like_an_uninterrupted_run(tm
     again = subprocess.run(_train_command(cut), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"resuming vae from {path}: {killed_at} epoch(s) done" in again.stdout
-    uninterrupted = subprocess.run(_train_command(whole), cwd=ROOT, env=env, capture_output=True, text=True,
-                                   timeout=300)
+    uninterrupted = subprocess.run(
+        _train_command(whole), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
 
     resumed, reference = (json.loads((d / "metrics.json").read_text()) for d in (cut, whole))
     assert _without_seconds(resumed["history"]) == _without_seconds(reference["history"])
     timing = {"seconds_per_epoch"}
-    assert {k: v for k, v in resumed["final"].items() if k not in timing} == \
-        {k: v for k, v in reference["final"].items() if k not in timing}
+    assert {k: v for k, v in resumed["final"].items() if k not in timing} == {
+        k: v for k, v in reference["final"].items() if k not in timing
+    }
     a, b = (ckpt.safe_load(d / ckpt.FILE_NAME)["modules"]["model"] for d in (cut, whole))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -275,11 +305,25 @@ def test_callback_state_follows_its_class_not_its_position(tmp_path, mnist_offli
     seed_everything(0)
     G, D = gan.mlp_gan(16)
     recorder = gan.FixedNoise(G, n=4, seed=0)
-    fit(gan.GANObjective(G, D, latent_dim=16), x, epochs=1, batch_size=64, progress=False, callbacks=[recorder],
-        checkpoint=tmp_path)                                   # as a headless recipe: the recorder alone
+    fit(
+        gan.GANObjective(G, D, latent_dim=16),
+        x,
+        epochs=1,
+        batch_size=64,
+        progress=False,
+        callbacks=[recorder],
+        checkpoint=tmp_path,
+    )  # as a headless recipe: the recorder alone
     G2, D2 = gan.mlp_gan(16)
     recorder2 = gan.FixedNoise(G2, n=4, seed=0)
     live = lambda epoch, record, history: None  # noqa: E731 - a stateless callback in front, as a live plot
-    fit(gan.GANObjective(G2, D2, latent_dim=16), x, epochs=2, batch_size=64, progress=False,
-        callbacks=[live, recorder2], checkpoint=tmp_path)      # as the notebook: live plot first
+    fit(
+        gan.GANObjective(G2, D2, latent_dim=16),
+        x,
+        epochs=2,
+        batch_size=64,
+        progress=False,
+        callbacks=[live, recorder2],
+        checkpoint=tmp_path,
+    )  # as the notebook: live plot first
     assert recorder2.epochs == [1, 2]

@@ -1,4 +1,5 @@
 """``python -m labkit train``: the headless interface other tools rely on."""
+
 import json
 import os
 import subprocess
@@ -8,23 +9,38 @@ import pytest
 
 
 def run_cli(*args, tmp_path, smoke="1"):
-    env = {**os.environ, "LABKIT_SMOKE": smoke, "LABKIT_OFFLINE": "1", "MPLBACKEND": "Agg",
-           "LABKIT_DATA": str(tmp_path), "LABKIT_DEVICE": "cpu"}
-    return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    env = {
+        **os.environ,
+        "LABKIT_SMOKE": smoke,
+        "LABKIT_OFFLINE": "1",
+        "MPLBACKEND": "Agg",
+        "LABKIT_DATA": str(tmp_path),
+        "LABKIT_DEVICE": "cpu",
+    }
+    return subprocess.run([sys.executable, "-m", "labkit", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-@pytest.mark.parametrize("model, final_keys, figures", [
-    ("ae", {"test_mse", "seconds_per_epoch"}, {"loss_curves", "reconstructions", "latent_tsne", "random_codes"}),
-    ("vae", {"test_neg_elbo_nats", "test_recon_nats", "test_kl_nats", "seconds_per_epoch"},
-     {"loss_curves", "reconstructions", "prior_samples", "interpolation"}),
-    ("gan", {"seconds_per_epoch", "d_real", "d_fake", "diversity_ratio", "fid_classifier", "class_coverage"},
-     {"real_images", "gan_curves", "progression", "progression_gif", "samples"}),
-])
+@pytest.mark.parametrize(
+    "model, final_keys, figures",
+    [
+        ("ae", {"test_mse", "seconds_per_epoch"}, {"loss_curves", "reconstructions", "latent_tsne", "random_codes"}),
+        (
+            "vae",
+            {"test_neg_elbo_nats", "test_recon_nats", "test_kl_nats", "seconds_per_epoch"},
+            {"loss_curves", "reconstructions", "prior_samples", "interpolation"},
+        ),
+        (
+            "gan",
+            {"seconds_per_epoch", "d_real", "d_fake", "diversity_ratio", "fid_classifier", "class_coverage"},
+            {"real_images", "gan_curves", "progression", "progression_gif", "samples"},
+        ),
+    ],
+)
 def test_train_writes_metrics_json_and_figures(tmp_path, model, final_keys, figures):
     out = tmp_path / "run"
-    result = run_cli("train", model, "--epochs", "1", "--seed", "3", "--out", str(out), "--no-progress",
-                     tmp_path=tmp_path)
+    result = run_cli(
+        "train", model, "--epochs", "1", "--seed", "3", "--out", str(out), "--no-progress", tmp_path=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert "offline subset" in result.stdout  # the fallback is announced
     metrics = json.loads((out / "metrics.json").read_text())
@@ -44,20 +60,24 @@ def test_train_writes_metrics_json_and_figures(tmp_path, model, final_keys, figu
 
 def test_latent2_vae_draws_the_scatter_and_manifold(tmp_path):
     out = tmp_path / "run"
-    result = run_cli("train", "vae", "--variant", "latent2", "--epochs", "1", "--out", str(out), "--no-progress",
-                     tmp_path=tmp_path)
+    result = run_cli(
+        "train", "vae", "--variant", "latent2", "--epochs", "1", "--out", str(out), "--no-progress", tmp_path=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"latent_scatter", "manifold"} <= set(metrics["figures"])
     assert metrics["hyperparameters"]["variant"] == "latent2"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--epochs", "-1"], "epochs must be a whole number >= 0"),
-    (["--batch-size", "0"], "batch_size must be a whole number >= 1"),
-    (["--lr", "0"], "lr must be a positive number"),
-    (["--beta", "1"], "--beta does not apply to ae"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "-1"], "epochs must be a whole number >= 0"),
+        (["--batch-size", "0"], "batch_size must be a whole number >= 1"),
+        (["--lr", "0"], "lr must be a positive number"),
+        (["--beta", "1"], "--beta does not apply to ae"),
+    ],
+)
 def test_bad_arguments_get_a_clear_error_and_no_run(tmp_path, args, message):
     out = tmp_path / "run"
     result = run_cli("train", "ae", "--out", str(out), *args, tmp_path=tmp_path)

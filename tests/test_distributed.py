@@ -1,6 +1,7 @@
 """Training on several processes (``labkit.distributed``): two CPU processes with the gloo backend,
 started by torchrun, must end with identical weights after training on different shards, and only
 rank 0 may write the run. The job itself is tests/ddp_worker.py."""
+
 import json
 import os
 import subprocess
@@ -20,10 +21,23 @@ WORKER = Path(__file__).with_name("ddp_worker.py")
 def job(tmp_path_factory):
     """Run the two-process job once; returns (completed process, output folder, rank 0's dump, rank 1's dump)."""
     out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "LABKIT_SMOKE": "1", "LABKIT_OFFLINE": "1", "LABKIT_DEVICE": "cpu", "MPLBACKEND": "Agg",
-           "OMP_NUM_THREADS": "1", "LABKIT_DATA": str(out), "LABKIT_RUNS": str(out / "runs")}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(WORKER), str(out)], capture_output=True, text=True, env=env, timeout=240)
+    env = {
+        **os.environ,
+        "LABKIT_SMOKE": "1",
+        "LABKIT_OFFLINE": "1",
+        "LABKIT_DEVICE": "cpu",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+        "LABKIT_DATA": str(out),
+        "LABKIT_RUNS": str(out / "runs"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER), str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result, out, torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
 
@@ -39,7 +53,7 @@ def test_ranks_train_on_different_shards_and_end_with_identical_weights(job):
     assert rank0["shard_sums"][0] != rank1["shard_sums"][0]  # the ranks saw different images ...
     for run0, run1 in zip(rank0["ae_runs"], rank1["ae_runs"], strict=True):
         assert _same(run0["before"], run1["before"]) == []
-        assert _same(run0["after"], run1["after"]) == []      # ... and DDP kept their weights equal
+        assert _same(run0["after"], run1["after"]) == []  # ... and DDP kept their weights equal
         assert set(_same(run0["before"], run0["after"])) == set(run0["after"])  # every tensor was trained
     assert len(rank0["ae_runs"]) == 2
 
@@ -62,8 +76,14 @@ def test_only_rank_0_prints_and_writes_the_run(job):
     printed = [line for line in result.stdout.splitlines() if line.startswith('{"model": "ae"')]
     assert len(printed) == 1 and result.stdout.count("labkit: using device") == 1
     files = sorted(p.name for p in (out / "ae").iterdir())
-    assert files == ["checkpoint.pt", "latent_tsne.png", "loss_curves.png", "metrics.json", "random_codes.png",
-                     "reconstructions.png"]
+    assert files == [
+        "checkpoint.pt",
+        "latent_tsne.png",
+        "loss_curves.png",
+        "metrics.json",
+        "random_codes.png",
+        "reconstructions.png",
+    ]
     metrics = json.loads((out / "ae" / "metrics.json").read_text())
     assert metrics["environment"]["processes"] == 2 and metrics["dataset"]["n_train"] == 2000
     assert [r["epoch"] for r in metrics["history"]] == [1]

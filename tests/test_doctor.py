@@ -1,5 +1,6 @@
 """``python -m labkit doctor``: every check passes on this CPU under CUDA's rules, a failing check is a
 FAIL row with its reason and a non-zero exit, and what cannot run here is skipped with the reason."""
+
 import pytest
 
 from labkit import doctor
@@ -13,12 +14,15 @@ def test_the_doctor_passes_every_check_on_this_cpu_under_cudas_rules(cuda_autoca
     table, text = lines, "\n".join(lines)
     for model in ("ae", "vae", "gan", "dcgan", "classifier"):
         assert f"{model}: one epoch, precision auto (fp32)" in text
-        assert any(line.startswith(f"{model}: one epoch, float16 forced") and " pass " in line
-                   and "fp16:" in line for line in table), model
+        assert any(
+            line.startswith(f"{model}: one epoch, float16 forced") and " pass " in line and "fp16:" in line
+            for line in table
+        ), model
     for check in ("resume from a checkpoint", "notebook 04 reuses a run", "dcgan: compiled, two epochs"):
         assert any(line.startswith(check) and " pass " in line for line in table), check
-    assert any(line.startswith("2-process DDP") and "skip" in line and "needs 2 GPUs, 0 visible" in line
-               for line in table)
+    assert any(
+        line.startswith("2-process DDP") and "skip" in line and "needs 2 GPUs, 0 visible" in line for line in table
+    )
     assert "precision 'auto' picks        fp32" in text and "device used                   cpu" in text
     assert "13 passed, 0 failed, 1 skipped" in text
 
@@ -34,7 +38,10 @@ def test_a_failing_check_is_a_fail_row_with_its_reason_and_the_exit_status_says_
     assert doctor.main("cpu", out=lines.append) == 1
     text = "\n".join(lines)
     assert [line.split()[0] for line in lines if line.startswith(("works", "breaks", "cannot"))] == [
-        "works", "breaks", "cannot"]
+        "works",
+        "breaks",
+        "cannot",
+    ]
     assert "FAIL" in next(line for line in lines if line.startswith("breaks"))
     assert "RuntimeError: no kernel image is available for execution on the device (test_doctor.py:" in text
     assert "1 passed, 1 failed, 1 skipped" in text and "Failed: breaks." in text

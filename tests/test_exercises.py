@@ -1,5 +1,6 @@
 """The exercise checks (right answers pass; wrong values, shapes, types and stubs get a message in words),
 the notebooks' exercise cells, and their Questions cells against ``labkit.report.PARTS``."""
+
 import json
 import re
 from pathlib import Path
@@ -12,8 +13,12 @@ import torch.nn.functional as F
 from labkit import exercises, report
 
 ROOT = Path(__file__).resolve().parent.parent
-NOTEBOOK_PARTS = {"01_ae.ipynb": "ae", "02_vae.ipynb": "vae", "03_gan_abstract_art.ipynb": "gan",
-                  "04_compare.ipynb": "compare"}
+NOTEBOOK_PARTS = {
+    "01_ae.ipynb": "ae",
+    "02_vae.ipynb": "vae",
+    "03_gan_abstract_art.ipynb": "gan",
+    "04_compare.ipynb": "compare",
+}
 
 
 def stub(*args):
@@ -22,8 +27,9 @@ def stub(*args):
 
 # --------------------------------------------------------------------------- KL (notebook 02)
 
+
 def kl_right(mu, logvar):
-    return -0.5 * torch.sum(1 + logvar - mu ** 2 - torch.exp(logvar), dim=1)
+    return -0.5 * torch.sum(1 + logvar - mu**2 - torch.exp(logvar), dim=1)
 
 
 def test_a_correct_kl_passes_and_says_what_it_was_compared_with():
@@ -51,18 +57,25 @@ def test_kl_with_a_flipped_sign_is_told_to_check_the_sign():
 
 def test_kl_with_sigma_in_place_of_sigma_squared_shows_both_values():
     def kl_wrong(mu, logvar):
-        return -0.5 * torch.sum(1 + logvar - mu ** 2 - torch.exp(0.5 * logvar), dim=1)
+        return -0.5 * torch.sum(1 + logvar - mu**2 - torch.exp(0.5 * logvar), dim=1)
+
     verdict = exercises.check_kl(kl_wrong)
     assert verdict.status == "wrong"
     assert verdict.message.startswith("not yet right: on case 1") and "largest difference" in verdict.message
 
 
-@pytest.mark.parametrize("result, words", [
-    (lambda mu, logvar: kl_right(mu, logvar).tolist(), "returned a list; expected one number per image as a torch tensor"),
-    (lambda mu, logvar: None, "returned None: did you forget `return`?"),
-    (lambda mu, logvar: "kl", "returned a str"),
-    (lambda mu, logvar: True, "returned a bool"),
-])
+@pytest.mark.parametrize(
+    "result, words",
+    [
+        (
+            lambda mu, logvar: kl_right(mu, logvar).tolist(),
+            "returned a list; expected one number per image as a torch tensor",
+        ),
+        (lambda mu, logvar: None, "returned None: did you forget `return`?"),
+        (lambda mu, logvar: "kl", "returned a str"),
+        (lambda mu, logvar: True, "returned a bool"),
+    ],
+)
 def test_kl_of_the_wrong_type_says_what_was_expected(result, words):
     verdict = exercises.check_kl(result)
     assert verdict.status == "wrong" and words in verdict.message
@@ -73,7 +86,7 @@ def test_kl_returning_numpy_is_accepted_when_the_numbers_are_right():
 
 
 def test_kl_that_crashes_reports_the_error_in_one_line():
-    verdict = exercises.check_kl(lambda mu, logvar: mu @ logvar)      # (B, D) @ (B, D): shapes do not fit
+    verdict = exercises.check_kl(lambda mu, logvar: mu @ logvar)  # (B, D) @ (B, D): shapes do not fit
     assert verdict.status == "wrong"
     assert verdict.message.startswith("your <lambda> raised RuntimeError on mu and logvar of shape (")
     assert "Traceback" not in verdict.message
@@ -87,8 +100,9 @@ def test_passing_the_result_instead_of_the_function_is_explained():
 def test_a_stub_is_not_done_yet_rather_than_an_error():
     verdict = exercises.check_kl(stub)
     assert verdict.status == "not done"
-    assert verdict.message == ("not done yet: stub still raises NotImplementedError. "
-                               "Replace that line with your code and run the cell again.")
+    assert verdict.message == (
+        "not done yet: stub still raises NotImplementedError. Replace that line with your code and run the cell again."
+    )
 
 
 def test_a_check_does_not_change_the_notebooks_random_numbers():
@@ -102,6 +116,7 @@ def test_a_check_does_not_change_the_notebooks_random_numbers():
 
 # --------------------------------------------------------------------------- reparameterize (notebook 02)
 
+
 def reparameterize_right(mu, logvar):
     return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
@@ -110,15 +125,24 @@ def test_a_correct_reparameterisation_passes():
     assert exercises.check_reparameterize(reparameterize_right).status == "correct"
 
 
-@pytest.mark.parametrize("answer, words", [
-    (lambda mu, logvar: mu + torch.exp(logvar) * torch.randn_like(mu), "That is exp(logvar): sigma is exp(logvar / 2)"),
-    (lambda mu, logvar: torch.exp(0.5 * logvar) * torch.randn_like(mu), "have mean"),
-    (lambda mu, logvar: mu + torch.exp(0.5 * logvar), "returned the same z twice"),
-    (lambda mu, logvar: torch.normal(mu.detach(), torch.exp(0.5 * logvar.detach())), "no gradient flows"),
-    (lambda mu, logvar: mu + torch.randn_like(mu), "standard deviation"),
-    (lambda mu, logvar: reparameterize_right(mu, logvar)[:, :1], "expected one sample z per row of mu, the same shape"),
-    (lambda mu, logvar: reparameterize_right(mu, logvar).tolist(), "returned a list"),
-])
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (
+            lambda mu, logvar: mu + torch.exp(logvar) * torch.randn_like(mu),
+            "That is exp(logvar): sigma is exp(logvar / 2)",
+        ),
+        (lambda mu, logvar: torch.exp(0.5 * logvar) * torch.randn_like(mu), "have mean"),
+        (lambda mu, logvar: mu + torch.exp(0.5 * logvar), "returned the same z twice"),
+        (lambda mu, logvar: torch.normal(mu.detach(), torch.exp(0.5 * logvar.detach())), "no gradient flows"),
+        (lambda mu, logvar: mu + torch.randn_like(mu), "standard deviation"),
+        (
+            lambda mu, logvar: reparameterize_right(mu, logvar)[:, :1],
+            "expected one sample z per row of mu, the same shape",
+        ),
+        (lambda mu, logvar: reparameterize_right(mu, logvar).tolist(), "returned a list"),
+    ],
+)
 def test_wrong_reparameterisations_are_explained(answer, words):
     verdict = exercises.check_reparameterize(answer)
     assert verdict.status == "wrong" and words in verdict.message, verdict.message
@@ -131,28 +155,39 @@ def test_reparameterize_stub_and_non_function():
 
 # --------------------------------------------------------------------------- MSE per pixel (notebook 01)
 
-@pytest.mark.parametrize("answer", [
-    lambda x, x_rec: ((x - x_rec) ** 2).mean(),
-    lambda x, x_rec: float(((x - x_rec) ** 2).mean()),                # a plain Python number is fine
-    lambda x, x_rec: F.mse_loss(x, x_rec),
-])
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda x, x_rec: ((x - x_rec) ** 2).mean(),
+        lambda x, x_rec: float(((x - x_rec) ** 2).mean()),  # a plain Python number is fine
+        lambda x, x_rec: F.mse_loss(x, x_rec),
+    ],
+)
 def test_correct_mse_per_pixel_answers_pass(answer):
     assert exercises.check_mse_per_pixel(answer).status == "correct"
 
 
-@pytest.mark.parametrize("answer, words", [
-    (lambda x, x_rec: ((x - x_rec) ** 2).flatten(1).sum(1).mean(), "784 times the right answer, the number of pixels per image"),
-    (lambda x, x_rec: ((x - x_rec) ** 2).sum(), "the number of pixels in the batch: average instead of summing"),
-    (lambda x, x_rec: ((x - x_rec) ** 2).flatten(1).mean(1), "expected one number for the whole batch"),
-    (lambda x, x_rec: (x - x_rec).abs().mean(), "not yet right"),
-    (lambda x, x_rec: np.float64("nan"), "inf or nan"),
-])
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (
+            lambda x, x_rec: ((x - x_rec) ** 2).flatten(1).sum(1).mean(),
+            "784 times the right answer, the number of pixels per image",
+        ),
+        (lambda x, x_rec: ((x - x_rec) ** 2).sum(), "the number of pixels in the batch: average instead of summing"),
+        (lambda x, x_rec: ((x - x_rec) ** 2).flatten(1).mean(1), "expected one number for the whole batch"),
+        (lambda x, x_rec: (x - x_rec).abs().mean(), "not yet right"),
+        (lambda x, x_rec: np.float64("nan"), "inf or nan"),
+    ],
+)
 def test_wrong_mse_per_pixel_answers_are_explained(answer, words):
     verdict = exercises.check_mse_per_pixel(answer)
     assert verdict.status == "wrong" and words in verdict.message, verdict.message
 
 
 # --------------------------------------------------------------------------- discriminator loss (notebook 03)
+
 
 def d_loss_right(real_logits, fake_logits):
     return -(F.logsigmoid(real_logits).mean() + F.logsigmoid(-fake_logits).mean())
@@ -162,19 +197,23 @@ def test_a_correct_discriminator_loss_passes():
     assert exercises.check_discriminator_loss(d_loss_right).status == "correct"
 
 
-@pytest.mark.parametrize("answer, words", [
-    (lambda r, f: -(F.logsigmoid(r).sum() + F.logsigmoid(-f).sum()), "the batch size: average over the batch"),
-    (lambda r, f: -(F.logsigmoid(r) + F.logsigmoid(-f)), "expected one number for the batch"),
-    (lambda r, f: d_loss_right(f, r), "not yet right"),
-    (lambda r, f: -d_loss_right(r, f), "negative of the right answer"),
-    (lambda r, f: [d_loss_right(r, f)], "returned a list"),
-])
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (lambda r, f: -(F.logsigmoid(r).sum() + F.logsigmoid(-f).sum()), "the batch size: average over the batch"),
+        (lambda r, f: -(F.logsigmoid(r) + F.logsigmoid(-f)), "expected one number for the batch"),
+        (lambda r, f: d_loss_right(f, r), "not yet right"),
+        (lambda r, f: -d_loss_right(r, f), "negative of the right answer"),
+        (lambda r, f: [d_loss_right(r, f)], "returned a list"),
+    ],
+)
 def test_wrong_discriminator_losses_are_explained(answer, words):
     verdict = exercises.check_discriminator_loss(answer)
     assert verdict.status == "wrong" and words in verdict.message, verdict.message
 
 
 # --------------------------------------------------------------------------- the notebooks' exercise cells
+
 
 def _text(cell: dict) -> str:
     return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
@@ -192,14 +231,18 @@ def _exercise_cells():
 def test_each_committed_exercise_cell_runs_and_says_not_done_yet(source):
     namespace = {"exercises": exercises}
     *body, last = source.rstrip().splitlines()
-    exec("\n".join(body), namespace)                                  # the student's stub
-    verdict = eval(last, namespace)                                   # the check, the cell's last line
+    exec("\n".join(body), namespace)  # the student's stub
+    verdict = eval(last, namespace)  # the check, the cell's last line
     assert verdict.status == "not done", verdict.message
 
 
 def test_every_notebook_offers_an_exercise():
     assert sorted({p.values[0].split("exercises.")[-1].split("(")[0] for p in _exercise_cells()}) == [
-        "check_discriminator_loss", "check_kl", "check_mse_per_pixel", "check_reparameterize"]
+        "check_discriminator_loss",
+        "check_kl",
+        "check_mse_per_pixel",
+        "check_reparameterize",
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOK_PARTS))
@@ -211,4 +254,5 @@ def test_questions_cell_lists_the_reports_guiding_questions(name):
     listed = re.findall(r"^\d+\. (.+)$", questions[0], flags=re.M)
     assert listed == list(part.questions), (
         f"{name}: the Questions cell must list labkit.report.PARTS[{part.key!r}].questions, one per line:\n"
-        + "\n".join(f"{i}. {q}" for i, q in enumerate(part.questions, 1)))
+        + "\n".join(f"{i}. {q}" for i, q in enumerate(part.questions, 1))
+    )

@@ -1,4 +1,5 @@
 """The explorers' drawing, without widgets: decoded points, the marker, and walks between noise vectors."""
+
 import math
 
 import matplotlib.pyplot as plt
@@ -22,7 +23,7 @@ def test_decoding_a_point_is_the_models_decoding_of_that_point(vae2):
         expected = vae2.decode(torch.tensor([[1.5, -0.25]]))
     assert image.shape == (1, 1, 28, 28)
     torch.testing.assert_close(image, expected)
-    assert not torch.allclose(image, explore.decode_point(vae2, -1.5, 0.25))   # another point, another image
+    assert not torch.allclose(image, explore.decode_point(vae2, -1.5, 0.25))  # another point, another image
 
 
 def test_decode_point_refuses_a_model_whose_latent_space_is_not_two_dimensional():
@@ -38,8 +39,8 @@ def test_explorer_figure_marks_the_point_on_the_scatter_and_shows_its_decoding(v
     assert len(markers) == 1
     assert list(markers[0].get_xdata()) == [0.75] and list(markers[0].get_ydata()) == [-1.25]
     points = scatter_ax.collections[0].get_offsets()
-    assert points.tolist() == codes.tolist()                               # the scatter is of the codes given
-    shown = np.asarray(image_ax.images[0].get_array())     # (28, 28): one grey image, no frame
+    assert points.tolist() == codes.tolist()  # the scatter is of the codes given
+    shown = np.asarray(image_ax.images[0].get_array())  # (28, 28): one grey image, no frame
     decoded = explore.decode_point(vae2, 0.75, -1.25)[0, 0].numpy()
     np.testing.assert_allclose(shown, decoded, atol=1e-6)
     assert "(0.75, -1.25)" in image_ax.get_title()
@@ -61,11 +62,11 @@ def test_slerp_of_two_orthogonal_unit_vectors_halfway_is_their_normalised_sum():
 
 def test_slerp_keeps_the_length_where_the_straight_line_cuts_inside_the_sphere():
     a, b = torch.randn(2, 100, generator=torch.Generator().manual_seed(2))
-    b = b * a.norm() / b.norm()                                            # equal lengths
+    b = b * a.norm() / b.norm()  # equal lengths
     t = torch.linspace(0, 1, 11)
     torch.testing.assert_close(explore.slerp(a, b, t).norm(dim=1), a.norm().expand(11))
     halfway = explore.lerp(a, b, 0.5)[0].norm() / a.norm()
-    assert 0.6 < halfway < 0.8                                             # about 1/sqrt(2) for random directions
+    assert 0.6 < halfway < 0.8  # about 1/sqrt(2) for random directions
 
 
 def test_slerp_of_parallel_vectors_falls_back_to_the_straight_line():
@@ -82,6 +83,7 @@ def test_interpolation_fractions_outside_zero_one_are_refused():
 
 class TinyGenerator(nn.Module):
     """A generator without batch norm, so that each image depends on its own z only."""
+
     latent_dim = 8
 
     def __init__(self):
@@ -103,7 +105,7 @@ def test_walk_ends_are_the_images_of_the_two_noise_vectors():
         torch.testing.assert_close(walk[2], g(z_b[None])[0].detach())
     halfway = {s: explore.walk_images(g, z_a, z_b, 0.5, spherical=s)[0] for s in (True, False)}
     torch.testing.assert_close(halfway[True], g(explore.slerp(z_a, z_b, 0.5)).detach()[0])
-    assert not torch.allclose(halfway[True], halfway[False])               # the two paths differ in the middle
+    assert not torch.allclose(halfway[True], halfway[False])  # the two paths differ in the middle
 
 
 def test_walk_through_a_batch_norm_generator_is_repeatable_and_leaves_it_unchanged():
@@ -111,7 +113,7 @@ def test_walk_through_a_batch_norm_generator_is_repeatable_and_leaves_it_unchang
     g, _ = gan.mlp_gan()
     z_a, z_b = torch.randn(2, g.latent_dim)
     running_mean = [m.running_mean.clone() for m in g.modules() if isinstance(m, nn.BatchNorm1d)]
-    first = explore.walk_images(g, z_a, z_b, 0.3)                           # one image: batch norm still works
+    first = explore.walk_images(g, z_a, z_b, 0.3)  # one image: batch norm still works
     torch.testing.assert_close(first, explore.walk_images(g, z_a, z_b, 0.3))
     assert first.shape == (1, 1, 28, 28) and first.abs().max() <= 1
     after = [m.running_mean for m in g.modules() if isinstance(m, nn.BatchNorm1d)]

@@ -1,5 +1,6 @@
 """The GAN lab: network shapes, DCGAN init, the adversarial losses with known answers, k generator
 steps, the fixed-noise progression and its GIF, the mode-collapse signal, and short real runs."""
+
 import json
 import math
 from dataclasses import replace
@@ -13,8 +14,8 @@ from labkit import device, gan
 from labkit.gan_experiments import DCGANSettings, GANSettings, run_dcgan, run_gan
 from labkit.train import History, fit
 
-
 # --------------------------------------------------------------------------- networks
+
 
 @pytest.mark.parametrize("size, channels", [(28, 1), (32, 3), (64, 3)])
 @pytest.mark.parametrize("downsample", ["stride", "maxpool"])
@@ -53,19 +54,22 @@ def test_discriminator_says_which_size_it_was_built_for():
         gan.DCGANDiscriminator(64)(torch.zeros(2, 3, 32, 32))
 
 
-@pytest.mark.parametrize("build, message", [
-    (lambda: gan.DCGANGenerator(latent_dim=0), "latent_dim"),
-    (lambda: gan.DCGANGenerator(image_size=48), "48 is not supported"),
-    (lambda: gan.DCGANDiscriminator(downsample="avgpool"), "downsample"),
-    (lambda: gan.GANObjective(*gan.mlp_gan(), lr_g=0), "lr_g"),
-    (lambda: gan.GANObjective(*gan.mlp_gan(), lr_d=-1e-4), "lr_d"),
-    (lambda: gan.GANObjective(*gan.mlp_gan(), g_steps=0), "g_steps"),
-    (lambda: gan.GANObjective(*gan.mlp_gan(), real_label=0.0), "real_label"),
-    (lambda: gan.GANObjective(*gan.mlp_gan(), real_label=1.1), "real_label"),
-    (lambda: GANSettings(lr=0), "lr"),
-    (lambda: DCGANSettings(dataset="cifar10", image_size=64), "does not fit cifar10"),
-    (lambda: DCGANSettings(dataset="imagenet"), "unknown dataset"),
-])
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: gan.DCGANGenerator(latent_dim=0), "latent_dim"),
+        (lambda: gan.DCGANGenerator(image_size=48), "48 is not supported"),
+        (lambda: gan.DCGANDiscriminator(downsample="avgpool"), "downsample"),
+        (lambda: gan.GANObjective(*gan.mlp_gan(), lr_g=0), "lr_g"),
+        (lambda: gan.GANObjective(*gan.mlp_gan(), lr_d=-1e-4), "lr_d"),
+        (lambda: gan.GANObjective(*gan.mlp_gan(), g_steps=0), "g_steps"),
+        (lambda: gan.GANObjective(*gan.mlp_gan(), real_label=0.0), "real_label"),
+        (lambda: gan.GANObjective(*gan.mlp_gan(), real_label=1.1), "real_label"),
+        (lambda: GANSettings(lr=0), "lr"),
+        (lambda: DCGANSettings(dataset="cifar10", image_size=64), "does not fit cifar10"),
+        (lambda: DCGANSettings(dataset="imagenet"), "unknown dataset"),
+    ],
+)
 def test_bad_hyperparameters_are_refused_with_a_clear_message(build, message):
     with pytest.raises(ValueError, match=message):
         build()
@@ -84,8 +88,12 @@ def test_dcgan_init_is_normal_0_002_for_convolutions_and_1_002_for_batch_norm():
     for net in gan.dcgan(64, 3):
         convs = torch.cat([m.weight.flatten() for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
         scales = torch.cat([m.weight for m in net.modules() if isinstance(m, nn.BatchNorm2d)])
-        biases = [m.bias for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d))
-                  if m.bias is not None]
+        biases = [
+            m.bias
+            for m in net.modules()
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d))
+            if m.bias is not None
+        ]
         assert abs(convs.mean()) < 5e-4 and convs.std() == pytest.approx(0.02, abs=5e-4)
         assert scales.mean() == pytest.approx(1.0, abs=3e-3) and scales.std() == pytest.approx(0.02, abs=3e-3)
         assert all((b == 0).all() for b in biases)
@@ -94,6 +102,7 @@ def test_dcgan_init_is_normal_0_002_for_convolutions_and_1_002_for_batch_norm():
 
 
 # --------------------------------------------------------------------------- losses and the objective
+
 
 def test_discriminator_loss_with_label_smoothing_equals_the_hand_computed_value():
     ln3 = math.log(3)
@@ -176,13 +185,20 @@ def test_sampling_leaves_the_generator_unchanged():
 
 # --------------------------------------------------------------------------- progression and GIF
 
+
 def test_fixed_noise_frames_and_gif_have_one_frame_per_epoch(mnist_offline, tmp_path):
     device.seed_everything(0)
     G, D = gan.dcgan(28, 1, width=16)
     recorder = gan.FixedNoise(G, n=16, seed=1)
     z = recorder.z.clone()
-    history = fit(gan.GANObjective(G, D), mnist_offline.train_x[:256], epochs=3, batch_size=64,
-                  callbacks=[recorder], progress=False)
+    history = fit(
+        gan.GANObjective(G, D),
+        mnist_offline.train_x[:256],
+        epochs=3,
+        batch_size=64,
+        callbacks=[recorder],
+        progress=False,
+    )
     assert recorder.epochs == [1, 2, 3] and len(history) == 3
     assert torch.equal(recorder.z, z)  # drawn once
     assert not torch.equal(recorder.frames[0], recorder.frames[-1])  # G learned between epochs
@@ -211,6 +227,7 @@ def test_progression_figure_shows_at_most_max_rows_with_first_and_last_epoch():
 
 # --------------------------------------------------------------------------- mode collapse
 
+
 def test_diversity_known_answers():
     zeros, ones = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
     assert gan.diversity(torch.cat([zeros, ones])) == pytest.approx(2.0)  # sqrt(4 pixels * 1^2)
@@ -227,6 +244,7 @@ def test_diversity_ratio_is_1_for_real_data_and_0_for_a_collapsed_generator(mnis
 
 
 # --------------------------------------------------------------------------- short real runs
+
 
 def test_two_epochs_of_the_mnist_gan_move_samples_towards_the_data(mnist_offline):
     device.seed_everything(0)
@@ -298,7 +316,9 @@ def test_the_loss_floor_under_label_smoothing_is_the_binary_entropy_of_the_real_
     assert gan.smallest_discriminator_loss(0.9) == pytest.approx(0.3251, abs=1e-4)
     # a perfect discriminator reaches it: logits of exactly real_label on real images, -inf on fakes
     real, fake = torch.full((4, 1), math.log(0.9 / 0.1)), torch.full((4, 1), -50.0)
-    assert float(gan.discriminator_loss(real, fake, 0.9)) == pytest.approx(gan.smallest_discriminator_loss(0.9), abs=1e-6)
+    assert float(gan.discriminator_loss(real, fake, 0.9)) == pytest.approx(
+        gan.smallest_discriminator_loss(0.9), abs=1e-6
+    )
 
 
 def test_a_smoothed_discriminator_at_its_loss_floor_is_caught_and_not_told_to_smooth_again():
@@ -340,4 +360,4 @@ def test_a_long_run_animates_at_most_max_frames_keeping_the_first_and_last_epoch
         first = gif.convert("L").getpixel((20, 40))
         gif.seek(9)
         last = gif.convert("L").getpixel((20, 40))
-    assert first < 10 and last > 245       # epoch 1 (black images) and epoch 60 (white images)
+    assert first < 10 and last > 245  # epoch 1 (black images) and epoch 60 (white images)

@@ -5,13 +5,14 @@ what CUDA refuses; checkpoints saved on a GPU load on the CPU and the other way 
 Kaggle's two GPUs resumes on one; Colab's shell gets live plots; a GPU too old for torch is refused
 with advice; float32 on Apple's MPS needs no autocast at all.
 """
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from cuda_rules import CUDA_AUTOCAST_REFUSAL, save_as_if_on_gpu
+
 from labkit import checkpoint as ckpt
 from labkit import compare, device, gan, metrics, plots
 from labkit.data import load_mnist
@@ -25,20 +26,22 @@ pytestmark = pytest.mark.gpu_emulation
 
 # --------------------------------------------------------------------------- autocast
 
+
 def test_the_emulation_refuses_binary_cross_entropy_under_autocast_as_cuda_does(cuda_autocast_rules):
     p, x = torch.rand(4, 3), torch.rand(4, 3).round()
-    F.binary_cross_entropy(p, x)                                    # autocast off: allowed, as on CUDA
+    F.binary_cross_entropy(p, x)  # autocast off: allowed, as on CUDA
     with torch.autocast("cpu", dtype=torch.bfloat16):
         with pytest.raises(RuntimeError, match="unsafe to autocast"):
             F.binary_cross_entropy(p, x)
         with pytest.raises(RuntimeError, match="unsafe to autocast"):
             torch.nn.BCELoss()(p, x)
-        F.binary_cross_entropy_with_logits(torch.logit(p), x)       # the safe form goes through
+        F.binary_cross_entropy_with_logits(torch.logit(p), x)  # the safe form goes through
     assert CUDA_AUTOCAST_REFUSAL.startswith("torch.nn.functional.binary_cross_entropy")
 
 
 def _objectives():
     """(name, a fresh objective, images, batch size, labels) for every objective of the course."""
+
     def ae(x):
         return AutoencoderObjective(Autoencoder(latent_dim=8))
 
@@ -61,7 +64,8 @@ def _objectives():
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 @pytest.mark.parametrize("name", list(_objectives()))
 def test_every_objective_trains_and_evaluates_an_epoch_in_mixed_precision_under_cudas_rules(
-        name, precision, cuda_autocast_rules, mnist_offline):
+    name, precision, cuda_autocast_rules, mnist_offline
+):
     torch.manual_seed(0)
     x, y = mnist_offline.train_x[:192], mnist_offline.train_y[:192]
     test_x, test_y = mnist_offline.test_x[:100], mnist_offline.test_y[:100]
@@ -81,11 +85,11 @@ def test_the_autoencoders_test_bce_is_the_bernoulli_nll_of_its_reconstructions(c
     objective = AutoencoderObjective(model)
     objective.precision = Precision("cpu", "bf16")
     x = mnist_offline.test_x[:50]
-    result = evaluate(objective, x)          # under autocast: this is where notebook 01 stopped on a GPU
+    result = evaluate(objective, x)  # under autocast: this is where notebook 01 stopped on a GPU
     with torch.no_grad():
         r = model(x).clamp(1e-6, 1 - 1e-6)
         expected = -(x * r.log() + (1 - x) * (1 - r).log()).sum() / len(x)
-    assert result["bce"] == pytest.approx(float(expected), rel=2e-2)   # bf16 matmuls: about 1 %
+    assert result["bce"] == pytest.approx(float(expected), rel=2e-2)  # bf16 matmuls: about 1 %
 
 
 def test_reconstruction_metrics_run_under_autocast(cuda_autocast_rules, mnist_offline):
@@ -99,22 +103,32 @@ def test_reconstruction_metrics_run_under_autocast(cuda_autocast_rules, mnist_of
 
 # --------------------------------------------------------------------------- checkpoints across devices
 
+
 def _ae_fit(x, folder, epochs, seed=0):
     torch.manual_seed(seed)
     objective = AutoencoderObjective(Autoencoder(latent_dim=8))
-    history = fit(objective, x, x[:64], epochs=epochs, batch_size=64, progress=False, checkpoint=folder,
-                  config={"latent_dim": 8, "epochs": epochs})
+    history = fit(
+        objective,
+        x,
+        x[:64],
+        epochs=epochs,
+        batch_size=64,
+        progress=False,
+        checkpoint=folder,
+        config={"latent_dim": 8, "epochs": epochs},
+    )
     return objective, history
 
 
-def test_a_run_saved_on_a_gpu_resumes_on_the_cpu_and_ends_like_an_uninterrupted_run(tmp_path, monkeypatch,
-                                                                                   mnist_offline):
+def test_a_run_saved_on_a_gpu_resumes_on_the_cpu_and_ends_like_an_uninterrupted_run(
+    tmp_path, monkeypatch, mnist_offline
+):
     x = mnist_offline.train_x[:256]
     full, full_history = _ae_fit(x, tmp_path / "full", 3)
     with monkeypatch.context() as gpu:
         save_as_if_on_gpu(gpu)
-        _ae_fit(x, tmp_path / "cut", 2)                               # "a GPU session", cut off after 2 epochs
-    with pytest.raises(RuntimeError, match="CUDA"):                   # the file really is a GPU checkpoint
+        _ae_fit(x, tmp_path / "cut", 2)  # "a GPU session", cut off after 2 epochs
+    with pytest.raises(RuntimeError, match="CUDA"):  # the file really is a GPU checkpoint
         torch.load(tmp_path / "cut" / ckpt.FILE_NAME, weights_only=True)
     resumed, resumed_history = _ae_fit(x, tmp_path / "cut", 3, seed=7)  # resumed on the CPU
     assert [r["test_loss"] for r in resumed_history] == [r["test_loss"] for r in full_history]
@@ -131,9 +145,9 @@ def test_notebook_04_reuses_a_cpu_run_on_another_device(tmp_path, monkeypatch, m
     monkeypatch.setenv("LABKIT_DATA", str(tmp_path / "data"))
     (tmp_path / "data").mkdir()
     cfg = AESettings(epochs=1)
-    run_ae(cfg, progress=False)                                       # notebook 01, on the CPU
+    run_ae(cfg, progress=False)  # notebook 01, on the CPU
     saved = ckpt.safe_load(tmp_path / "runs" / "ae" / ckpt.FILE_NAME)
-    data = load_mnist("cpu", verbose=False)                           # the same smoke-mode split
+    data = load_mnist("cpu", verbose=False)  # the same smoke-mode split
     model = compare.trained("ae", data, torch.device("meta"), cfg, progress=False)  # notebook 04, "on a GPU"
     assert model.reused and len(model.history) == 1
     assert all(p.device.type == "meta" for p in model.objective.model.parameters())
@@ -157,10 +171,11 @@ def test_generator_states_of_as_many_gpus_as_exist_are_restored(fake_gpus, saved
     gpus = fake_gpus(saved_on)
     state = ckpt.rng_state()
     assert len(state.get("cuda", [])) == saved_on
-    state = ckpt.safe_load(ckpt.atomic_save({"format": ckpt.FORMAT, "version": ckpt.VERSION, "rng": state},
-                                            _tmp_file()))["rng"]
+    state = ckpt.safe_load(
+        ckpt.atomic_save({"format": ckpt.FORMAT, "version": ckpt.VERSION, "rng": state}, _tmp_file())
+    )["rng"]
     gpus = fake_gpus(resumed_on)
-    ckpt.set_rng_state(state)                      # Kaggle's 2 x T4 -> Colab's one T4: device 1 is not there
+    ckpt.set_rng_state(state)  # Kaggle's 2 x T4 -> Colab's one T4: device 1 is not there
     assert sorted(gpus.restored) == list(range(min(saved_on, resumed_on)))
     for index, restored in gpus.restored.items():
         assert torch.equal(restored, torch.full((16,), 10 + index, dtype=torch.uint8))
@@ -174,6 +189,7 @@ def _tmp_file():
 
 
 # --------------------------------------------------------------------------- platforms and devices
+
 
 def test_live_loss_plots_appear_in_colabs_shell(colab_shell, monkeypatch):
     shown = []
@@ -198,8 +214,7 @@ def test_a_terminal_ipython_is_not_a_notebook(monkeypatch):
     assert not plots.in_notebook()
 
 
-def test_a_gpu_this_torch_cannot_run_falls_back_to_the_cpu_and_says_what_to_choose(fake_gpu_model, monkeypatch,
-                                                                                   capsys):
+def test_a_gpu_this_torch_cannot_run_falls_back_to_the_cpu_and_says_what_to_choose(fake_gpu_model, monkeypatch, capsys):
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     monkeypatch.setattr(device, "_announced", set())
     fake_gpu_model("Tesla P100-PCIE-16GB", (6, 0))
@@ -211,14 +226,17 @@ def test_a_gpu_this_torch_cannot_run_falls_back_to_the_cpu_and_says_what_to_choo
         device.pick_device("cuda")
 
 
-@pytest.mark.parametrize("capability, arch_list, supported", [
-    ((7, 5), ["sm_75", "sm_80"], True),               # T4
-    ((8, 9), ["sm_75", "sm_80", "sm_86"], True),      # L4: sm_86 kernels run on 8.9
-    ((9, 0), ["sm_80", "compute_80"], True),          # H100 through PTX compiled on the fly
-    ((6, 0), ["sm_75", "sm_80", "compute_70"], False),  # P100: nothing for 6.x
-    ((7, 0), ["sm_75", "sm_80"], False),              # V100: sm_75 kernels need 7.5
-    ((9, 0), ["sm_90a"], True),
-])
+@pytest.mark.parametrize(
+    "capability, arch_list, supported",
+    [
+        ((7, 5), ["sm_75", "sm_80"], True),  # T4
+        ((8, 9), ["sm_75", "sm_80", "sm_86"], True),  # L4: sm_86 kernels run on 8.9
+        ((9, 0), ["sm_80", "compute_80"], True),  # H100 through PTX compiled on the fly
+        ((6, 0), ["sm_75", "sm_80", "compute_70"], False),  # P100: nothing for 6.x
+        ((7, 0), ["sm_75", "sm_80"], False),  # V100: sm_75 kernels need 7.5
+        ((9, 0), ["sm_90a"], True),
+    ],
+)
 def test_which_gpus_a_torch_build_supports(fake_gpu_model, capability, arch_list, supported):
     fake_gpu_model("some GPU", capability, arch_list)
     assert (device.unsupported_gpu() is None) is supported

@@ -1,5 +1,6 @@
 """Submitting and grading a class: real runs made here, packed by ``labkit submit``, then a class of
 honest and dishonest submissions and hostile archives graded by ``labkit grade``."""
+
 import csv
 import io
 import json
@@ -47,8 +48,16 @@ def course(tmp_path_factory):
         cfg = experiments.AESettings(epochs=2)
         data = experiments.load_mnist("cpu", verbose=False)
         torch.manual_seed(5)
-        fit(cfg.objective("cpu"), data.train_x, data.test_x, epochs=2, batch_size=32, progress=False,
-            checkpoint=other, config=asdict(cfg))
+        fit(
+            cfg.objective("cpu"),
+            data.train_x,
+            data.test_x,
+            epochs=2,
+            batch_size=32,
+            progress=False,
+            checkpoint=other,
+            config=asdict(cfg),
+        )
     finally:
         _set_env(**old)
     return root
@@ -129,8 +138,14 @@ def graded(course, tmp_path_factory):
     shutil.copy(inbox / "alice.zip", inbox / "oscar.zip")
     _rewrite_member(inbox / "oscar.zip", "runs/ae/weights.pt", pickle.dumps({"modules": MakesAFolder()}, protocol=2))
     oscar_report = zipfile.ZipFile(inbox / "oscar.zip").read("REPORT.md").decode()
-    _rewrite_member(inbox / "oscar.zip", "REPORT.md", oscar_report.replace(HONEST["alice"], "Oscar's own words "
-                    "on autoencoders: a bottleneck forces compression, the decoder learns a prior shape.").encode())
+    _rewrite_member(
+        inbox / "oscar.zip",
+        "REPORT.md",
+        oscar_report.replace(
+            HONEST["alice"],
+            "Oscar's own words on autoencoders: a bottleneck forces compression, the decoder learns a prior shape.",
+        ).encode(),
+    )
 
     out = tmp / "grades"
     book, class_report = grade.grade(inbox, out, reference=course / "runs")
@@ -142,9 +157,16 @@ def test_a_submission_holds_the_report_figures_metrics_and_half_precision_weight
     folder = _student_folder(course, tmp_path, "alice", HONEST["alice"])
     path, warnings = submit.build_submission(folder / "runs", tmp_path / "alice.zip")
     names = zipfile.ZipFile(path).namelist()
-    assert {"manifest.json", "REPORT.md", "environment.json", "runs/ae/metrics.json", "runs/ae/weights.pt",
-            "runs/gan/weights.pt", "REPORT_files/gan/progression.gif"} <= set(names)
-    assert not [n for n in names if n.endswith("checkpoint.pt")]          # no optimiser state
+    assert {
+        "manifest.json",
+        "REPORT.md",
+        "environment.json",
+        "runs/ae/metrics.json",
+        "runs/ae/weights.pt",
+        "runs/gan/weights.pt",
+        "REPORT_files/gan/progression.gif",
+    } <= set(names)
+    assert not [n for n in names if n.endswith("checkpoint.pt")]  # no optimiser state
     weights = torch.load(io.BytesIO(zipfile.ZipFile(path).read("runs/ae/weights.pt")), weights_only=True)
     assert {t.dtype for t in weights["modules"]["model"].values()} == {torch.float16}
     assert warnings == []
@@ -233,14 +255,14 @@ def test_unpack_refuses_members_that_point_outside(tmp_path, member, reason):
 
 def test_unpack_refuses_links_and_stops_a_zip_bomb(tmp_path, monkeypatch):
     link = zipfile.ZipInfo("link")
-    link.external_attr = (0o120777 << 16)
+    link.external_attr = 0o120777 << 16
     with zipfile.ZipFile(tmp_path / "link.zip", "w") as z:
         z.writestr(link, "/etc/passwd")
     with pytest.raises(submit.Refused, match="symbolic link"):
         submit.unpack(tmp_path / "link.zip", tmp_path / "d1")
     monkeypatch.setattr(submit, "MAX_MEMBER_BYTES", 1 << 20)
     with zipfile.ZipFile(tmp_path / "bomb.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
-        z.writestr("zeros.bin", b"\0" * (5 << 20))                   # 5 MB of zeros, a few kB packed
+        z.writestr("zeros.bin", b"\0" * (5 << 20))  # 5 MB of zeros, a few kB packed
     assert (tmp_path / "bomb.zip").stat().st_size < 50_000
     with pytest.raises(submit.Refused, match="expands past the size limit"):
         submit.unpack(tmp_path / "bomb.zip", tmp_path / "d2")
@@ -248,9 +270,19 @@ def test_unpack_refuses_links_and_stops_a_zip_bomb(tmp_path, monkeypatch):
 
 
 def test_implausible_values_are_flagged():
-    record = {"epochs": 3, "history": [{}, {}], "hyperparameters": {"epochs": 5}, "dataset": {"name": "MNIST"},
-              "final": {"class_coverage": 12, "fid_classifier": 0.5, "test_mse": -1.0,
-                        "vae_test_neg_elbo_nats": 90.0, "vae_iwae_k64_nats": 95.0}}
+    record = {
+        "epochs": 3,
+        "history": [{}, {}],
+        "hyperparameters": {"epochs": 5},
+        "dataset": {"name": "MNIST"},
+        "final": {
+            "class_coverage": 12,
+            "fid_classifier": 0.5,
+            "test_mse": -1.0,
+            "vae_test_neg_elbo_nats": 90.0,
+            "vae_iwae_k64_nats": 95.0,
+        },
+    }
     flags = grade.plausibility_flags({"gan": record}, {grade._data_key(record): 3.3})
     text = "; ".join(flags)
     assert "history holds 2" in text and "trained 3 of the 5 epochs" in text

@@ -1,4 +1,5 @@
 """Badges and the Colab/Kaggle set-up cell: one repository setting, and every notebook agrees with it."""
+
 import json
 import shutil
 from pathlib import Path
@@ -14,9 +15,11 @@ OTHER = "https://github.com/some-teacher/genmodels-2025"
 
 def test_badge_links_have_the_formats_colab_and_kaggle_expect():
     assert hosted.colab_url("01_ae.ipynb", OTHER) == (
-        "https://colab.research.google.com/github/some-teacher/genmodels-2025/blob/main/notebooks/01_ae.ipynb")
+        "https://colab.research.google.com/github/some-teacher/genmodels-2025/blob/main/notebooks/01_ae.ipynb"
+    )
     assert hosted.kaggle_url("01_ae.ipynb", OTHER) == (
-        "https://kaggle.com/kernels/welcome?src=https://github.com/some-teacher/genmodels-2025/blob/main/notebooks/01_ae.ipynb")
+        "https://kaggle.com/kernels/welcome?src=https://github.com/some-teacher/genmodels-2025/blob/main/notebooks/01_ae.ipynb"
+    )
 
 
 @pytest.mark.parametrize("bad", ["github.com/owner/repo", "https://gitlab.com/owner/repo", "https://github.com/owner"])
@@ -41,7 +44,7 @@ def _copy_notebooks(tmp_path: Path) -> Path:
 def test_check_fails_for_another_repository_until_the_notebooks_are_synced(tmp_path):
     folder = _copy_notebooks(tmp_path)
     before = {p.name: hosted.problems(p, OTHER) for p in hosted.notebooks(folder)}
-    assert all(len(found) == 2 for found in before.values()), before   # badges and set-up cell both differ
+    assert all(len(found) == 2 for found in before.values()), before  # badges and set-up cell both differ
     changed = hosted.sync_notebooks(folder, OTHER)
     assert sorted(p.name for p in changed) == sorted(p.name for p in NOTEBOOKS)
     for path in hosted.notebooks(folder):
@@ -49,19 +52,31 @@ def test_check_fails_for_another_repository_until_the_notebooks_are_synced(tmp_p
         text = path.read_text()
         assert hosted.REPOSITORY not in text and f"git+{OTHER}" in text
         assert text.count("[![Open in Colab]") == 1 and text.count(hosted.SETUP_CELL_ID) == 1
-    assert hosted.sync_notebooks(folder, OTHER) == []                 # syncing twice changes nothing
+    assert hosted.sync_notebooks(folder, OTHER) == []  # syncing twice changes nothing
 
 
 def test_sync_adds_badges_and_set_up_cell_to_a_notebook_that_has_none(tmp_path):
-    nb = {"cells": [{"cell_type": "markdown", "id": "t", "metadata": {}, "source": ["# Notebook 09: new\n", "\n", "Intro."]},
-                    {"cell_type": "markdown", "id": "m", "metadata": {}, "source": ["## Set-up"]},
-                    {"cell_type": "code", "id": "imports", "metadata": {}, "outputs": [], "execution_count": None,
-                     "source": ["import labkit"]}],
-          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "id": "t", "metadata": {}, "source": ["# Notebook 09: new\n", "\n", "Intro."]},
+            {"cell_type": "markdown", "id": "m", "metadata": {}, "source": ["## Set-up"]},
+            {
+                "cell_type": "code",
+                "id": "imports",
+                "metadata": {},
+                "outputs": [],
+                "execution_count": None,
+                "source": ["import labkit"],
+            },
+        ],
+        "metadata": {},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     (tmp_path / "09_new.ipynb").write_text(json.dumps(nb))
     hosted.sync_notebooks(tmp_path, OTHER)
     cells = json.loads((tmp_path / "09_new.ipynb").read_text())["cells"]
-    assert [c.get("id") for c in cells] == ["t", "m", hosted.SETUP_CELL_ID, "imports"]   # before the imports
+    assert [c.get("id") for c in cells] == ["t", "m", hosted.SETUP_CELL_ID, "imports"]  # before the imports
     title = "".join(cells[0]["source"])
     assert title.startswith("# Notebook 09: new\n\n[![Open in Colab]") and title.endswith("Intro.")
     assert hosted.problems(tmp_path / "09_new.ipynb", OTHER) == []
@@ -122,15 +137,18 @@ def test_set_up_cell_installs_nothing_outside_colab_and_kaggle(monkeypatch, caps
     assert capsys.readouterr().out.strip() == "Not on Colab or Kaggle: using the labkit installed in this environment."
 
 
-@pytest.mark.parametrize("platform, advice", [("Kaggle", "Settings > Accelerator > GPU T4 x2"),
-                                              ("Colab", "Runtime > Change runtime type > T4 GPU")])
-def test_set_up_cell_on_a_hosted_platform_installs_labkit_and_says_how_to_get_a_gpu(monkeypatch, capsys,
-                                                                                    platform, advice):
+@pytest.mark.parametrize(
+    "platform, advice",
+    [("Kaggle", "Settings > Accelerator > GPU T4 x2"), ("Colab", "Runtime > Change runtime type > T4 GPU")],
+)
+def test_set_up_cell_on_a_hosted_platform_installs_labkit_and_says_how_to_get_a_gpu(
+    monkeypatch, capsys, platform, advice
+):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     shell = _run_setup_cell(monkeypatch, platform)
-    assert shell.magics == [("pip", f'install -q "labkit @ git+{OTHER}@main"')]   # no -U: keep the platform's torch
+    assert shell.magics == [("pip", f'install -q "labkit @ git+{OTHER}@main"')]  # no -U: keep the platform's torch
     out = capsys.readouterr().out
     assert f"No GPU in this {platform} runtime" in out and advice in out
 
@@ -138,7 +156,7 @@ def test_set_up_cell_on_a_hosted_platform_installs_labkit_and_says_how_to_get_a_
 def test_set_up_cell_is_silent_about_the_gpu_when_there_is_one(monkeypatch, capsys):
     import torch
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)   # a T4, which current torch supports
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a T4, which current torch supports
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=0: (7, 5))
     monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"])
     _run_setup_cell(monkeypatch, "Colab")

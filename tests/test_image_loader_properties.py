@@ -7,6 +7,7 @@ a (N, 3, S, S) uint8 tensor of the right colours, and one warning that counts th
 
 Each example writes into its own temporary folder (hypothesis runs many examples per test call, so
 pytest's ``tmp_path`` would be shared between them), with the cache in that folder too."""
+
 import io
 import tempfile
 import warnings
@@ -25,28 +26,56 @@ from labkit import settings as labkit_settings
 
 # small example counts: the whole file runs in seconds; no example database (a failure prints its blob);
 # no explain phase and one bug per test, so that a failure is shrunk and reported in seconds, not minutes
-FAST = settings(max_examples=30, deadline=None, database=None, print_blob=True, report_multiple_bugs=False,
-                phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    report_multiple_bugs=False,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
-SUFFIXES = [".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff",
-            ".JPG", ".JPEG", ".PNG", ".GIF", ".BMP", ".WEBP", ".TIFF", ".Jpg", ".pNg"]
+SUFFIXES = [
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".gif",
+    ".bmp",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".JPG",
+    ".JPEG",
+    ".PNG",
+    ".GIF",
+    ".BMP",
+    ".WEBP",
+    ".TIFF",
+    ".Jpg",
+    ".pNg",
+]
 FOLDERS = ["", "a/", "a/b/", "B/", "shelf.png/"]  # shelf.png/ is a directory with an image name
 
 # (format, mode) pairs Pillow writes and reads back with a known colour; tolerance for lossy formats
 LOSSY = {"JPEG": 8, "WEBP-lossy": 8}
-COMBOS = ([("PNG", m) for m in ("1", "L", "P", "P+transparency", "RGB", "RGBA", "LA", "I;16")]
-          + [("JPEG", m) for m in ("1", "L", "RGB", "CMYK")]
-          + [("GIF", m) for m in ("1", "L", "P", "P+transparency", "RGB", "animated")]
-          + [("BMP", m) for m in ("1", "L", "P", "RGB")]
-          + [("WEBP", m) for m in ("L", "RGB", "RGBA")] + [("WEBP-lossy", "RGB")]
-          + [("TIFF", m) for m in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I", "F", "I;16")])
+COMBOS = (
+    [("PNG", m) for m in ("1", "L", "P", "P+transparency", "RGB", "RGBA", "LA", "I;16")]
+    + [("JPEG", m) for m in ("1", "L", "RGB", "CMYK")]
+    + [("GIF", m) for m in ("1", "L", "P", "P+transparency", "RGB", "animated")]
+    + [("BMP", m) for m in ("1", "L", "P", "RGB")]
+    + [("WEBP", m) for m in ("L", "RGB", "RGBA")]
+    + [("WEBP-lossy", "RGB")]
+    + [("TIFF", m) for m in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "I", "F", "I;16")]
+)
 
 channel = st.integers(0, 255)
 # 1x1 up to 300 x 20 and 20 x 300: very thin and very wide images as well as tiny squares
-image_sizes = st.one_of(st.tuples(st.integers(1, 300), st.integers(1, 20)),
-                        st.tuples(st.integers(1, 20), st.integers(1, 300)),
-                        st.tuples(st.integers(1, 40), st.integers(1, 40)))
+image_sizes = st.one_of(
+    st.tuples(st.integers(1, 300), st.integers(1, 20)),
+    st.tuples(st.integers(1, 20), st.integers(1, 300)),
+    st.tuples(st.integers(1, 40), st.integers(1, 40)),
+)
 
 
 @contextmanager
@@ -120,8 +149,10 @@ def noise_image(seed: int, fmt: str, size: tuple[int, int]) -> bytes:
 
 
 # Pillow's own warnings about the corrupt files written here on purpose (the loader's warning is asserted on)
-pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning:PIL"),
-              pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")]
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::UserWarning:PIL"),
+    pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning"),
+]
 
 FORMATS = ["JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF"]
 HTML = b"<!DOCTYPE html><html><body>403 Forbidden</body></html>"
@@ -141,8 +172,18 @@ def broken_files(draw):
     return data[: draw(st.integers(0, len(data) // 2))]
 
 
-MAGIC = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"GIF87a", b"BM", b"RIFF\x00\x00\x00\x00WEBPVP8 ",
-         b"II*\x00", b"MM\x00*", b"P6\n", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"]
+MAGIC = [
+    b"\x89PNG\r\n\x1a\n",
+    b"\xff\xd8\xff\xe0",
+    b"GIF89a",
+    b"GIF87a",
+    b"BM",
+    b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+    b"II*\x00",
+    b"MM\x00*",
+    b"P6\n",
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR",
+]
 
 
 @st.composite
@@ -154,13 +195,18 @@ def fuzzed_files(draw):
         return draw(st.binary(max_size=300))
     if kind == "magic":
         return draw(st.sampled_from(MAGIC)) + draw(st.binary(max_size=300))
-    data = bytearray(noise_image(draw(st.integers(0, 2**16)), draw(st.sampled_from(FORMATS)),
-                                 draw(st.tuples(st.integers(1, 24), st.integers(1, 24)))))
+    data = bytearray(
+        noise_image(
+            draw(st.integers(0, 2**16)),
+            draw(st.sampled_from(FORMATS)),
+            draw(st.tuples(st.integers(1, 24), st.integers(1, 24))),
+        )
+    )
     start = draw(st.integers(0, len(data) - 1))
     if kind == "cut":
         return bytes(data[:start])
     patch = draw(st.binary(min_size=1, max_size=16))
-    data[start:start + len(patch)] = patch
+    data[start : start + len(patch)] = patch
     return bytes(data)
 
 
@@ -186,11 +232,15 @@ def load(folder: Path, size: int, cache_dir: Path | None = None):
 
 # --------------------------------------------------------------------------- the folder loader
 
+
 @FAST
-@given(good=st.lists(st.tuples(good_images(), st.sampled_from(FOLDERS), st.sampled_from(SUFFIXES)), max_size=4),
-       broken=st.lists(st.tuples(broken_files(), st.sampled_from(SUFFIXES)), max_size=3),
-       fuzzed=st.lists(st.tuples(fuzzed_files(), st.sampled_from(SUFFIXES)), max_size=3),
-       decoys=st.booleans(), size=st.integers(1, 40))
+@given(
+    good=st.lists(st.tuples(good_images(), st.sampled_from(FOLDERS), st.sampled_from(SUFFIXES)), max_size=4),
+    broken=st.lists(st.tuples(broken_files(), st.sampled_from(SUFFIXES)), max_size=3),
+    fuzzed=st.lists(st.tuples(fuzzed_files(), st.sampled_from(SUFFIXES)), max_size=3),
+    decoys=st.booleans(),
+    size=st.integers(1, 40),
+)
 def test_loader_keeps_exactly_the_decodable_files_and_counts_the_rest(good, broken, fuzzed, decoys, size):
     with scratch() as tmp:
         folder, cache = tmp / "gallery", tmp / "cache"
@@ -277,8 +327,11 @@ def test_loader_keeps_exactly_the_decodable_files_and_counts_the_rest(good, brok
 
 
 @FAST
-@given(good=st.lists(good_images(), min_size=1, max_size=3), broken=st.lists(broken_files(), max_size=2),
-       size=st.sampled_from([32, 64]))
+@given(
+    good=st.lists(good_images(), min_size=1, max_size=3),
+    broken=st.lists(broken_files(), max_size=2),
+    size=st.sampled_from([32, 64]),
+)
 def test_abstract_art_from_a_local_folder_is_floats_in_0_1_cached_under_the_data_root(good, broken, size):
     with scratch() as root, pytest.MonkeyPatch.context() as mp:
         mp.setenv("LABKIT_DATA", str(root))  # the cache goes under this data root, never into the checkout
@@ -306,6 +359,7 @@ def test_abstract_art_from_a_local_folder_is_floats_in_0_1_cached_under_the_data
 
 
 # --------------------------------------------------------------------------- one file
+
 
 @FAST
 @given(blob=st.one_of(fuzzed_files(), broken_files()), size=st.integers(1, 48), suffix=st.sampled_from(SUFFIXES))

@@ -1,4 +1,5 @@
 """Known answers for the VAE's loss pieces (notebook 02, "The loss")."""
+
 import math
 
 import pytest

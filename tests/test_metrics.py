@@ -1,4 +1,5 @@
 """Known answers for the comparison metrics of notebook 04."""
+
 import math
 
 import pytest
@@ -29,6 +30,7 @@ def test_classifier_learns_digits_and_is_cached(classifier, mnist_offline, tmp_p
     cache = tmp_path / "cache"
     first, acc_first = metrics.digit_classifier(mnist_offline, epochs=1, cache_dir=cache)
     import labkit.train
+
     monkeypatch.setattr(labkit.train, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
     second, acc_second = metrics.digit_classifier(mnist_offline, epochs=1, cache_dir=cache)
     assert acc_second == acc_first
@@ -44,7 +46,9 @@ def test_changed_data_gets_its_own_classifier(mnist_offline):
 
 
 def test_frechet_distance_of_a_set_against_itself_is_zero(classifier, mnist_offline):
-    assert metrics.frechet_distance(classifier[0], mnist_offline.test_x, mnist_offline.test_x) == pytest.approx(0, abs=1e-3)
+    assert metrics.frechet_distance(classifier[0], mnist_offline.test_x, mnist_offline.test_x) == pytest.approx(
+        0, abs=1e-3
+    )
 
 
 def test_frechet_distance_real_digits_against_noise_is_large(classifier, mnist_offline):
@@ -105,8 +109,9 @@ def test_reconstruction_errors_known_answers():
 def test_inception_fid_offline_says_why_it_was_not_computed(monkeypatch):
     monkeypatch.setenv("LABKIT_OFFLINE", "1")
     result = metrics.inception_fid(torch.rand(4, 3, 64, 64), torch.rand(4, 3, 64, 64))
-    assert result == {"inception_fid_not_computed":
-                      "offline (LABKIT_OFFLINE=1): the Inception weights cannot be downloaded"}
+    assert result == {
+        "inception_fid_not_computed": "offline (LABKIT_OFFLINE=1): the Inception weights cannot be downloaded"
+    }
 
 
 def test_inception_fid_reports_a_failed_download_and_passes_images_through_when_it_works(monkeypatch):

@@ -1,4 +1,5 @@
 """Shapes, sizes and clear errors of the course's networks."""
+
 import pytest
 import torch
 
@@ -16,7 +17,9 @@ def test_autoencoder_shapes_and_pixel_range():
 
 def test_autoencoder_with_the_seed_widths_has_the_seed_architecture():
     # 784->128->64->32->64->128->784, weights and biases counted by hand
-    expected = (784 * 128 + 128) + (128 * 64 + 64) + (64 * 32 + 32) + (32 * 64 + 64) + (64 * 128 + 128) + (128 * 784 + 784)
+    expected = (
+        (784 * 128 + 128) + (128 * 64 + 64) + (64 * 32 + 32) + (32 * 64 + 64) + (64 * 128 + 128) + (128 * 784 + 784)
+    )
     assert count_parameters(Autoencoder(hidden=NARROW_HIDDEN)) == expected == 222_384
 
 

@@ -4,6 +4,7 @@ The message is built without IPython; registration is tried on a stand-in shell 
 shell. Each notebook's list of "which section defines what" is compared with what its cells really
 define and use.
 """
+
 import ast
 import json
 import re
@@ -15,7 +16,7 @@ from labkit import notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ("01_ae.ipynb", "02_vae.ipynb", "03_gan_abstract_art.ipynb", "04_compare.ipynb")
-SETUP_SECTION = "Set-up"   # the imports; the explanations exist only once that section has run
+SETUP_SECTION = "Set-up"  # the imports; the explanations exist only once that section has run
 
 
 def _load(name: str) -> dict:
@@ -28,7 +29,8 @@ def _text(cell: dict) -> str:
 
 def _python(source: str) -> ast.Module:
     from IPython.core.inputtransformer2 import TransformerManager
-    return ast.parse(TransformerManager().transform_cell(source))   # %magics -> plain Python
+
+    return ast.parse(TransformerManager().transform_cell(source))  # %magics -> plain Python
 
 
 def _sections(nb: dict) -> list[tuple[str, list[str]]]:
@@ -71,7 +73,9 @@ def _used(node: ast.AST, local: frozenset = frozenset()) -> set[str]:
         params = {a.arg for a in ast.walk(arguments) if isinstance(a, ast.arg)} if arguments else set()
         stored = {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         local = local | params | stored
-    found = {node.id} if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in local else set()
+    found = (
+        {node.id} if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in local else set()
+    )
     for child in ast.iter_child_nodes(node):
         found |= _used(child, local)
     return found
@@ -105,8 +109,11 @@ def registered_sections(nb: dict) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- the message
 
+
 def test_message_names_the_section_that_defines_the_missing_name():
-    message = notebook.missing_name_message("history", {"Settings": ["cfg", "run"], "Training": ["objective", "history"]})
+    message = notebook.missing_name_message(
+        "history", {"Settings": ["cfg", "run"], "Training": ["objective", "history"]}
+    )
     assert "`history`" in message and "'Training'" in message and "Run All Above" in message
 
 
@@ -121,14 +128,15 @@ def test_unknown_name_gets_the_general_advice_and_the_spelling_hint():
 
 def test_missing_name_is_read_from_the_error():
     try:
-        undefined_in_this_test  # noqa: F821
+        undefined_in_this_test  # noqa: B018, F821
     except NameError as e:
         assert notebook.missing_name(e) == "undefined_in_this_test"
-    assert notebook.missing_name(NameError("name 'cfg' is not defined")) == "cfg"   # an error without .name
+    assert notebook.missing_name(NameError("name 'cfg' is not defined")) == "cfg"  # an error without .name
     assert notebook.missing_name(ValueError("name 'cfg' is not defined")) is None
 
 
 # --------------------------------------------------------------------------- registration
+
 
 def test_registration_is_a_no_op_outside_ipython():
     assert notebook.explain_missing_names({"Training": ["history"]}) is False
@@ -164,7 +172,7 @@ def test_a_real_ipython_shell_prints_the_explanation(capsys):
     try:
         assert notebook.explain_missing_names({"Training": ["history"]}, shell=shell)
         result = shell.run_cell("history.last")
-        assert isinstance(result.error_in_exec, NameError)   # the cell still fails, as it should
+        assert isinstance(result.error_in_exec, NameError)  # the cell still fails, as it should
         out = capsys.readouterr().out
         assert "NameError" in out and "`history` is defined in the section 'Training'" in out
     finally:
@@ -172,6 +180,7 @@ def test_a_real_ipython_shell_prints_the_explanation(capsys):
 
 
 # --------------------------------------------------------------------------- the notebooks
+
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_each_notebook_explains_every_name_it_carries_across_sections(name):
@@ -184,12 +193,19 @@ def test_each_notebook_explains_every_name_it_carries_across_sections(name):
 
 
 def test_cross_section_analysis_on_a_known_notebook():
-    nb = {"cells": [
-        {"cell_type": "markdown", "source": "## Set-up"}, {"cell_type": "code", "source": "%matplotlib inline\nimport torch"},
-        {"cell_type": "markdown", "source": "## Data"}, {"cell_type": "code", "source": "data = torch.zeros(3)"},
-        {"cell_type": "markdown", "source": "## Training"},
-        {"cell_type": "code", "source": "for i in range(2):\n    history = data + i\ndef f():\n    local = 1\n    return data"},
-        {"cell_type": "markdown", "source": "## Plots"},
-        {"cell_type": "code", "source": "print(history, [i for i in data])\ng = lambda local: local + 1"},
-    ]}
+    nb = {
+        "cells": [
+            {"cell_type": "markdown", "source": "## Set-up"},
+            {"cell_type": "code", "source": "%matplotlib inline\nimport torch"},
+            {"cell_type": "markdown", "source": "## Data"},
+            {"cell_type": "code", "source": "data = torch.zeros(3)"},
+            {"cell_type": "markdown", "source": "## Training"},
+            {
+                "cell_type": "code",
+                "source": "for i in range(2):\n    history = data + i\ndef f():\n    local = 1\n    return data",
+            },
+            {"cell_type": "markdown", "source": "## Plots"},
+            {"cell_type": "code", "source": "print(history, [i for i in data])\ng = lambda local: local + 1"},
+        ]
+    }
     assert cross_section_names(nb) == {"data": "Data", "history": "Training"}

@@ -1,4 +1,5 @@
 """The image grid under every picture of the course: known tiles, gaps and value ranges."""
+
 import numpy as np
 import pytest
 import torch
@@ -7,11 +8,11 @@ from labkit import plots
 
 
 def test_grid_array_tiles_images_in_rows_with_white_gaps():
-    images = torch.stack([torch.full((1, 2, 3), v) for v in (0.0, 0.25, 0.5)])   # three 2x3 images
+    images = torch.stack([torch.full((1, 2, 3), v) for v in (0.0, 0.25, 0.5)])  # three 2x3 images
     grid = plots.grid_array(images, nrow=2, padding=1)
-    assert grid.shape == (2 * (2 + 1) + 1, 2 * (3 + 1) + 1, 1)                     # 2 rows, 2 columns
-    assert np.all(grid[1:3, 1:4] == 0.0) and np.all(grid[1:3, 5:8] == 0.25)        # first row
-    assert np.all(grid[4:6, 1:4] == 0.5)                                            # second row, first slot
+    assert grid.shape == (2 * (2 + 1) + 1, 2 * (3 + 1) + 1, 1)  # 2 rows, 2 columns
+    assert np.all(grid[1:3, 1:4] == 0.0) and np.all(grid[1:3, 5:8] == 0.25)  # first row
+    assert np.all(grid[4:6, 1:4] == 0.5)  # second row, first slot
     assert np.all(grid[4:6, 5:8] == 1.0) and np.all(grid[0] == 1.0) and np.all(grid[:, 4] == 1.0)  # gaps, empty slot
 
 

@@ -1,10 +1,12 @@
 """The project's own promises: dependencies agree, notebooks are clean, CI runs the README command."""
+
 import ast
 import json
 import re
 import sys
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name where they differ
@@ -56,8 +58,13 @@ def test_every_package_labkit_imports_is_declared():
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 imports.add(node.module.split(".")[0])
     third_party = {n for n in imports if n not in sys.stdlib_module_names}
-    module_to_package = {"sklearn": "scikit-learn", "PIL": "pillow", "torch": "pytorch",
-                         "IPython": "ipywidgets", "ipywidgets": "ipywidgets"}  # IPython comes with ipywidgets
+    module_to_package = {
+        "sklearn": "scikit-learn",
+        "PIL": "pillow",
+        "torch": "pytorch",
+        "IPython": "ipywidgets",
+        "ipywidgets": "ipywidgets",
+    }  # IPython comes with ipywidgets
     optional = {"kagglehub", "kaggle"}  # the extra labkit[kaggle], imported lazily
     missing = {n for n in third_party - optional if module_to_package.get(n, n).lower() not in declared}
     assert not missing, f"labkit imports {sorted(missing)} without declaring them in pyproject.toml"

@@ -1,4 +1,5 @@
 """REPORT.md: every section and figure from the runs, and the student's discussion survives a rebuild."""
+
 import json
 
 import pytest
@@ -10,13 +11,15 @@ from labkit import experiments, report
 def smoke_runs(tmp_path_factory):
     """Real smoke runs of the AE and the latent-2 VAE (one epoch each, offline data)."""
     import os
+
     runs = tmp_path_factory.mktemp("runs")
     old = {k: os.environ.get(k) for k in ("LABKIT_SMOKE", "LABKIT_OFFLINE")}
     os.environ.update(LABKIT_SMOKE="1", LABKIT_OFFLINE="1")
     try:
         experiments.run_ae(experiments.AESettings(epochs=1), out=runs / "ae", device="cpu", progress=False)
-        experiments.run_vae(experiments.VAESettings(epochs=1, variant="latent2"), out=runs / "vae-latent2",
-                            device="cpu", progress=False)
+        experiments.run_vae(
+            experiments.VAESettings(epochs=1, variant="latent2"), out=runs / "vae-latent2", device="cpu", progress=False
+        )
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -33,8 +36,9 @@ def test_report_has_every_section_and_links_existing_figures(smoke_runs, tmp_pat
     metrics = json.loads((smoke_runs / "ae" / "metrics.json").read_text())
     assert f"{metrics['final']['test_mse']:.4g}" in text  # the number comes from the run
     links = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
-    assert len(links) == len(metrics["figures"]) + len(json.loads(
-        (smoke_runs / "vae-latent2" / "metrics.json").read_text())["figures"])
+    assert len(links) == len(metrics["figures"]) + len(
+        json.loads((smoke_runs / "vae-latent2" / "metrics.json").read_text())["figures"]
+    )
     for link in links:
         assert (tmp_path / link).is_file() and not link.startswith("/")
 

@@ -1,4 +1,5 @@
 """LABKIT_SMOKE and LABKIT_DATA: the environment interfaces other tools rely on."""
+
 import pytest
 
 from labkit import settings

@@ -1,4 +1,5 @@
 """The one training loop: it learns, it records epoch means, it stops on nonsense."""
+
 import math
 
 import pytest
@@ -81,14 +82,19 @@ def test_images_with_nan_pixels_are_refused_before_training_naming_the_image():
     x = torch.rand(64, 1, 28, 28)
     x[3, 0, 5, 5] = float("nan")
     x[9, 0, 0, 0] = float("inf")
-    with pytest.raises(ValueError, match=r"train_x holds 2 image\(s\) with NaN or infinite pixels \(the first is image 3\)"):
+    with pytest.raises(
+        ValueError, match=r"train_x holds 2 image\(s\) with NaN or infinite pixels \(the first is image 3\)"
+    ):
         fit(AutoencoderObjective(Autoencoder()), x, epochs=1, batch_size=32, progress=False)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"epochs": -1, "batch_size": 8}, "epochs must be"),
-    ({"epochs": 1, "batch_size": 0}, "batch_size must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"epochs": -1, "batch_size": 8}, "epochs must be"),
+        ({"epochs": 1, "batch_size": 0}, "batch_size must be"),
+    ],
+)
 def test_bad_loop_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         fit(AutoencoderObjective(Autoencoder()), torch.rand(8, 1, 28, 28), progress=False, **kwargs)
@@ -106,8 +112,9 @@ def test_negative_beta_is_refused():
 
 
 def test_zero_epochs_returns_an_empty_history():
-    assert fit(AutoencoderObjective(Autoencoder()), torch.rand(8, 1, 28, 28), epochs=0, batch_size=4,
-               progress=False) == []
+    assert (
+        fit(AutoencoderObjective(Autoencoder()), torch.rand(8, 1, 28, 28), epochs=0, batch_size=4, progress=False) == []
+    )
 
 
 def test_seconds_per_epoch_leaves_out_the_warm_up_epoch():
@@ -143,7 +150,7 @@ def test_compile_compiles_every_module_in_place_once(monkeypatch):
     objective = gan.GANObjective(G, D, latent_dim=8)
     fit(objective, torch.rand(64, 1, 28, 28), epochs=1, batch_size=32, progress=False, compile=True)
     assert sorted(compiled) == ["MLPDiscriminator", "MLPGenerator"]
-    assert objective.modules == {"generator": G, "discriminator": D}     # the same objects: checkpoints keep names
+    assert objective.modules == {"generator": G, "discriminator": D}  # the same objects: checkpoints keep names
     compiled.clear()
     fit(AutoencoderObjective(Autoencoder()), torch.rand(8, 1, 28, 28), epochs=1, batch_size=8, progress=False)
     assert compiled == []
