@@ -1,5 +1,6 @@
 # Two jobs: `make run` executes the four notebooks headless (figures and metrics land in runs/),
-# `make test` runs the unit tests and the notebooks in smoke mode. Both set up .venv first.
+# `make test` checks the house style (ruff), then runs the unit tests and the notebooks in smoke mode.
+# Both set up .venv first.
 # `make test-colab` runs the fast tests with the package versions Colab ships (constraints/colab.txt)
 # beside this machine's torch, after checking that installing labkit there upgrades none of them.
 PYTHON ?= python3
@@ -30,6 +31,8 @@ run: setup
 	@echo "Executed notebooks in runs/notebooks/; figures and metrics.json in runs/<model>/"
 
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	LABKIT_SMOKE=1 $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider
 
 $(COLAB)/.installed: pyproject.toml constraints/colab.txt
