@@ -136,11 +136,13 @@ def path_smoothness(decoded: torch.Tensor, classifier) -> dict[str, float]:
 
 @torch.no_grad()
 def interpolation(
-    model: Trained, data: ImageData, classifier, steps: int = 10, seed: int = 0
+    model: Trained, data: ImageData, classifier, steps: int = 10, seed: int = 0, measure=None
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """Mean ``path_smoothness`` over straight latent paths: between the codes of the first test
-    images of each pair in ``INTERPOLATION_PAIRS`` (AE, VAE: the posterior means), or between pairs
-    of noise vectors (GAN). Also returns the first path's images for a figure."""
+    """Mean ``measure(path, classifier)`` (default ``path_smoothness``; notebook 04 passes the one it
+    defines) over straight latent paths: between the codes of the first test images of each pair in
+    ``INTERPOLATION_PAIRS`` (AE, VAE: the posterior means), or between pairs of noise vectors (GAN).
+    Also returns the first path's images for a figure."""
+    measure = measure or path_smoothness
     if model.name == "gan":
         G = model.objective.generator
         g = torch.Generator().manual_seed(seed)
@@ -158,7 +160,7 @@ def interpolation(
             paths.append(net.decode(linear_path(za, zb, steps)).cpu())
     if not paths:
         raise ValueError("no interpolation path: the test split lacks the digits of INTERPOLATION_PAIRS")
-    scores = [path_smoothness(p, classifier) for p in paths]
+    scores = [measure(p, classifier) for p in paths]
     return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}, paths[0]
 
 

@@ -332,23 +332,34 @@ class GANObjective(ObjectiveBase):
         return torch.randn(n, self.latent_dim, device=device)
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = x * 2 - 1  # [0, 1] -> [-1, 1]
-        b = x.shape[0]
-        # 1. discriminator: push D(x) towards real_label and D(G(z)) towards 0
+        """One round of the game (Goodfellow et al. 2014, algorithm 1), as notebook 03 writes it out.
+
+        Each update is zero_grad / backward / step. ``precision.scaler`` is PyTorch's gradient scaler:
+        in float16 it scales the loss up before backward so that small gradients do not underflow
+        and skips a step whose gradients overflowed; in float32 and bfloat16 it does nothing."""
+        x = x * 2 - 1  # [0, 1] -> [-1, 1], the range of G's tanh
+        scaler = self.precision.scaler
+        # 1. the discriminator: push D(x) towards real_label and D(G(z)) towards 0
+        self.opt_d.zero_grad(set_to_none=True)
         with self.precision.autocast():
-            fake = self.generator(self.noise(b, x.device))
+            fake = self.generator(self.noise(len(x), x.device))
             real_logits = self.discriminator(x).float()
-            fake_logits = self.discriminator(fake.detach()).float()  # no gradient into G here
+            fake_logits = self.discriminator(fake.detach()).float()  # detach: D's loss must not reach G
             d_loss = discriminator_loss(real_logits, fake_logits, self.real_label)
-        self.precision.minimize(d_loss, self.opt_d)
-        # 2. generator, k times: push D(G(z)) towards 1 (the first step reuses the batch above)
+        scaler.scale(d_loss).backward()
+        scaler.step(self.opt_d)
+        scaler.update()
+        # 2. the generator, k times: push D(G(z)) towards 1 (the first update reuses the fakes above)
         g_total = torch.zeros((), device=x.device)
         for step in range(self.g_steps):
+            self.opt_g.zero_grad(set_to_none=True)
             with self.precision.autocast():
                 if step > 0:
-                    fake = self.generator(self.noise(b, x.device))
+                    fake = self.generator(self.noise(len(x), x.device))
                 g_loss = generator_loss(self.discriminator(fake).float())
-            self.precision.minimize(g_loss, self.opt_g)
+            scaler.scale(g_loss).backward()  # D's weights get gradients too, but only G's optimiser steps
+            scaler.step(self.opt_g)
+            scaler.update()
             g_total = g_total + g_loss.detach()
         return {
             "d_loss": d_loss.detach(),

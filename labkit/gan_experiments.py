@@ -58,9 +58,11 @@ class GANSettings:
         """(generator lr, discriminator lr)."""
         return (self.lr_g or self.lr, self.lr_d or self.lr)
 
-    def objective(self, generator, discriminator) -> gan.GANObjective:
+    def objective(self, generator, discriminator, training: type = gan.GANObjective) -> gan.GANObjective:
+        """The adversarial training of ``generator`` and ``discriminator`` with these settings;
+        ``training`` is the class that takes the steps (notebook 03 passes its own subclass)."""
         lr_g, lr_d = self.lrs
-        return gan.GANObjective(
+        return training(
             generator,
             discriminator,
             lr_g=lr_g,

@@ -152,8 +152,9 @@ class VAEObjective(ObjectiveBase):
 
     name = "vae"
 
-    def __init__(self, model: nn.Module, lr: float = 1e-3, beta: float = 1.0):
+    def __init__(self, model: nn.Module, lr: float = 1e-3, beta: float = 1.0, loss=vae_loss):
         self.model = model
+        self.loss = loss  # (x_logits, x, mu, logvar, beta) -> parts; notebook 02 passes the one it defines
         self.beta = settings.number("beta", beta, at_least=0, what="a number >= 0 (1 is the plain VAE)")
         self.modules = {"model": model}
         self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate("lr", lr))
@@ -162,14 +163,14 @@ class VAEObjective(ObjectiveBase):
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         with self.precision.autocast():
             x_logits, mu, logvar = self.model(x)
-            parts = vae_loss(x_logits.float(), x, mu.float(), logvar.float(), beta=self.beta)
+            parts = self.loss(x_logits.float(), x, mu.float(), logvar.float(), beta=self.beta)
         self.precision.minimize(parts["loss"], self.optimizer)
         return {k: v.detach() for k, v in parts.items()}
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x_logits, mu, logvar = self.model(x)
-        parts = vae_loss(x_logits.float(), x, mu.float(), logvar.float(), beta=self.beta)
+        parts = self.loss(x_logits.float(), x, mu.float(), logvar.float(), beta=self.beta)
         parts["mse"] = F.mse_loss(torch.sigmoid(x_logits), x)
         return parts
 
