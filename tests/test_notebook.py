@@ -209,3 +209,74 @@ def test_cross_section_analysis_on_a_known_notebook():
         ]
     }
     assert cross_section_names(nb) == {"data": "Data", "history": "Training"}
+
+
+# --------------------------------------------------------------------------- the teaching code lives in the notebooks
+
+# What each notebook teaches, written in its own cells, and where the rest of the notebook must use it:
+# ("in", definition) inside another definition of the notebook, ("call", None) called at the top level
+# of a cell, ("keyword", argument) passed as that keyword argument of a call. If a notebook went back
+# to labkit's copy, or stopped passing its own to training, these fail.
+TEACHING = {
+    "01_ae.ipynb": {"Autoencoder": ("call", None)},
+    "02_vae.ipynb": {
+        "VAE": ("call", None),
+        "reparameterize": ("in", "VAE"),
+        "kl_divergence": ("in", "vae_loss"),
+        "vae_loss": ("keyword", "loss"),
+    },
+    "03_gan_abstract_art.ipynb": {
+        "Generator": ("call", None),
+        "Discriminator": ("call", None),
+        "discriminator_loss": ("in", "AdversarialTraining"),
+        "generator_loss": ("in", "AdversarialTraining"),
+        "AdversarialTraining": ("keyword", "training"),
+    },
+    "04_compare.ipynb": {"path_smoothness": ("keyword", "measure")},
+}
+INSTEAD = {"02_vae.ipynb": ("make_vae", "vae_loss"), "03_gan_abstract_art.ipynb": ("discriminator_loss",)}
+
+
+def _code_trees(nb: dict) -> list[ast.Module]:
+    return [_python(_text(c)) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def _loads(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _top_level_calls(trees: list[ast.Module]) -> list[ast.Call]:
+    calls = []
+    for tree in trees:
+        for statement in tree.body:
+            if not isinstance(statement, (ast.FunctionDef, ast.ClassDef)):
+                calls += [n for n in ast.walk(statement) if isinstance(n, ast.Call)]
+    return calls
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_the_ideas_are_code_the_notebook_defines_and_really_uses(name):
+    nb = _load(name)
+    trees = _code_trees(nb)
+    definitions = {s.name: s for t in trees for s in t.body if isinstance(s, (ast.FunctionDef, ast.ClassDef))}
+    calls = _top_level_calls(trees)
+    for idea, (how, where) in TEACHING[name].items():
+        assert idea in definitions, f"{name}: no cell defines {idea}"
+        if how == "in":
+            assert idea in _loads(definitions[where]), f"{name}: {where} does not use the notebook's {idea}"
+        elif how == "call":
+            assert any(isinstance(c.func, ast.Name) and c.func.id == idea for c in calls), (
+                f"{name}: {idea} is never built"
+            )
+        else:
+            assert any(
+                k.arg == where and isinstance(k.value, ast.Name) and k.value.id == idea
+                for c in calls
+                for k in c.keywords
+            ), f"{name}: {idea} is not passed as {where}="
+    code = "\n".join(_text(c) for c in nb["cells"] if c["cell_type"] == "code")
+    assert "getsource" not in code, f"{name}: shows source code instead of defining it"
+    for labkit_copy in INSTEAD.get(name, ()):
+        assert not re.search(rf"\b(labkit\.\w+|gan|losses)\.{labkit_copy}\b", code), (
+            f"{name}: uses labkit's {labkit_copy} where the notebook's own should be used"
+        )
