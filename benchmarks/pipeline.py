@@ -4,7 +4,7 @@
 
 For each model, the same objective (same train step, model, optimiser, batch size) trains on the
 same MNIST images through (a) labkit: one resident tensor sliced by a shuffled index inside
-``labkit.train.fit``, and (b) the usual pipeline: torchvision's ``datasets.MNIST`` with
+``labkit.loop.fit``, and (b) the usual pipeline: torchvision's ``datasets.MNIST`` with
 ``ToTensor()`` per sample and a ``torch.utils.data.DataLoader`` (workers as pytorch/examples uses
 them: 1 with CUDA, none on the CPU). Seconds per epoch are the median of the epochs after the
 first (warm-up). Then the DCGAN at 64x64 on the abstract-art stand-in (or the gallery, when
@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from labkit import art, data, device, gan, models, train
+from labkit import art, data, device, gan, loop, models, train
 
 
 def torchvision_mnist(mnist: data.ImageData, root: Path) -> datasets.MNIST:
@@ -38,7 +38,7 @@ def torchvision_mnist(mnist: data.ImageData, root: Path) -> datasets.MNIST:
 
 
 def labkit_epochs(objective, x, batch_size, epochs):
-    history = train.fit(objective, x, epochs=epochs, batch_size=batch_size, progress=False)
+    history = loop.fit(objective, x, epochs=epochs, batch_size=batch_size, progress=False)
     return history.series("seconds")
 
 

@@ -14,7 +14,7 @@ import time
 import numpy as np
 from sklearn.decomposition import PCA
 
-from labkit import data, device, models, train
+from labkit import data, device, loop, models, train
 from labkit.experiments import AESettings, VAESettings
 
 
@@ -76,7 +76,7 @@ def main():
         device.seed_everything(args.seed)
         objective = objective_class(build().to(dev), lr=lr)
         start = time.perf_counter()
-        history = train.fit(
+        history = loop.fit(
             objective, mnist.train_x, mnist.test_x, epochs=args.epochs, batch_size=batch_size, progress=False
         )
         key = "test_loss" if name.startswith("ae") else "test_neg_elbo"

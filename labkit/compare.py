@@ -17,11 +17,11 @@ from . import gan, metrics, report, settings
 from .checkpoint import Checkpoint
 from .data import ImageData
 from .experiments import RECIPES
+from .loop import History, seconds_per_epoch
 from .models import count_parameters
 from .plots import linear_path
 from .report import format_value
 from .runs import METRICS_FILE, Run, load_metrics
-from .train import History, seconds_per_epoch
 
 COMPARED = ("ae", "vae", "gan")
 INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose codes we walk between

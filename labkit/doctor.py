@@ -27,7 +27,8 @@ import torch
 
 from . import device as devices
 from . import settings
-from .train import Precision, fit
+from .loop import fit
+from .precision import Precision
 
 N_TRAIN, N_TEST = 512, 256  # MNIST images per check: an epoch is a few steps
 N_ART = 32  # 64x64 images for the DCGAN checks: one step of 32

@@ -14,9 +14,11 @@ import torch
 from . import distributed, plots, settings
 from .data import ImageData, load_mnist
 from .gan_experiments import RECIPES_GAN  # the GAN recipes live with the GANs
+from .loop import History, evaluate, seconds_per_epoch
 from .models import DEFAULT_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae
+from .precision import PRECISIONS
 from .runs import Run, fit_in_run, start_run
-from .train import PRECISIONS, AutoencoderObjective, History, VAEObjective, evaluate, seconds_per_epoch
+from .train import AutoencoderObjective, VAEObjective
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """The GANs of notebook 03: DCGAN networks (28, 32 and 64 pixels), the course's MLP GAN for MNIST,
-the adversarial objective that ``labkit.train.fit`` optimises, and the pictures of GAN training.
+the adversarial objective that ``labkit.loop.fit`` optimises, and the pictures of GAN training.
 
 Generators end in tanh, so they draw pixels in [-1, 1]; the data module gives images in [0, 1] and
 ``GANObjective`` maps them to [-1, 1]. Discriminators return logits (B,), never probabilities.
@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import nn
 
 from . import plots, settings
-from .train import History, ObjectiveBase
+from .loop import History, ObjectiveBase
 
 LATENT_DIM = 100
 IMAGE_SIZES = (28, 32, 64)
@@ -284,7 +284,7 @@ D_WINS_FAKE = 0.05  # ... and D(G(z)) below this: the discriminator has won outr
 
 
 class GANObjective(ObjectiveBase):
-    """The adversarial game as an ``Objective`` for ``labkit.train.fit`` (notebook 03, "Training").
+    """The adversarial game as an ``Objective`` for ``labkit.loop.fit`` (notebook 03, "Training").
 
     Each ``train_step`` makes one discriminator update on a real batch and a fake batch, then
     ``g_steps`` generator updates (each on fresh noise). Tricks of the seeds as parameters:

@@ -15,9 +15,10 @@ import torch
 from . import distributed, gan, metrics, plots, settings
 from .art import load_abstract_art, load_cifar10
 from .data import ImageData, load_mnist
+from .loop import History, seconds_per_epoch
 from .models import count_parameters
+from .precision import PRECISIONS
 from .runs import Run, fit_in_run, start_run
-from .train import PRECISIONS, History, seconds_per_epoch
 
 DATASETS = {"abstract-art": 64, "cifar10": 32, "mnist": 28}  # dataset -> default image size
 N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)

@@ -179,7 +179,7 @@ class Evaluator:
     def reproduce(self, name: str, record: dict, weights_path: Path) -> tuple[list[str], str | None]:
         """(flags, what was verified) for one run; runs of other models or data are not re-evaluated."""
         from . import experiments, gan, metrics
-        from .train import evaluate
+        from .loop import evaluate
 
         model = record.get("model")
         if model not in ("ae", "vae", "gan") or not weights_path.is_file():

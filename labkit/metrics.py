@@ -16,8 +16,8 @@ from torch import nn
 
 from . import settings
 from .data import ImageData, batches
+from .loop import ObjectiveBase
 from .losses import bernoulli_nll, bernoulli_nll_of_probabilities, kl_divergence, reparameterize
-from .train import ObjectiveBase
 
 CLASSIFIER_VERSION = 1  # bump when DigitClassifier or its training recipe changes: caches retrain
 
@@ -124,7 +124,7 @@ class DigitClassifier(nn.Module):
 
 
 class ClassifierObjective(ObjectiveBase):
-    """Cross-entropy on digit labels, for ``labkit.train.fit`` with ``train_y``/``test_y``; in mixed
+    """Cross-entropy on digit labels, for ``labkit.loop.fit`` with ``train_y``/``test_y``; in mixed
     precision on a GPU like every other objective."""
 
     name = "classifier"
@@ -168,7 +168,7 @@ def digit_classifier(
     (another source, smoke mode) trains a new classifier. Weights are loaded with
     ``weights_only=True``: a cache file cannot run code.
     """
-    from .train import evaluate, fit
+    from .loop import evaluate, fit
 
     device = data.train_x.device
     cache_dir = Path(cache_dir) if cache_dir is not None else settings.data_root() / "cache"

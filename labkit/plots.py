@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from .train import History
+from .loop import History
 
 DIGIT_COLORS = "tab10"
 

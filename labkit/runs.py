@@ -18,7 +18,7 @@ import torch
 from . import distributed, settings
 from .checkpoint import FILE_NAME as CHECKPOINT_FILE
 from .data import ImageData
-from .train import History, fit
+from .loop import History, fit
 
 METRICS_FILE = "metrics.json"
 

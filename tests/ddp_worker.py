@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from labkit import __main__ as cli
-from labkit import data, device, distributed, experiments, gan, models, runs, train
+from labkit import data, device, distributed, experiments, gan, loop, models, runs, train
 
 
 def weights(objective) -> dict:
@@ -59,7 +59,7 @@ def main(out: Path) -> int:
     mnist = data.load_mnist("cpu", verbose=False)
     objective = gan.GANObjective(*gan.mlp_gan())
     found["gan_before"] = weights(objective)
-    train.fit(objective, mnist.train_x[:512], epochs=1, batch_size=64, progress=False)  # 4 steps per rank
+    loop.fit(objective, mnist.train_x[:512], epochs=1, batch_size=64, progress=False)  # 4 steps per rank
     found["gan_after"] = weights(objective)
     torch.save(found, out / f"rank{distributed.rank()}.pt")
     return 0

@@ -15,8 +15,11 @@ import torch
 from labkit import checkpoint as ckpt
 from labkit import gan
 from labkit.device import seed_everything
+from labkit.harness import TrainingDiverged
+from labkit.loop import fit
 from labkit.models import Autoencoder, make_vae
-from labkit.train import AutoencoderObjective, Precision, TrainingDiverged, VAEObjective, fit
+from labkit.precision import Precision
+from labkit.train import AutoencoderObjective, VAEObjective
 
 ROOT = Path(__file__).resolve().parent.parent
 

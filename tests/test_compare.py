@@ -9,7 +9,7 @@ from labkit import compare
 from labkit.checkpoint import CheckpointError
 from labkit.data import load_mnist
 from labkit.experiments import AESettings
-from labkit.train import History
+from labkit.loop import History
 
 
 class _FixedLogits(nn.Module):

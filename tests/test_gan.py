@@ -12,7 +12,7 @@ from torch import nn
 
 from labkit import device, gan
 from labkit.gan_experiments import DCGANSettings, GANSettings, run_dcgan, run_gan
-from labkit.train import History, fit
+from labkit.loop import History, fit
 
 # --------------------------------------------------------------------------- networks
 

@@ -18,8 +18,10 @@ from labkit import compare, device, gan, metrics, plots
 from labkit.data import load_mnist
 from labkit.experiments import AESettings, run_ae
 from labkit.gan_experiments import DCGANSettings, GANSettings
+from labkit.loop import evaluate, fit
 from labkit.models import Autoencoder, make_vae
-from labkit.train import AutoencoderObjective, Precision, VAEObjective, evaluate, fit
+from labkit.precision import Precision
+from labkit.train import AutoencoderObjective, VAEObjective
 
 pytestmark = pytest.mark.gpu_emulation
 
@@ -196,7 +198,7 @@ def test_live_loss_plots_appear_in_colabs_shell(colab_shell, monkeypatch):
     monkeypatch.setattr("IPython.display.display", lambda fig, display_id=None: shown.append(fig) or _Handle())
     assert type(colab_shell).__name__ == "Shell" and plots.in_notebook()
     history = [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.6}]
-    from labkit.train import History
+    from labkit.loop import History
 
     plots.LiveLossPlot()(1, history[0], History(history))
     assert len(shown) == 1

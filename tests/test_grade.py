@@ -16,7 +16,7 @@ import torch
 
 from labkit import experiments, grade, report, submit
 from labkit.gan_experiments import GANSettings, run_gan
-from labkit.train import fit
+from labkit.loop import fit
 
 PARTS = [p.key for p in report.PARTS]
 HONEST = {

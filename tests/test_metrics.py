@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from labkit import device, metrics
+from labkit.loop import fit
 from labkit.models import Autoencoder, make_vae
-from labkit.train import VAEObjective, fit
+from labkit.train import VAEObjective
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +30,9 @@ def test_classifier_learns_digits_and_is_cached(classifier, mnist_offline, tmp_p
     assert accuracy > 0.9  # two epochs on 4,000 real digits
     cache = tmp_path / "cache"
     first, acc_first = metrics.digit_classifier(mnist_offline, epochs=1, cache_dir=cache)
-    import labkit.train
+    import labkit.loop
 
-    monkeypatch.setattr(labkit.train, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
+    monkeypatch.setattr(labkit.loop, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
     second, acc_second = metrics.digit_classifier(mnist_offline, epochs=1, cache_dir=cache)
     assert acc_second == acc_first
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):

@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from labkit import device
+from labkit.loop import History, evaluate, fit, seconds_per_epoch
 from labkit.models import Autoencoder, make_vae
-from labkit.train import AutoencoderObjective, History, Precision, VAEObjective, evaluate, fit, seconds_per_epoch
+from labkit.precision import Precision
+from labkit.train import AutoencoderObjective, VAEObjective
 
 
 def test_one_epoch_lowers_the_autoencoder_test_loss_clearly(mnist_offline):

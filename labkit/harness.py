@@ -1,0 +1,192 @@
+"""What wraps the training loop, so that ``labkit.loop.fit`` reads on one screen: the checks before
+training, resuming from a checkpoint, several processes (DistributedDataParallel), the watch for a
+loss that became NaN or infinite, progress bars, and saving a checkpoint after every epoch.
+
+Each of these lives here once. ``fit`` opens a ``Harness`` and asks it for the epochs to run, the
+batches of an epoch, and what to do with each step's output and each epoch's record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import distributed, settings
+from .checkpoint import Checkpoint
+from .data import batches
+from .precision import Precision
+
+NAN_CHECK_EVERY = 25  # steps between checks for a non-finite loss (each check waits for the GPU)
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss became NaN or infinite; the message names the model, epoch and step."""
+
+
+def with_labels(x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """``(x,)`` or ``(x, y)``: the tensors a step receives; labels must belong to the images."""
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"{len(x)} images but {len(y)} labels: pass labels that belong to the images")
+    return (x,) if y is None else (x, y)
+
+
+def check_finite_data(x: torch.Tensor, what: str) -> None:
+    """Refuse images with NaN or infinite pixels before any training, naming the first one."""
+    if x.is_floating_point():
+        bad = ~torch.isfinite(x.flatten(1)).all(1)
+        if bool(bad.any()):
+            raise ValueError(
+                f"{what} holds {int(bad.sum())} image(s) with NaN or infinite pixels (the first is image "
+                f"{int(bad.nonzero()[0])}): clean or drop them before training."
+            )
+
+
+class Harness:
+    """One call of ``fit``: prepared on entering (checks, precision, compile, resume, this process's
+    share of the data), used by the loop through ``epochs``, ``batches``, ``watch`` and ``end_epoch``."""
+
+    def __init__(
+        self,
+        objective,
+        train_x: torch.Tensor,
+        train_y: torch.Tensor | None,
+        *,
+        epochs: int,
+        batch_size: int,
+        history,
+        callbacks: Iterable,
+        progress: bool,
+        checkpoint: str | Path | Checkpoint | None,
+        config: dict | None,
+        precision: str,
+        compile: bool,
+    ):
+        settings.whole_number("epochs", epochs, low=0)
+        self.batch_size = settings.whole_number("batch_size", batch_size)
+        if train_x.shape[0] == 0:
+            raise ValueError("train_x holds no images: check the data folder or the smoke-mode sizes")
+        check_finite_data(train_x, "train_x")
+        with_labels(train_x, train_y)
+        self.objective, self.history = objective, history
+        self.main = distributed.is_main()
+        self.callbacks = list(callbacks) if self.main else []  # rank 0 alone plots and records
+        self.progress = progress and self.main
+        self.device = train_x.device
+        self.all_x = train_x
+        self.target = len(history) + epochs
+        objective.precision = Precision(self.device, precision)
+        if compile:
+            for module in objective.modules.values():
+                module.compile()  # in place: checkpoints keep the modules' names
+        if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
+            checkpoint = Checkpoint(checkpoint, config)
+        self.checkpoint = checkpoint
+        if checkpoint is not None:
+            checkpoint.check_space(objective)
+            self._resume()
+        distributed.seed_per_rank()
+        self.train_x, self.train_y = distributed.shard(train_x), distributed.shard(train_y)
+        n = self.train_x.shape[0]
+        self.n_batches = n // batch_size if objective.drop_last else math.ceil(n / batch_size)
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> Harness:
+        self._stack.enter_context(distributed.wrap(self.objective))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def _resume(self) -> None:
+        """Continue from the checkpoint when it holds more epochs than the history (and say so)."""
+        if not self.checkpoint.exists():
+            return
+        state = self.checkpoint.load()
+        if state["epochs_done"] <= len(self.history):
+            return
+        self.checkpoint.restore(state, self.objective, self.history, self.callbacks, self.all_x)
+        left = max(self.target - len(self.history), 0)
+        if self.main:
+            print(
+                f"labkit: resuming {self.objective.name} from {self.checkpoint.path}: {len(self.history)} "
+                "epoch(s) done, "
+                + (
+                    f"{left} to go"
+                    if left
+                    else "nothing left to train (delete the "
+                    "checkpoint or choose another output folder to train from scratch)"
+                )
+            )
+
+    def epochs(self) -> Iterator[int]:
+        """The epochs still to run, with a progress bar."""
+        self.epoch_bar = tqdm(
+            range(len(self.history) + 1, self.target + 1),
+            desc=f"{self.objective.name} epochs",
+            disable=not self.progress,
+            unit="epoch",
+        )
+        yield from self.epoch_bar
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """This epoch's batches of this process's share, shuffled, with a progress bar. When the last one
+        is done: the final NaN check, the GPU caught up (so the epoch's time is right), and the
+        batch-norm statistics averaged over the processes (see ``labkit.distributed.wrap``)."""
+        self._epoch, self._step = epoch, 0
+        self._first_bad = torch.zeros((), dtype=torch.long, device=self.device)  # 0: every step finite so far
+        steps = batches(
+            *with_labels(self.train_x, self.train_y),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=self.objective.drop_last,
+        )
+        for batch in tqdm(
+            steps, total=self.n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress, unit="batch"
+        ):
+            yield batch if isinstance(batch, tuple) else (batch,)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        distributed.average_buffers(self.objective.modules.values())
+
+    def watch(self, out: dict[str, torch.Tensor]) -> None:
+        """Note on the device whether a step's outputs are finite; every ``NAN_CHECK_EVERY`` steps (and
+        at the last) look, so that the GPU is not made to wait after every step."""
+        self._step += 1
+        finite = torch.stack([torch.isfinite(v).all() for v in out.values()]).all()
+        self._first_bad = torch.where((self._first_bad == 0) & ~finite, self._step, self._first_bad)
+        if self._step % NAN_CHECK_EVERY == 0 or self._step == self.n_batches:
+            bad_step = int(self._first_bad)
+            if bad_step:
+                self._diverged(out, bad_step)
+
+    def _diverged(self, out: dict, bad_step: int) -> None:
+        names = ", ".join(k for k, v in out.items() if not bool(torch.isfinite(v).all())) or "the loss"
+        kept = (
+            f"The checkpoint of the last good epoch ({self._epoch - 1}) is kept in {self.checkpoint.path}."
+            if self.checkpoint is not None and self.checkpoint.exists()
+            else "No checkpoint was written for this run."
+        )
+        raise TrainingDiverged(
+            f"{self.objective.name}: the training loss became non-finite (NaN or infinite) in epoch {self._epoch}, "
+            f"step {bad_step} of {self.n_batches} (now non-finite: {names}); training stopped. {kept} Lower the "
+            "learning rate, or check the input data for NaNs, then train again."
+        )
+
+    def end_epoch(self, record: dict) -> None:
+        """The record averaged over the processes (one history everywhere), kept, shown, handed to the
+        callbacks and the objective's ``epoch_end``; then the checkpoint, which every process waits for."""
+        record = distributed.average_record(record, self.device)
+        self.history.append(record)
+        self.epoch_bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("train_loss", "test_loss")})
+        for callback in self.callbacks:
+            callback(record["epoch"], record, self.history)
+        if hasattr(self.objective, "epoch_end"):
+            self.objective.epoch_end(record, self.history)
+        if self.checkpoint is not None and self.main:
+            self.checkpoint.save(self.objective, self.history, self.callbacks, self.all_x)
+        distributed.barrier()
