@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from labkit import art, data, device, gan, loop, models, train
+from labkit import art, data, device, gan, gan_nets, loop, models, train
 
 
 def torchvision_mnist(mnist: data.ImageData, root: Path) -> datasets.MNIST:
@@ -96,7 +96,7 @@ def dcgan_steps_per_second(args, dev) -> None:
         folder = image_folder(images, Path(tmp), 64)
         for pipeline in ("labkit", "imagefolder"):
             device.seed_everything(0)
-            objective = gan.GANObjective(*[m.to(dev) for m in gan.dcgan(64, 3)], real_label=0.9)
+            objective = gan.GANObjective(*[m.to(dev) for m in gan_nets.dcgan(64, 3)], real_label=0.9)
             objective.train_step(images[:batch_size])  # warm-up step, outside the timing
             with PeakMemory(dev) as peak:
                 if pipeline == "labkit":
@@ -167,7 +167,7 @@ def main():
     cases = [
         ("vae-classic", lambda: train.VAEObjective(models.make_vae("classic").to(dev)), 128),
         ("ae-default", lambda: train.AutoencoderObjective(models.Autoencoder().to(dev)), 32),
-        ("gan-mlp", lambda: gan.GANObjective(*[m.to(dev) for m in gan.mlp_gan()]), 64),
+        ("gan-mlp", lambda: gan.GANObjective(*[m.to(dev) for m in gan_nets.mlp_gan()]), 64),
     ]
     cases = [case for case in cases if case[0] in args.models.split(",")]
     with tempfile.TemporaryDirectory() as tmp:

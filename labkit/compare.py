@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import gan, metrics, report, settings
+from . import gan, gan_nets, metrics, report, settings
 from .checkpoint import Checkpoint
 from .data import ImageData
 from .experiments import RECIPES
@@ -30,7 +30,7 @@ INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose c
 def make_objective(name: str, cfg, device: torch.device | str):
     """A fresh, untrained objective of model ``name`` ("ae", "vae" or "gan") built from ``cfg``."""
     if name == "gan":
-        return cfg.objective(*(m.to(device) for m in gan.mlp_gan(cfg.latent_dim)))
+        return cfg.objective(*(m.to(device) for m in gan_nets.mlp_gan(cfg.latent_dim)))
     return cfg.objective(device)
 
 
@@ -111,7 +111,7 @@ def sample_quality(classifier, real: torch.Tensor, fake: torch.Tensor) -> dict[s
     coverage and its KL from uniform) and the diversity ratio of notebook 03."""
     return {
         **metrics.sample_quality(classifier, real, fake),
-        "diversity_ratio": gan.diversity_ratio(fake.cpu(), real.cpu())["diversity_ratio"],
+        "diversity_ratio": metrics.diversity_ratio(fake.cpu(), real.cpu())["diversity_ratio"],
     }
 
 

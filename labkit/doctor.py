@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from . import device as devices
-from . import settings
+from . import gan_nets, settings
 from .loop import fit
 from .precision import Precision
 
@@ -110,7 +110,7 @@ def _finite(record: dict) -> str:
 
 def _objective(model: str, dev: torch.device, channels_last: bool = False):
     """A fresh objective of ``model`` on ``dev``, built as its recipe builds it."""
-    from . import gan, metrics
+    from . import metrics
     from .experiments import AESettings, VAESettings
     from .gan_experiments import DCGANSettings, GANSettings
 
@@ -119,7 +119,7 @@ def _objective(model: str, dev: torch.device, channels_last: bool = False):
     if model == "vae":
         return VAESettings(epochs=1).objective(dev)
     if model == "gan":
-        return GANSettings(epochs=1).objective(*(m.to(dev) for m in gan.mlp_gan()))
+        return GANSettings(epochs=1).objective(*(m.to(dev) for m in gan_nets.mlp_gan()))
     if model == "dcgan":
         cfg = DCGANSettings(epochs=1)
         G, D = (m.to(dev) for m in cfg.networks(3))

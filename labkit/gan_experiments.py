@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from . import distributed, gan, metrics, plots, settings
+from . import distributed, gan, gan_nets, metrics, plots, progression, settings
 from .art import load_abstract_art, load_cifar10
 from .data import ImageData, load_mnist
 from .loop import History, seconds_per_epoch
@@ -98,7 +98,7 @@ class DCGANSettings(GANSettings):
                 f"image_size {self.image_size!r} does not fit {self.dataset}: use {' or '.join(map(str, allowed))}"
             )
         settings.whole_number("width", self.width)
-        settings.one_of("downsample", self.downsample, gan.DOWNSAMPLING)
+        settings.one_of("downsample", self.downsample, gan_nets.DOWNSAMPLING)
         if self.n_images is not None:
             settings.whole_number("n_images", self.n_images)
 
@@ -111,8 +111,8 @@ class DCGANSettings(GANSettings):
     def run_name(self) -> str:
         return "dcgan" if self.dataset == "abstract-art" else f"dcgan-{self.dataset}"
 
-    def networks(self, channels: int) -> tuple[gan.DCGANGenerator, gan.DCGANDiscriminator]:
-        return gan.dcgan(self.size, channels, self.latent_dim, self.width, self.downsample)
+    def networks(self, channels: int) -> tuple[gan_nets.DCGANGenerator, gan_nets.DCGANDiscriminator]:
+        return gan_nets.dcgan(self.size, channels, self.latent_dim, self.width, self.downsample)
 
 
 def load_gan_data(cfg: DCGANSettings, device: torch.device | str = "cpu") -> ImageData:
@@ -133,7 +133,7 @@ def save_gan_run(
     cfg: GANSettings,
     data: ImageData,
     objective: gan.GANObjective,
-    recorder: gan.FixedNoise,
+    recorder: progression.FixedNoise,
     history: History,
     device,
 ) -> dict:
@@ -145,7 +145,7 @@ def save_gan_run(
     G, D = objective.generator, objective.discriminator
     title = f"{model.upper()} on {data.label}"
     run.save_figure(plots.image_grid(data.train_x[:64], title=f"real images: {data.label}"), "real_images")
-    run.save_figure(gan.gan_curves(history, title=title, real_label=cfg.real_label), "gan_curves")
+    run.save_figure(plots.gan_curves(history, title=title, real_label=cfg.real_label), "gan_curves")
     run.save_figure(recorder.figure(title=f"{title}: fixed noise after each epoch"), "progression")
     gif = recorder.save_gif(run.dir / "progression.gif", n_show=64 if data.image_shape[-1] < 48 else 32)
     run.figures["progression_gif"] = gif.name
@@ -160,7 +160,7 @@ def save_gan_run(
         "parameters_g": count_parameters(G),
         "parameters_d": count_parameters(D),
         **{k: history.last.get(f"train_{k}", float("nan")) for k in ("d_loss", "g_loss", "d_real", "d_fake")},
-        **gan.diversity_ratio((fake + 1) / 2, real[:n_check].cpu()),
+        **metrics.diversity_ratio((fake + 1) / 2, real[:n_check].cpu()),
     }
     if data.name == "MNIST":
         final.update(metrics.digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed))
@@ -192,7 +192,7 @@ def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device
     if device.type == "cuda" and model == "dcgan":  # convolutions run faster on NHWC tensors on GPUs
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     objective = cfg.objective(G, D)
-    recorder = gan.FixedNoise(G, n=64, seed=cfg.seed)
+    recorder = progression.FixedNoise(G, n=64, seed=cfg.seed)
     history = fit_in_run(run, objective, data, cfg, progress, callbacks=[recorder])
     if not distributed.is_main():
         return {}  # under torchrun, rank 0 evaluates and writes the run
@@ -208,7 +208,7 @@ def run_gan(
     cfg = cfg or GANSettings()
     run, device = start_run("gan", cfg.seed, out, device)
     data = load_mnist(device)
-    return _train("gan", run, cfg, data, *gan.mlp_gan(cfg.latent_dim), device, progress)
+    return _train("gan", run, cfg, data, *gan_nets.mlp_gan(cfg.latent_dim), device, progress)
 
 
 def run_dcgan(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import report
+from . import gan_nets, report
 from .gradebook import class_report, write_gradebook
 from .submit import MANIFEST, WEIGHTS_FILE, WEIGHTS_FORMAT, Refused, check_manifest, load_runs, open_submission
 
@@ -204,7 +204,7 @@ class Evaluator:
         try:
             cfg = experiments.settings_for(model, **hyper)
             if model == "gan":
-                objective = cfg.objective(*(m.to(self.device) for m in gan.mlp_gan(cfg.latent_dim)))
+                objective = cfg.objective(*(m.to(self.device) for m in gan_nets.mlp_gan(cfg.latent_dim)))
             else:
                 objective = cfg.objective(self.device)
             for module_name, module in objective.modules.items():

@@ -310,3 +310,27 @@ def inception_fid(real: torch.Tensor, fake: torch.Tensor) -> dict:
         return {"inception_fid_not_computed": f"the Inception weights could not be loaded ({str(e)[:160]})"}
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def diversity(images: torch.Tensor, max_images: int = 1000) -> float:
+    """Mean Euclidean distance between two different images of the batch (pixels flattened).
+
+    Equal images give 0. Compare generated and real images in the same value range.
+    """
+    flat = images[:max_images].detach().float().flatten(1).cpu()
+    n = flat.shape[0]
+    if n < 2:
+        raise ValueError(f"diversity needs at least 2 images, got {n}")
+    distances = torch.cdist(flat, flat)
+    return float(distances.sum() / (n * (n - 1)))  # the diagonal is zero
+
+
+def diversity_ratio(fake: torch.Tensor, real: torch.Tensor, max_images: int = 1000) -> dict[str, float]:
+    """A classifier-free mode-collapse signal: diversity of generated samples / diversity of real ones.
+
+    Both in [0, 1] pixels. About 1: samples differ from each other as much as real images do.
+    Well below 1 (say < 0.7): samples resemble each other, the generator covers few modes.
+    Notebook 03, "Mode collapse".
+    """
+    d_fake, d_real = diversity(fake, max_images), diversity(real, max_images)
+    return {"diversity_ratio": d_fake / d_real, "sample_diversity": d_fake, "real_diversity": d_real}

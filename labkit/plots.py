@@ -6,6 +6,7 @@ dataset label so that an offline subset or a synthetic stand-in is never mistake
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import matplotlib.pyplot as plt
@@ -245,3 +246,43 @@ class LiveLossPlot:
         else:
             self._handle.update(fig)
         plt.close(fig)
+
+
+def gan_curves(history: History, title: str = "", real_label: float | None = None) -> plt.Figure:
+    """Left: D and G losses per epoch. Right: mean D(x) and mean D(G(z)) per epoch (epoch means),
+    with held-out D(x) when the run evaluated on a test split. Notebook 03, "Reading the curves"."""
+    epochs = [r["epoch"] for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.3))
+    left.plot(epochs, history.series("train_d_loss"), "-o", ms=3, label="D loss")
+    left.plot(epochs, history.series("train_g_loss"), "-o", ms=3, label="G loss")
+    left.axhline(2 * math.log(2), color="C0", ls=":", lw=1, label="D loss at D = 1/2 (2 ln 2)")
+    left.axhline(math.log(2), color="C1", ls=":", lw=1, label="G loss at D = 1/2 (ln 2)")
+    losses = history.series("train_d_loss") + history.series("train_g_loss")
+    left.set_ylim(0, 1.08 * max([2 * math.log(2), *[v for v in losses if math.isfinite(v)]]))
+    left.set_ylabel("BCE (nats)")
+    right.plot(epochs, history.series("train_d_real"), "-o", ms=3, color="C2", label="D(x), real")
+    right.plot(epochs, history.series("train_d_fake"), "-o", ms=3, color="C3", label="D(G(z)), fake")
+    if history.series("test_d_real"):
+        right.plot(
+            [r["epoch"] for r in history if "test_d_real" in r],
+            history.series("test_d_real"),
+            "--s",
+            ms=3,
+            color="C2",
+            alpha=0.6,
+            label="D(x), held-out real",
+        )
+    right.axhline(0.5, color="grey", ls=":", lw=1, label="1/2 (D cannot tell)")
+    if real_label is not None and real_label < 1:
+        right.axhline(real_label, color="C2", ls=":", lw=1, label=f"real target {real_label:g}")
+    right.set_ylim(0, 1)
+    right.set_ylabel("mean discriminator output")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

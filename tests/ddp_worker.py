@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from labkit import __main__ as cli
-from labkit import data, device, distributed, experiments, gan, loop, models, runs, train
+from labkit import data, device, distributed, experiments, gan, gan_nets, loop, models, runs, train
 
 
 def weights(objective) -> dict:
@@ -57,7 +57,7 @@ def main(out: Path) -> int:
 
     device.seed_everything(0)
     mnist = data.load_mnist("cpu", verbose=False)
-    objective = gan.GANObjective(*gan.mlp_gan())
+    objective = gan.GANObjective(*gan_nets.mlp_gan())
     found["gan_before"] = weights(objective)
     loop.fit(objective, mnist.train_x[:512], epochs=1, batch_size=64, progress=False)  # 4 steps per rank
     found["gan_after"] = weights(objective)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from labkit import checkpoint as ckpt
-from labkit import gan
+from labkit import gan, gan_nets, progression
 from labkit.device import seed_everything
 from labkit.harness import TrainingDiverged
 from labkit.loop import fit
@@ -71,9 +71,9 @@ def test_gan_resume_restores_both_optimisers_and_the_fixed_noise_frames(tmp_path
 
     def run(epochs, folder, seed):
         seed_everything(seed)
-        G, D = gan.mlp_gan(16)
+        G, D = gan_nets.mlp_gan(16)
         objective = gan.GANObjective(G, D, latent_dim=16)
-        recorder = gan.FixedNoise(G, n=8, seed=seed)
+        recorder = progression.FixedNoise(G, n=8, seed=seed)
         fit(
             objective,
             x,
@@ -306,8 +306,8 @@ def test_sigkill_mid_run_then_the_same_command_ends_like_an_uninterrupted_run(tm
 def test_callback_state_follows_its_class_not_its_position(tmp_path, mnist_offline):
     x = mnist_offline.train_x[:128]
     seed_everything(0)
-    G, D = gan.mlp_gan(16)
-    recorder = gan.FixedNoise(G, n=4, seed=0)
+    G, D = gan_nets.mlp_gan(16)
+    recorder = progression.FixedNoise(G, n=4, seed=0)
     fit(
         gan.GANObjective(G, D, latent_dim=16),
         x,
@@ -317,8 +317,8 @@ def test_callback_state_follows_its_class_not_its_position(tmp_path, mnist_offli
         callbacks=[recorder],
         checkpoint=tmp_path,
     )  # as a headless recipe: the recorder alone
-    G2, D2 = gan.mlp_gan(16)
-    recorder2 = gan.FixedNoise(G2, n=4, seed=0)
+    G2, D2 = gan_nets.mlp_gan(16)
+    recorder2 = progression.FixedNoise(G2, n=4, seed=0)
     live = lambda epoch, record, history: None  # noqa: E731 - a stateless callback in front, as a live plot
     fit(
         gan.GANObjective(G2, D2, latent_dim=16),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from labkit import explore, gan, models
+from labkit import explore, gan_nets, models
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_walk_ends_are_the_images_of_the_two_noise_vectors():
 
 def test_walk_through_a_batch_norm_generator_is_repeatable_and_leaves_it_unchanged():
     torch.manual_seed(0)
-    g, _ = gan.mlp_gan()
+    g, _ = gan_nets.mlp_gan()
     z_a, z_b = torch.randn(2, g.latent_dim)
     running_mean = [m.running_mean.clone() for m in g.modules() if isinstance(m, nn.BatchNorm1d)]
     first = explore.walk_images(g, z_a, z_b, 0.3)  # one image: batch norm still works

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from labkit import device, gan
+from labkit import device, gan, gan_nets, metrics, progression
 from labkit.gan_experiments import DCGANSettings, GANSettings, run_dcgan, run_gan
 from labkit.loop import History, fit
 
@@ -20,7 +20,7 @@ from labkit.loop import History, fit
 @pytest.mark.parametrize("size, channels", [(28, 1), (32, 3), (64, 3)])
 @pytest.mark.parametrize("downsample", ["stride", "maxpool"])
 def test_dcgan_output_shapes_at_28_32_and_64_pixels(size, channels, downsample):
-    G, D = gan.dcgan(size, channels, downsample=downsample)
+    G, D = gan_nets.dcgan(size, channels, downsample=downsample)
     images = G(torch.randn(4, 100))
     assert images.shape == (4, channels, size, size)
     assert images.min() >= -1 and images.max() <= 1  # tanh
@@ -29,13 +29,13 @@ def test_dcgan_output_shapes_at_28_32_and_64_pixels(size, channels, downsample):
 
 def test_dcgan_64_has_the_parameter_count_of_pytorch_examples():
     # pytorch/examples dcgan/main.py with nz=100, ngf=ndf=64, nc=3: 3,576,704 and 2,765,633 parameters
-    G, D = gan.dcgan(64, 3)
+    G, D = gan_nets.dcgan(64, 3)
     assert sum(p.numel() for p in G.parameters()) == 3_576_704
     assert sum(p.numel() for p in D.parameters()) == 2_765_633
 
 
 def test_mlp_gan_has_the_write_up_003_layers_and_shapes():
-    G, D = gan.mlp_gan()
+    G, D = gan_nets.mlp_gan()
     assert [m.out_features for m in G.modules() if isinstance(m, nn.Linear)] == [128, 256, 512, 1024, 784]
     assert [m.out_features for m in D.modules() if isinstance(m, nn.Linear)] == [512, 256, 1]
     assert sum(isinstance(m, nn.BatchNorm1d) for m in G.modules()) == 3
@@ -44,27 +44,27 @@ def test_mlp_gan_has_the_write_up_003_layers_and_shapes():
 
 
 def test_maxpool_discriminator_downsamples_with_pooling_not_strides():
-    D = gan.DCGANDiscriminator(32, downsample="maxpool")
+    D = gan_nets.DCGANDiscriminator(32, downsample="maxpool")
     assert sum(isinstance(m, nn.MaxPool2d) for m in D.modules()) == 3
     assert all(m.stride == (1, 1) for m in D.modules() if isinstance(m, nn.Conv2d))
 
 
 def test_discriminator_says_which_size_it_was_built_for():
     with pytest.raises(ValueError, match="image_size=32"):
-        gan.DCGANDiscriminator(64)(torch.zeros(2, 3, 32, 32))
+        gan_nets.DCGANDiscriminator(64)(torch.zeros(2, 3, 32, 32))
 
 
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: gan.DCGANGenerator(latent_dim=0), "latent_dim"),
-        (lambda: gan.DCGANGenerator(image_size=48), "48 is not supported"),
-        (lambda: gan.DCGANDiscriminator(downsample="avgpool"), "downsample"),
-        (lambda: gan.GANObjective(*gan.mlp_gan(), lr_g=0), "lr_g"),
-        (lambda: gan.GANObjective(*gan.mlp_gan(), lr_d=-1e-4), "lr_d"),
-        (lambda: gan.GANObjective(*gan.mlp_gan(), g_steps=0), "g_steps"),
-        (lambda: gan.GANObjective(*gan.mlp_gan(), real_label=0.0), "real_label"),
-        (lambda: gan.GANObjective(*gan.mlp_gan(), real_label=1.1), "real_label"),
+        (lambda: gan_nets.DCGANGenerator(latent_dim=0), "latent_dim"),
+        (lambda: gan_nets.DCGANGenerator(image_size=48), "48 is not supported"),
+        (lambda: gan_nets.DCGANDiscriminator(downsample="avgpool"), "downsample"),
+        (lambda: gan.GANObjective(*gan_nets.mlp_gan(), lr_g=0), "lr_g"),
+        (lambda: gan.GANObjective(*gan_nets.mlp_gan(), lr_d=-1e-4), "lr_d"),
+        (lambda: gan.GANObjective(*gan_nets.mlp_gan(), g_steps=0), "g_steps"),
+        (lambda: gan.GANObjective(*gan_nets.mlp_gan(), real_label=0.0), "real_label"),
+        (lambda: gan.GANObjective(*gan_nets.mlp_gan(), real_label=1.1), "real_label"),
         (lambda: GANSettings(lr=0), "lr"),
         (lambda: DCGANSettings(dataset="cifar10", image_size=64), "does not fit cifar10"),
         (lambda: DCGANSettings(dataset="imagenet"), "unknown dataset"),
@@ -85,7 +85,7 @@ def test_dcgan_settings_follow_the_dataset_when_it_is_changed_later():
 @torch.no_grad()
 def test_dcgan_init_is_normal_0_002_for_convolutions_and_1_002_for_batch_norm():
     torch.manual_seed(0)
-    for net in gan.dcgan(64, 3):
+    for net in gan_nets.dcgan(64, 3):
         convs = torch.cat([m.weight.flatten() for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))])
         scales = torch.cat([m.weight for m in net.modules() if isinstance(m, nn.BatchNorm2d)])
         biases = [
@@ -133,7 +133,7 @@ class ConstantDiscriminator(nn.Module):
 
 @pytest.mark.parametrize("real_label", [1.0, 0.9])
 def test_train_step_reports_the_hand_computed_discriminator_loss_on_a_fixed_batch(real_label):
-    G = gan.MLPGenerator()
+    G = gan_nets.MLPGenerator()
     objective = gan.GANObjective(G, ConstantDiscriminator(math.log(3)), real_label=real_label)  # D = 0.75
     out = objective.train_step(torch.rand(16, 1, 28, 28))
     real = -(real_label * math.log(0.75) + (1 - real_label) * math.log(0.25))
@@ -144,7 +144,7 @@ def test_train_step_reports_the_hand_computed_discriminator_loss_on_a_fixed_batc
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_k_generator_updates_really_run_k_times_per_discriminator_update(k):
-    G, D = gan.mlp_gan()
+    G, D = gan_nets.mlp_gan()
     objective = gan.GANObjective(G, D, g_steps=k)
     forwards = []
     G.register_forward_hook(lambda *_: forwards.append("G"))
@@ -161,7 +161,7 @@ def test_k_generator_updates_really_run_k_times_per_discriminator_update(k):
 
 
 def test_fit_records_epoch_means_of_the_four_quantities_and_drops_the_ragged_batch():
-    G, D = gan.mlp_gan()
+    G, D = gan_nets.mlp_gan()
     objective = gan.GANObjective(G, D)
     seen = []
     step = objective.train_step
@@ -173,7 +173,7 @@ def test_fit_records_epoch_means_of_the_four_quantities_and_drops_the_ragged_bat
 
 
 def test_sampling_leaves_the_generator_unchanged():
-    G = gan.DCGANGenerator(image_size=32)
+    G = gan_nets.DCGANGenerator(image_size=32)
     state = {k: v.clone() for k, v in G.state_dict().items()}
     G.train()
     z = torch.randn(16, 100)
@@ -188,8 +188,8 @@ def test_sampling_leaves_the_generator_unchanged():
 
 def test_fixed_noise_frames_and_gif_have_one_frame_per_epoch(mnist_offline, tmp_path):
     device.seed_everything(0)
-    G, D = gan.dcgan(28, 1, width=16)
-    recorder = gan.FixedNoise(G, n=16, seed=1)
+    G, D = gan_nets.dcgan(28, 1, width=16)
+    recorder = progression.FixedNoise(G, n=16, seed=1)
     z = recorder.z.clone()
     history = fit(
         gan.GANObjective(G, D),
@@ -209,20 +209,20 @@ def test_fixed_noise_frames_and_gif_have_one_frame_per_epoch(mnist_offline, tmp_
 
 
 def test_gif_keeps_one_frame_per_epoch_even_when_g_does_not_change(tmp_path):
-    G = gan.DCGANGenerator(image_size=28, channels=1, width=8)
-    recorder = gan.FixedNoise(G, n=4)
+    G = gan_nets.DCGANGenerator(image_size=28, channels=1, width=8)
+    recorder = progression.FixedNoise(G, n=4)
     for epoch in range(1, 6):
         recorder(epoch, {}, [])
     assert all(torch.equal(f, recorder.frames[0]) for f in recorder.frames)
-    with Image.open(gan.progression_gif(recorder.frames, recorder.epochs, tmp_path / "same.gif")) as gif:
+    with Image.open(progression.progression_gif(recorder.frames, recorder.epochs, tmp_path / "same.gif")) as gif:
         assert gif.n_frames == 5  # Pillow would merge identical frames; the epoch label prevents it
 
 
 def test_progression_figure_shows_at_most_max_rows_with_first_and_last_epoch():
-    assert gan._pick_rows(25, 10)[0] == 0 and gan._pick_rows(25, 10)[-1] == 24
-    assert len(gan._pick_rows(25, 10)) == 10 and gan._pick_rows(4, 10) == [0, 1, 2, 3]
+    assert progression._pick_rows(25, 10)[0] == 0 and progression._pick_rows(25, 10)[-1] == 24
+    assert len(progression._pick_rows(25, 10)) == 10 and progression._pick_rows(4, 10) == [0, 1, 2, 3]
     frames = [torch.zeros(8, 3, 32, 32)] * 25
-    assert len(gan.fixed_noise_progression(frames, list(range(1, 26))).axes) == 10
+    assert len(progression.fixed_noise_progression(frames, list(range(1, 26))).axes) == 10
 
 
 # --------------------------------------------------------------------------- mode collapse
@@ -230,17 +230,17 @@ def test_progression_figure_shows_at_most_max_rows_with_first_and_last_epoch():
 
 def test_diversity_known_answers():
     zeros, ones = torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
-    assert gan.diversity(torch.cat([zeros, ones])) == pytest.approx(2.0)  # sqrt(4 pixels * 1^2)
-    assert gan.diversity(torch.cat([zeros, ones, ones])) == pytest.approx(4 / 3)  # distances 2, 2, 0
+    assert metrics.diversity(torch.cat([zeros, ones])) == pytest.approx(2.0)  # sqrt(4 pixels * 1^2)
+    assert metrics.diversity(torch.cat([zeros, ones, ones])) == pytest.approx(4 / 3)  # distances 2, 2, 0
 
 
 def test_diversity_ratio_is_1_for_real_data_and_0_for_a_collapsed_generator(mnist_offline):
     real = mnist_offline.test_x[:300]
-    assert gan.diversity_ratio(real, real)["diversity_ratio"] == pytest.approx(1.0)
+    assert metrics.diversity_ratio(real, real)["diversity_ratio"] == pytest.approx(1.0)
     collapsed = real[:1].repeat(300, 1, 1, 1)
-    assert gan.diversity_ratio(collapsed, real)["diversity_ratio"] == 0.0
+    assert metrics.diversity_ratio(collapsed, real)["diversity_ratio"] == 0.0
     ones_only = mnist_offline.test_x[mnist_offline.test_y == 1][:100]  # one digit class: a partial collapse
-    assert gan.diversity_ratio(ones_only, real)["diversity_ratio"] < 0.75
+    assert metrics.diversity_ratio(ones_only, real)["diversity_ratio"] < 0.75
 
 
 # --------------------------------------------------------------------------- short real runs
@@ -248,7 +248,7 @@ def test_diversity_ratio_is_1_for_real_data_and_0_for_a_collapsed_generator(mnis
 
 def test_two_epochs_of_the_mnist_gan_move_samples_towards_the_data(mnist_offline):
     device.seed_everything(0)
-    G, D = gan.mlp_gan()
+    G, D = gan_nets.mlp_gan()
     objective = gan.GANObjective(G, D)
     real_mean = float(mnist_offline.train_x.mean())  # about 0.13: mostly black digits
     before = float((gan.sample(G, 500, seed=0) + 1).mean() / 2)  # an untrained tanh says about 0.5
@@ -297,7 +297,7 @@ def _records(d_loss, d_fake, n):
 def test_a_discriminator_that_wins_outright_for_three_epochs_gets_one_warning_with_what_to_try():
     import warnings as w
 
-    objective = gan.GANObjective(*gan.mlp_gan(8), latent_dim=8)
+    objective = gan.GANObjective(*gan_nets.mlp_gan(8), latent_dim=8)
     history = History()
     caught = []
     for record in _records(0.01, 0.002, 5):
@@ -325,7 +325,7 @@ def test_a_smoothed_discriminator_at_its_loss_floor_is_caught_and_not_told_to_sm
     import warnings as w
 
     # with real_label=0.9 the D loss cannot go below 0.325: 0.34 is D winning outright
-    objective = gan.GANObjective(*gan.mlp_gan(8), latent_dim=8, real_label=0.9, g_steps=2)
+    objective = gan.GANObjective(*gan_nets.mlp_gan(8), latent_dim=8, real_label=0.9, g_steps=2)
     history = History(_records(0.34, 0.01, 3))
     with w.catch_warnings(record=True) as got:
         w.simplefilter("always")
@@ -334,7 +334,7 @@ def test_a_smoothed_discriminator_at_its_loss_floor_is_caught_and_not_told_to_sm
     assert "its floor 0.325" in message and "lr_d=0.0001" in message
     assert "real_label" not in message and "g_steps" not in message
     # 0.40 is 0.075 above the floor: D is ahead, not winning outright
-    objective = gan.GANObjective(*gan.mlp_gan(8), latent_dim=8, real_label=0.9)
+    objective = gan.GANObjective(*gan_nets.mlp_gan(8), latent_dim=8, real_label=0.9)
     history = History(_records(0.40, 0.01, 3))
     with w.catch_warnings():
         w.simplefilter("error")
@@ -345,7 +345,7 @@ def test_a_smoothed_discriminator_at_its_loss_floor_is_caught_and_not_told_to_sm
 def test_a_discriminator_ahead_but_not_winning_outright_gets_no_warning(d_loss, d_fake):
     import warnings as w
 
-    objective = gan.GANObjective(*gan.mlp_gan(8), latent_dim=8)
+    objective = gan.GANObjective(*gan_nets.mlp_gan(8), latent_dim=8)
     history = History(_records(d_loss, d_fake, 5))
     with w.catch_warnings():
         w.simplefilter("error")
@@ -354,7 +354,7 @@ def test_a_discriminator_ahead_but_not_winning_outright_gets_no_warning(d_loss, 
 
 def test_a_long_run_animates_at_most_max_frames_keeping_the_first_and_last_epoch(tmp_path):
     frames = [torch.full((4, 1, 28, 28), -1 + 2 * i / 59) for i in range(60)]
-    path = gan.progression_gif(frames, list(range(1, 61)), tmp_path / "p.gif", max_frames=10)
+    path = progression.progression_gif(frames, list(range(1, 61)), tmp_path / "p.gif", max_frames=10)
     with Image.open(path) as gif:
         assert gif.n_frames == 10
         first = gif.convert("L").getpixel((20, 40))

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from cuda_rules import CUDA_AUTOCAST_REFUSAL, save_as_if_on_gpu
 
 from labkit import checkpoint as ckpt
-from labkit import compare, device, gan, metrics, plots
+from labkit import compare, device, gan_nets, metrics, plots
 from labkit.data import load_mnist
 from labkit.experiments import AESettings, run_ae
 from labkit.gan_experiments import DCGANSettings, GANSettings
@@ -51,7 +51,7 @@ def _objectives():
         return VAEObjective(make_vae("default"))
 
     def mlp_gan(x):
-        return GANSettings(epochs=1).objective(*gan.mlp_gan())
+        return GANSettings(epochs=1).objective(*gan_nets.mlp_gan())
 
     def dcgan(x):
         cfg = DCGANSettings(epochs=1, dataset="mnist", width=16)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from labkit import device
+from labkit import device, gan_nets
 from labkit.loop import History, evaluate, fit, seconds_per_epoch
 from labkit.models import Autoencoder, make_vae
 from labkit.precision import Precision
@@ -148,7 +148,7 @@ def test_compile_compiles_every_module_in_place_once(monkeypatch):
 
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
-    G, D = gan.mlp_gan(8)
+    G, D = gan_nets.mlp_gan(8)
     objective = gan.GANObjective(G, D, latent_dim=8)
     fit(objective, torch.rand(64, 1, 28, 28), epochs=1, batch_size=32, progress=False, compile=True)
     assert sorted(compiled) == ["MLPDiscriminator", "MLPGenerator"]
