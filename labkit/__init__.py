@@ -1,12 +1,23 @@
 """labkit: the helper library of a lab-notebook course on autoencoders, VAEs and GANs in PyTorch.
 
-Modules, one job each: ``settings`` (smoke mode, folders, checking settings), ``device`` (device,
-seeds), ``data`` (resident MNIST), ``art`` (abstract art, CIFAR-10), ``models`` (AE, VAE), ``losses``
-(the VAE's objective), ``train`` (the AE and VAE objectives), ``gan`` (the GANs), ``loop`` (the one
-training loop, on one screen), ``harness`` (what wraps it: resume, several GPUs, the NaN watch),
-``precision`` (mixed precision), ``checkpoint``, ``plots``, ``metrics``, ``runs`` (metrics.json and
-figures), ``report`` (REPORT.md), ``experiments`` / ``gan_experiments`` (defaults and headless
-recipes), ``compare`` (notebook 04), ``doctor``, ``submit`` and ``grade`` (instructors).
+What a student reads, by model and idea:
+
+    models       the autoencoder and the VAEs of notebooks 01 and 02, with shape comments
+    losses       the VAE's objective: reparameterisation, KL, ELBO (with their papers)
+    train        the AE and VAE training objectives: one optimisation step each
+    gan_nets     the GAN networks (DCGAN, the MLP GAN) with shape comments
+    gan          the GAN losses, the adversarial step, sampling
+    progression  watching G learn: fixed noise after every epoch, as a figure and a GIF
+    loop         the one training loop of the course, on one screen
+    metrics      reconstruction, ELBO parts, a digit classifier, Fréchet distance, coverage, diversity
+    compare      the measurements of notebook 04
+    plots        every figure: image grids, curves, latent spaces
+
+The engine, which students need not read: settings (smoke mode, folders, checking settings), device,
+data (resident MNIST), image_folder and art (image folders, the gallery, CIFAR-10), precision,
+harness (what wraps the loop: resume, several GPUs, the NaN watch), checkpoint, distributed, runs
+(metrics.json and figures), experiments and gan_experiments (settings and headless recipes), report
+(REPORT.md), doctor, submit, grade and gradebook (instructors), hosted, notebook, exercises, explore.
 """
 
 from . import (
@@ -37,13 +48,16 @@ __all__ = [
     "device",
     "experiments",
     "gan",
+    "gan_nets",
     "harness",
+    "image_folder",
     "loop",
     "losses",
     "metrics",
     "models",
     "plots",
     "precision",
+    "progression",
     "runs",
     "settings",
     "train",

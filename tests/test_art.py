@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from labkit import art
+from labkit import art, image_folder
 
 VALID = ["a/b/UPPER.JPG", "a/b/gray.png", "a/blue.png", "a/clear.png", "cyan.jpg", "palette.png", "red.jpg"]
 BROKEN = ["a/b/truncated.jpg", "empty.jpg", "error.jpg", "notes.jpg"]
@@ -70,7 +70,7 @@ def no_kaggle(tmp_path, monkeypatch):
 
 def test_folder_loader_decodes_exactly_the_valid_files_and_counts_the_rest_in_one_warning(gallery):
     with pytest.warns(UserWarning) as caught:
-        images, names, skipped = art.load_image_folder(gallery, size=64, verbose=False)
+        images, names, skipped = image_folder.load_image_folder(gallery, size=64, verbose=False)
     assert len(caught) == 1
     message = str(caught[0].message)
     assert "skipped 4 of 11" in message and "\n" not in message
@@ -93,7 +93,7 @@ def test_resize_keeps_the_centre_of_a_wide_image():
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, "PNG")
     buffer.seek(0)
-    out = art.decode_image(buffer, 32)
+    out = image_folder.decode_image(buffer, 32)
     assert out.shape == (32, 32, 3)
     assert (out[:, 2:-2] == (0, 255, 0)).all()  # only the green centre survives (edges may blend a little)
 
@@ -101,22 +101,22 @@ def test_resize_keeps_the_centre_of_a_wide_image():
 def test_second_load_reads_the_cache_and_a_changed_file_invalidates_it(gallery, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     with pytest.warns(UserWarning):
-        first = art.load_image_folder(gallery, 64, cache_dir=cache, verbose=False)
+        first = image_folder.load_image_folder(gallery, 64, cache_dir=cache, verbose=False)
     assert len(list(cache.glob("abstract-art-64px-*.pt"))) == 1
     calls = []
-    decode = art.decode_image
-    monkeypatch.setattr(art, "decode_image", lambda path, size: calls.append(path) or decode(path, size))
-    second = art.load_image_folder(gallery, 64, cache_dir=cache, verbose=False)
+    decode = image_folder.decode_image
+    monkeypatch.setattr(image_folder, "decode_image", lambda path, size: calls.append(path) or decode(path, size))
+    second = image_folder.load_image_folder(gallery, 64, cache_dir=cache, verbose=False)
     assert calls == []  # nothing decoded
     assert torch.equal(first[0], second[0]) and first[1:] == second[1:]
     Image.new("RGB", (64, 64), (255, 255, 0)).save(gallery / "a" / "blue.png")  # now yellow
     with pytest.warns(UserWarning):
-        third = art.load_image_folder(gallery, 64, cache_dir=cache, verbose=False)
+        third = image_folder.load_image_folder(gallery, 64, cache_dir=cache, verbose=False)
     assert len(calls) == 11
     assert third[0][VALID.index("a/blue.png"), :, 32, 32].tolist() == [255, 255, 0]
     assert len(list(cache.glob("abstract-art-64px-*.pt"))) == 2
     with pytest.warns(UserWarning):
-        art.load_image_folder(gallery, 32, cache_dir=cache, verbose=False)  # another size is another cache
+        image_folder.load_image_folder(gallery, 32, cache_dir=cache, verbose=False)  # another size is another cache
     assert len(list(cache.glob("abstract-art-32px-*.pt"))) == 1
 
 
@@ -124,9 +124,9 @@ def test_a_folder_without_decodable_images_is_an_error(tmp_path):
     (tmp_path / "only-broken").mkdir()
     (tmp_path / "only-broken" / "x.jpg").write_text("<html>")
     with pytest.raises(ValueError, match="none of the 1 image files"), pytest.warns(UserWarning):
-        art.load_image_folder(tmp_path / "only-broken")
+        image_folder.load_image_folder(tmp_path / "only-broken")
     with pytest.raises(FileNotFoundError, match="no image files"):
-        art.load_image_folder(tmp_path / "no-such-folder")
+        image_folder.load_image_folder(tmp_path / "no-such-folder")
 
 
 # --------------------------------------------------------------------------- the synthetic stand-in

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from labkit import art
+from labkit import art, image_folder
 from labkit import settings as labkit_settings
 
 # small example counts: the whole file runs in seconds; no example database (a failure prints its blob);
@@ -212,7 +212,7 @@ def fuzzed_files(draw):
 
 def decodes(path: Path, size: int) -> bool:
     try:
-        art.decode_image(path, size)
+        image_folder.decode_image(path, size)
         return True
     except Exception:  # noqa: BLE001 - the loader's own rule: any exception means undecodable
         return False
@@ -226,7 +226,7 @@ def load(folder: Path, size: int, cache_dir: Path | None = None):
     """The loader with every warning recorded (also those from its decoding threads)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = art.load_image_folder(folder, size, cache_dir=cache_dir, verbose=False)
+        result = image_folder.load_image_folder(folder, size, cache_dir=cache_dir, verbose=False)
     return result, labkit_warnings(caught)
 
 
@@ -277,13 +277,13 @@ def test_loader_keeps_exactly_the_decodable_files_and_counts_the_rest(good, brok
 
         if n_files == 0:
             with pytest.raises(FileNotFoundError, match="no image files"):
-                art.load_image_folder(folder, size, cache_dir=cache, verbose=False)
+                image_folder.load_image_folder(folder, size, cache_dir=cache, verbose=False)
             return
         if not kept:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 with pytest.raises(ValueError) as error:
-                    art.load_image_folder(folder, size, cache_dir=cache, verbose=False)
+                    image_folder.load_image_folder(folder, size, cache_dir=cache, verbose=False)
             message = str(error.value)
             assert str(folder) in message and f"none of the {n_files} image files" in message
             assert "download the data again" in message  # says what to do
@@ -309,7 +309,7 @@ def test_loader_keeps_exactly_the_decodable_files_and_counts_the_rest(good, brok
                 colour, tolerance = expected_colour[name]
                 assert np.abs(pixels - np.array(colour)).max() <= tolerance, (name, colour, pixels[0, 0])
             else:  # a fuzzed file that happens to decode: exactly what decode_image gives
-                assert np.array_equal(pixels, art.decode_image(folder / name, size).astype(float))
+                assert np.array_equal(pixels, image_folder.decode_image(folder / name, size).astype(float))
 
         # the cache: one file in the cache folder, nothing added to the image folder, and a second load
         # that decodes nothing and gives the same answer
@@ -321,7 +321,7 @@ def test_loader_keeps_exactly_the_decodable_files_and_counts_the_rest(good, brok
             raise AssertionError(f"decoded {path} although the cache is fresh")
 
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(art, "decode_image", no_decoding)
+            mp.setattr(image_folder, "decode_image", no_decoding)
             (again, names_again, skipped_again), _ = load(folder, size, cache)
         assert torch.equal(again, images) and names_again == names and skipped_again == skipped
 
@@ -368,26 +368,26 @@ def test_decode_image_gives_an_rgb_square_or_raises_an_ordinary_exception(blob, 
         path = tmp / f"file{suffix}"
         path.write_bytes(blob)
         try:
-            out = art.decode_image(path, size)
+            out = image_folder.decode_image(path, size)
         except Exception as e:  # noqa: BLE001 - the documented failure; anything else (SystemExit...) fails the test
-            assert art._try_decode(path, size) == f"{path.name}: {type(e).__name__}"  # skipped and named
+            assert image_folder._try_decode(path, size) == f"{path.name}: {type(e).__name__}"  # skipped and named
         else:
             assert isinstance(out, np.ndarray) and out.shape == (size, size, 3) and out.dtype == np.uint8
-            assert np.array_equal(art._try_decode(path, size), out)
+            assert np.array_equal(image_folder._try_decode(path, size), out)
 
 
 @FAST
 @given(blob=broken_files(), size=st.integers(1, 48))
 def test_decode_image_raises_on_every_broken_file(blob, size):
     with pytest.raises(Exception):  # noqa: B017 - which exception depends on the format; the loader takes any
-        art.decode_image(io.BytesIO(blob), size)
+        image_folder.decode_image(io.BytesIO(blob), size)
 
 
 @FAST
 @given(image=good_images(), size=st.integers(1, 48))
 def test_decode_image_gives_the_colour_of_every_mode_and_format(image, size):
     data, colour, tolerance = image
-    out = art.decode_image(io.BytesIO(data), size)
+    out = image_folder.decode_image(io.BytesIO(data), size)
     assert out.shape == (size, size, 3) and out.dtype == np.uint8
     assert np.abs(out.astype(float) - np.array(colour)).max() <= tolerance
 
@@ -396,7 +396,7 @@ def test_decode_image_gives_the_colour_of_every_mode_and_format(image, size):
 def test_16_bit_grayscale_is_scaled_not_clipped(fmt, tmp_path):
     """Regression: Pillow's convert() clipped 16-bit grayscale at 255, so mid-grey 32768 came out white."""
     for value, grey in [(0, 0), (257, 1), (32768, 128), (65535, 255)]:
-        out = art.decode_image(io.BytesIO(encode(fmt, Image.new("I;16", (9, 7), value))), 4)
+        out = image_folder.decode_image(io.BytesIO(encode(fmt, Image.new("I;16", (9, 7), value))), 4)
         assert out[2, 2].tolist() == [grey] * 3
     ramp = Image.fromarray((np.arange(64, dtype=np.uint16)[None, :] * 1040).repeat(16, axis=0))  # 0 .. 65520
     (tmp_path / f"ramp.{fmt.lower()}").write_bytes(encode(fmt, ramp))
