@@ -123,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = experiments.settings_for(args.model, **{k: v for k, v in overrides.items() if k in allowed})
             recipe = experiments.RECIPES[args.model][0]
             with distributed.quiet_unless_main():
-                final = recipe(cfg, out=args.out, device=args.device, progress=not args.no_progress)
+                trained = recipe(cfg, out=args.out, device=args.device, progress=not args.no_progress)
         except (ValueError, FileNotFoundError, PermissionError, FloatingPointError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         if distributed.is_main():
-            print(json.dumps({"model": args.model, "final": final}))
+            print(json.dumps({"model": args.model, "final": trained.final}))
     elif args.command == "doctor":
         from .doctor import main as doctor
 

@@ -9,7 +9,7 @@ section of the same name.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 
@@ -18,10 +18,9 @@ from .checkpoint import Checkpoint
 from .data import ImageData
 from .experiments import RECIPES
 from .loop import History, seconds_per_epoch
-from .models import count_parameters
 from .plots import linear_path
 from .report import format_value
-from .runs import METRICS_FILE, Run, load_metrics
+from .runs import METRICS_FILE, Run, Trained, load_metrics
 
 COMPARED = ("ae", "vae", "gan")
 INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose codes we walk between
@@ -32,23 +31,6 @@ def make_objective(name: str, cfg, device: torch.device | str):
     if name == "gan":
         return cfg.objective(*(m.to(device) for m in gan_nets.mlp_gan(cfg.latent_dim)))
     return cfg.objective(device)
-
-
-@dataclass
-class Trained:
-    """One trained model of the comparison: its objective (the networks), settings, history, and
-    the ``metrics.json`` its run wrote; ``reused`` says whether it came from an earlier run."""
-
-    name: str
-    cfg: object
-    objective: object
-    history: History
-    metrics: dict
-    reused: bool
-
-    @property
-    def parameters(self) -> int:
-        return sum(count_parameters(m) for m in self.objective.modules.values())
 
 
 def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, progress: bool = True) -> Trained:
@@ -74,7 +56,7 @@ def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, pr
     checkpoint.restore(state, objective, history, [], data.train_x)
     for module in objective.modules.values():
         module.eval()
-    return Trained(name, cfg, objective, history, load_metrics(run.dir), reused=done)
+    return Trained(name, cfg, objective, history, load_metrics(run.dir), run.dir, reused=done)
 
 
 # --------------------------------------------------------------------------- measurements

@@ -6,7 +6,7 @@ recipe cell by cell; ``python -m labkit train MODEL`` runs the recipe in one go.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -15,9 +15,10 @@ from . import distributed, plots, settings
 from .data import ImageData, load_mnist
 from .gan_experiments import RECIPES_GAN  # the GAN recipes live with the GANs
 from .loop import History, evaluate, seconds_per_epoch
-from .models import DEFAULT_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae
+from .losses import vae_loss
+from .models import DEFAULT_HIDDEN, VAE, VAE_VARIANTS, Autoencoder, count_parameters
 from .precision import PRECISIONS
-from .runs import Run, fit_in_run, start_run
+from .runs import Run, Trained, fit_in_run, start_run
 from .train import AutoencoderObjective, VAEObjective
 
 
@@ -41,9 +42,11 @@ class AESettings:
         settings.learning_rate("lr", self.lr)
         settings.one_of("precision", self.precision, PRECISIONS)
 
-    def objective(self, device: torch.device | str = "cpu") -> AutoencoderObjective:
-        """A fresh autoencoder on ``device`` with its objective, as these settings describe it."""
-        return AutoencoderObjective(Autoencoder(latent_dim=self.latent_dim, hidden=self.hidden).to(device), lr=self.lr)
+    def objective(self, device: torch.device | str = "cpu", model_class: type = Autoencoder) -> AutoencoderObjective:
+        """A fresh autoencoder on ``device`` with its objective, as these settings describe it;
+        ``model_class`` is the network to build (notebook 01 passes the one it defines)."""
+        model = model_class(latent_dim=self.latent_dim, hidden=self.hidden).to(device)
+        return AutoencoderObjective(model, lr=self.lr)
 
 
 @dataclass
@@ -67,34 +70,20 @@ class VAESettings:
         settings.number("beta", self.beta, at_least=0, what="a number >= 0 (1 is the plain VAE)")
         settings.one_of("precision", self.precision, PRECISIONS)
 
-    def objective(self, device: torch.device | str = "cpu") -> VAEObjective:
-        """A fresh VAE of ``variant`` on ``device`` with its objective, as these settings describe it."""
-        return VAEObjective(make_vae(self.variant).to(device), lr=self.lr, beta=self.beta)
+    def objective(self, device: torch.device | str = "cpu", model_class: type = VAE, loss=vae_loss) -> VAEObjective:
+        """A fresh VAE of ``variant`` on ``device`` with its objective, as these settings describe it;
+        ``model_class`` and ``loss`` are the network and the ELBO (notebook 02 passes its own)."""
+        model = model_class(**VAE_VARIANTS[self.variant]).to(device)
+        return VAEObjective(model, lr=self.lr, beta=self.beta, loss=loss)
 
 
-def _prepare(name: str, seed: int, out, device) -> tuple[Run, torch.device, ImageData]:
+def _prepare(name: str, seed: int, out, device, data: ImageData | None) -> tuple[Run, torch.device, ImageData]:
     run, device = start_run(name, seed, out, device)
-    return run, device, load_mnist(device)
+    return run, device, (data.to(device) if data is not None else load_mnist(device))
 
 
 def _final_common(history: History, model: torch.nn.Module) -> dict:
     return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
-
-
-def _finish(run: Run, model: str, cfg, device, data: ImageData, history: History, final: dict, objective) -> dict:
-    """Close the figures and write metrics.json; returns ``final``."""
-    plots.close_all()
-    run.write_metrics(
-        model=model,
-        epochs=cfg.epochs,
-        seed=cfg.seed,
-        device=device,
-        data=data,
-        history=history,
-        final=final,
-        hyperparameters={**asdict(cfg), "precision": objective.precision.mode},
-    )
-    return final
 
 
 def ae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
@@ -114,16 +103,25 @@ def vae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
 
 
 def run_ae(
-    cfg: AESettings | None = None, out: str | Path | None = None, device: str | None = None, progress: bool = True
-) -> dict:
-    """Train the autoencoder of notebook 01 and write its figures and metrics.json."""
+    cfg: AESettings | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    *,
+    model_class: type = Autoencoder,
+    data: ImageData | None = None,
+    callbacks=(),
+) -> Trained | None:
+    """Train the autoencoder of notebook 01 and write its figures and metrics.json; returns the
+    trained run (None under torchrun on ranks other than 0). ``model_class``: the network to train;
+    ``data``: MNIST already loaded; ``callbacks``: e.g. a live plot."""
     cfg = cfg or AESettings()
-    run, device, data = _prepare("ae", cfg.seed, out, device)
-    objective = cfg.objective(device)
+    run, device, data = _prepare("ae", cfg.seed, out, device, data)
+    objective = cfg.objective(device, model_class)
     model = objective.model
-    history = fit_in_run(run, objective, data, cfg, progress)
+    history = fit_in_run(run, objective, data, cfg, progress, callbacks)
     if not distributed.is_main():
-        return {}  # under torchrun, rank 0 evaluates and writes the run
+        return None  # under torchrun, rank 0 evaluates and writes the run
     test = evaluate(objective, data.test_x)
     with torch.no_grad():
         x = data.test_x[:10]
@@ -139,20 +137,33 @@ def run_ae(
         )
         random_codes = torch.randn(32, cfg.latent_dim, device=device) * codes.std(0) + codes.mean(0)
         run.save_figure(plots.image_grid(model.decode(random_codes), title="AE decoding random codes"), "random_codes")
-    return _finish(run, "ae", cfg, device, data, history, ae_final(test, history, model), objective)
+    plots.close_all()
+    final = ae_final(test, history, model)
+    return run.record(model="ae", cfg=cfg, objective=objective, data=data, history=history, final=final, device=device)
 
 
 def run_vae(
-    cfg: VAESettings | None = None, out: str | Path | None = None, device: str | None = None, progress: bool = True
-) -> dict:
-    """Train a VAE variant of notebook 02 and write its figures and metrics.json."""
+    cfg: VAESettings | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    *,
+    model_class: type = VAE,
+    loss=vae_loss,
+    data: ImageData | None = None,
+    callbacks=(),
+) -> Trained | None:
+    """Train a VAE variant of notebook 02 and write its figures and metrics.json; returns the trained
+    run (None under torchrun on ranks other than 0). The run is called ``vae``, ``vae-<variant>``, and
+    ``-beta<beta>`` is added when beta is not 1. ``model_class`` and ``loss``: the network and the
+    ELBO (notebook 02 passes its own); ``data``: MNIST already loaded; ``callbacks``: e.g. a live plot."""
     cfg = cfg or VAESettings()
-    run, device, data = _prepare("vae" if cfg.variant == "default" else f"vae-{cfg.variant}", cfg.seed, out, device)
-    objective = cfg.objective(device)
+    run, device, data = _prepare(vae_run_name(cfg), cfg.seed, out, device, data)
+    objective = cfg.objective(device, model_class, loss)
     model = objective.model
-    history = fit_in_run(run, objective, data, cfg, progress)
+    history = fit_in_run(run, objective, data, cfg, progress, callbacks)
     if not distributed.is_main():
-        return {}  # under torchrun, rank 0 evaluates and writes the run
+        return None  # under torchrun, rank 0 evaluates and writes the run
     torch.manual_seed(cfg.seed)  # the test ELBO draws z: make the reported number repeatable
     test = evaluate(objective, data.test_x)
     title = f"VAE ({cfg.variant}) on {data.label}"
@@ -175,7 +186,15 @@ def run_vae(
         a, b = first_test_index(data, 1), first_test_index(data, 7)
         path = plots.linear_path(mu_all[a], mu_all[b], steps=10)
         run.save_figure(plots.interpolation_strip(model.decode(path), title=f"{title}: interpolation"), "interpolation")
-    return _finish(run, "vae", cfg, device, data, history, vae_final(test, history, model), objective)
+    plots.close_all()
+    final = vae_final(test, history, model)
+    return run.record(model="vae", cfg=cfg, objective=objective, data=data, history=history, final=final, device=device)
+
+
+def vae_run_name(cfg: VAESettings) -> str:
+    """``vae`` for the default variant, ``vae-<variant>`` otherwise, with ``-beta<beta>`` when beta is not 1."""
+    name = "vae" if cfg.variant == "default" else f"vae-{cfg.variant}"
+    return name if cfg.beta == 1 else f"{name}-beta{cfg.beta:g}"
 
 
 def first_test_index(data: ImageData, digit: int) -> int:

@@ -7,7 +7,7 @@ run and a command-line run leave the same metrics.json, figures and GIF.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from .data import ImageData, load_mnist
 from .loop import History, seconds_per_epoch
 from .models import count_parameters
 from .precision import PRECISIONS
-from .runs import Run, fit_in_run, start_run
+from .runs import Run, Trained, fit_in_run, start_run
 
 DATASETS = {"abstract-art": 64, "cifar10": 32, "mnist": 28}  # dataset -> default image size
 N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)
@@ -136,8 +136,9 @@ def save_gan_run(
     recorder: progression.FixedNoise,
     history: History,
     device,
-) -> dict:
-    """Save the figures (real images, curves, progression figure and GIF, samples) and metrics.json.
+) -> Trained:
+    """Save the figures (real images, curves, progression figure and GIF, samples) and metrics.json;
+    return the trained run (its ``final`` is what metrics.json records).
 
     ``final`` holds seconds and images per second of an epoch, the last epoch's means of the four
     adversarial quantities, and the mode-collapse check (``diversity_ratio``: generated vs real).
@@ -167,27 +168,15 @@ def save_gan_run(
     elif data.name != "MNIST":
         final.update(metrics.inception_fid(real[:n_check], (fake + 1) / 2))
     plots.close_all()
-    used = {
-        "lr_g": cfg.lrs[0],
-        "lr_d": cfg.lrs[1],
-        "precision": objective.precision.mode,
-    }  # what was used, not None for "same as lr"
+    used = {"lr_g": cfg.lrs[0], "lr_d": cfg.lrs[1]}  # what was used, not None for "same as lr"
     if isinstance(cfg, DCGANSettings):
         used["image_size"] = cfg.size
-    run.write_metrics(
-        model=model,
-        epochs=len(history),
-        seed=cfg.seed,
-        device=device,
-        data=data,
-        history=history,
-        final=final,
-        hyperparameters={**asdict(cfg), **used},
+    return run.record(
+        model=model, cfg=cfg, objective=objective, data=data, history=history, final=final, device=device, **used
     )
-    return final
 
 
-def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device, progress: bool) -> dict:
+def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device, progress: bool) -> Trained | None:
     G, D = G.to(device), D.to(device)
     if device.type == "cuda" and model == "dcgan":  # convolutions run faster on NHWC tensors on GPUs
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
@@ -195,7 +184,7 @@ def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device
     recorder = progression.FixedNoise(G, n=64, seed=cfg.seed)
     history = fit_in_run(run, objective, data, cfg, progress, callbacks=[recorder])
     if not distributed.is_main():
-        return {}  # under torchrun, rank 0 evaluates and writes the run
+        return None  # under torchrun, rank 0 evaluates and writes the run
     return save_gan_run(
         run, model=model, cfg=cfg, data=data, objective=objective, recorder=recorder, history=history, device=device
     )

@@ -10,7 +10,7 @@ import os
 import platform
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -114,6 +114,57 @@ class Run:
         tmp.write_text(json.dumps(record, indent=2, default=float))
         os.replace(tmp, path)
         return path
+
+    def record(
+        self,
+        *,
+        model: str,
+        cfg,
+        objective,
+        data: ImageData,
+        history: History,
+        final: dict,
+        device: torch.device | str,
+        **used,
+    ) -> Trained:
+        """Write ``metrics.json`` as every recipe and notebook does, and return the trained run.
+
+        The hyperparameters are the settings as used: ``asdict(cfg)`` with the precision that
+        ``auto`` chose and the values in ``used`` (for example the GAN's two learning rates)."""
+        hyperparameters = {**asdict(cfg), "precision": objective.precision.mode, **used}
+        self.write_metrics(
+            model=model,
+            epochs=len(history),
+            seed=cfg.seed,
+            device=device,
+            data=data,
+            history=history,
+            final=final,
+            hyperparameters=hyperparameters,
+        )
+        return Trained(self.name, cfg, objective, history, load_metrics(self.dir), self.dir)
+
+
+@dataclass
+class Trained:
+    """A trained model and its run: the objective (the networks), settings, per-epoch history, the
+    ``metrics.json`` record it wrote, its folder, and whether it was reused from an earlier run."""
+
+    name: str
+    cfg: object
+    objective: object
+    history: History
+    metrics: dict
+    folder: Path
+    reused: bool = False
+
+    @property
+    def final(self) -> dict:
+        return self.metrics.get("final", {})
+
+    @property
+    def parameters(self) -> int:
+        return sum(sum(p.numel() for p in m.parameters() if p.requires_grad) for m in self.objective.modules.values())
 
 
 def start_run(

@@ -35,10 +35,10 @@ def test_an_even_cross_fade_has_step_ratio_one_and_a_single_jump_has_ratio_equal
 
 
 def test_stability_counts_the_epochs_in_which_the_test_loss_rose():
-    model = compare.Trained("vae", None, None, History({"test_loss": v} for v in (3.0, 2.0, 2.5, 1.0)), {}, False)
+    model = compare.Trained("vae", None, None, History({"test_loss": v} for v in (3.0, 2.0, 2.5, 1.0)), {}, None)
     assert compare.stability(model) == "test loss rose in 1 of 3 epoch-to-epoch steps"
     records = [{"train_d_loss": v, "train_d_real": 0.7, "train_d_fake": 0.3} for v in (1.0, 1.2, 1.0, 1.2)]
-    gan_model = compare.Trained("gan", None, None, History(records), {}, False)
+    gan_model = compare.Trained("gan", None, None, History(records), {}, None)
     assert (
         compare.stability(gan_model, last=4)
         == "D loss spread 0.100 over the last 4 epochs; D(x) - D(G(z)) = 0.40 at the end"

@@ -263,7 +263,7 @@ def test_run_dcgan_on_the_stand_in_writes_metrics_figures_and_gif(tmp_path, monk
     monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
     monkeypatch.setenv("LABKIT_SMOKE", "1")
     cfg = DCGANSettings(epochs=2, batch_size=16, n_images=32)
-    final = run_dcgan(cfg, out=tmp_path / "run", device="cpu", progress=False)
+    final = run_dcgan(cfg, out=tmp_path / "run", device="cpu", progress=False).final
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["model"] == "dcgan" and metrics["epochs"] == 2
     assert metrics["dataset"]["source"] == "synthetic-stand-in" and "synthetic stand-in" in metrics["dataset"]["label"]
@@ -282,7 +282,7 @@ def test_run_dcgan_on_the_stand_in_writes_metrics_figures_and_gif(tmp_path, monk
 def test_run_gan_on_mnist_reports_the_mode_collapse_ratio(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
     monkeypatch.setenv("LABKIT_SMOKE", "1")
-    final = run_gan(GANSettings(epochs=1, batch_size=256), out=tmp_path / "run", device="cpu", progress=False)
+    final = run_gan(GANSettings(epochs=1, batch_size=256), out=tmp_path / "run", device="cpu", progress=False).final
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["model"] == "gan" and metrics["dataset"]["source"] == "offline-subset"
     assert metrics["final"]["diversity_ratio"] == final["diversity_ratio"]
