@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from labkit import art, data, device, gan, gan_nets, loop, models, train
+from labkit import ae, art, data, device, gan, gan_nets, loop, vae
 
 
 def torchvision_mnist(mnist: data.ImageData, root: Path) -> datasets.MNIST:
@@ -165,8 +165,8 @@ def main():
     if args.n_train is not None:
         mnist.train_x, mnist.train_y = mnist.train_x[: args.n_train], mnist.train_y[: args.n_train]
     cases = [
-        ("vae-classic", lambda: train.VAEObjective(models.make_vae("classic").to(dev)), 128),
-        ("ae-default", lambda: train.AutoencoderObjective(models.Autoencoder().to(dev)), 32),
+        ("vae-classic", lambda: vae.VAEObjective(vae.make_vae("classic").to(dev)), 128),
+        ("ae-default", lambda: ae.AutoencoderObjective(ae.Autoencoder().to(dev)), 32),
         ("gan-mlp", lambda: gan.GANObjective(*[m.to(dev) for m in gan_nets.mlp_gan()]), 64),
     ]
     cases = [case for case in cases if case[0] in args.models.split(",")]

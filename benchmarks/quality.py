@@ -14,8 +14,9 @@ import time
 import numpy as np
 from sklearn.decomposition import PCA
 
-from labkit import data, device, loop, models, train
-from labkit.experiments import AESettings, VAESettings
+from labkit import data, device, loop, models
+from labkit.ae import AESettings
+from labkit.vae import VAESettings
 
 
 def report(name, history, key, seconds, **extra):
@@ -55,23 +56,19 @@ def main():
 
     ae = AESettings()
     runs = [
-        ("ae-default", lambda: models.Autoencoder(hidden=ae.hidden), train.AutoencoderObjective, ae.batch_size, ae.lr),
+        ("ae-default", lambda: ae.Autoencoder(hidden=ae.hidden), ae.AutoencoderObjective, ae.batch_size, ae.lr),
         (
             "ae-narrow",
-            lambda: models.Autoencoder(hidden=models.NARROW_HIDDEN),
-            train.AutoencoderObjective,
+            lambda: ae.Autoencoder(hidden=models.NARROW_HIDDEN),
+            ae.AutoencoderObjective,
             ae.batch_size,
             ae.lr,
         ),
     ]
     vae = VAESettings()
-    for variant in models.VAE_VARIANTS:
-        runs.append(
-            (f"vae-{variant}", lambda v=variant: models.make_vae(v), train.VAEObjective, vae.batch_size, vae.lr)
-        )
-    runs.append(
-        ("vae-classic-pytorch-examples-recipe", lambda: models.make_vae("classic"), train.VAEObjective, 128, 1e-3)
-    )
+    for variant in vae.VAE_VARIANTS:
+        runs.append((f"vae-{variant}", lambda v=variant: vae.make_vae(v), vae.VAEObjective, vae.batch_size, vae.lr))
+    runs.append(("vae-classic-pytorch-examples-recipe", lambda: vae.make_vae("classic"), vae.VAEObjective, 128, 1e-3))
     for name, build, objective_class, batch_size, lr in runs:
         device.seed_everything(args.seed)
         objective = objective_class(build().to(dev), lr=lr)

@@ -2,9 +2,9 @@
 
 What a student reads, by model and idea:
 
-    models       the autoencoder and the VAEs of notebooks 01 and 02, with shape comments
-    losses       the VAE's objective: reparameterisation, KL, ELBO (with their papers)
-    train        the AE and VAE training objectives: one optimisation step each
+    ae           the autoencoder of notebook 01: network, training objective, settings, recipe
+    vae          the VAE of notebook 02: reparameterisation, KL and ELBO (with their papers), the
+                 network and its variants, training objective, settings, recipe
     gan_nets     the GAN networks (DCGAN, the MLP GAN) with shape comments
     gan          the GAN losses, the adversarial step, sampling
     progression  watching G learn: fixed noise after every epoch, as a figure and a GIF
@@ -12,15 +12,19 @@ What a student reads, by model and idea:
     metrics      reconstruction, ELBO parts, a digit classifier, Fréchet distance, coverage, diversity
     compare      the measurements of notebook 04
     plots        every figure: image grids, curves, latent spaces
+    models       what the networks share: MLP stacks, parameter counts, layer summaries
+    losses       the Bernoulli likelihood of an image (the VAE's reconstruction term)
 
 The engine, which students need not read: settings (smoke mode, folders, checking settings), device,
 data (resident MNIST), image_folder and art (image folders, the gallery, CIFAR-10), precision,
 harness (what wraps the loop: resume, several GPUs, the NaN watch), checkpoint, distributed, runs
-(metrics.json and figures), experiments and gan_experiments (settings and headless recipes), report
+(metrics.json and figures), experiments (every recipe by name) and gan_experiments (the GANs'
+settings and recipes), report
 (REPORT.md), doctor, submit, grade and gradebook (instructors), hosted, notebook, exercises, explore.
 """
 
 from . import (
+    ae,
     art,
     data,
     device,
@@ -35,7 +39,7 @@ from . import (
     precision,
     runs,
     settings,
-    train,
+    vae,
 )
 from .device import pick_device, seed_everything
 from .settings import pick, smoke_mode
@@ -43,6 +47,7 @@ from .settings import pick, smoke_mode
 __version__ = "0.1.0"
 
 __all__ = [
+    "ae",
     "art",
     "data",
     "device",
@@ -60,7 +65,7 @@ __all__ = [
     "progression",
     "runs",
     "settings",
-    "train",
+    "vae",
     "pick",
     "pick_device",
     "seed_everything",

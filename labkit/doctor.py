@@ -111,8 +111,9 @@ def _finite(record: dict) -> str:
 def _objective(model: str, dev: torch.device, channels_last: bool = False):
     """A fresh objective of ``model`` on ``dev``, built as its recipe builds it."""
     from . import metrics
-    from .experiments import AESettings, VAESettings
+    from .ae import AESettings
     from .gan_experiments import DCGANSettings, GANSettings
+    from .vae import VAESettings
 
     if model == "ae":
         return AESettings(epochs=1).objective(dev)
@@ -168,7 +169,7 @@ class Doctor:
 
     def resume(self) -> str:
         """Two epochs in one go equal one epoch, a new process's worth of fresh objects, and a resumed one."""
-        from .experiments import AESettings
+        from .ae import AESettings
 
         x = self.x
         with tempfile.TemporaryDirectory() as folder:
@@ -203,7 +204,7 @@ class Doctor:
     def reuse(self) -> str:
         """Notebook 04 loads notebook 01's run from its checkpoint instead of training again."""
         from . import compare
-        from .experiments import AESettings
+        from .ae import AESettings
 
         with tempfile.TemporaryDirectory() as folder, _environment(LABKIT_RUNS=folder, LABKIT_SMOKE="1"):
             cfg = AESettings(epochs=1)

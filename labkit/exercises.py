@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import gan, losses
+from . import gan, vae
 
 CASES = 5  # random cases per check
 
@@ -195,9 +195,9 @@ def _gaussian_case(g):
 
 def check_kl(fn: Callable) -> Verdict:
     """Exercise of notebook 02: ``fn(mu, logvar)`` returns KL( N(mu, sigma^2) || N(0, I) ) per image,
-    summed over latent dimensions: shape (B,), like ``labkit.losses.kl_divergence``."""
+    summed over latent dimensions: shape (B,), like ``labkit.vae.kl_divergence``."""
     return _check_against(
-        fn, "kl", losses.kl_divergence, "labkit.losses.kl_divergence", _gaussian_case, "one number per image"
+        fn, "kl", vae.kl_divergence, "labkit.vae.kl_divergence", _gaussian_case, "one number per image"
     )
 
 
@@ -270,7 +270,7 @@ def check_reparameterize(fn: Callable, samples: int = 20000) -> Verdict:
         return Verdict("wrong", str(e))
     return Verdict(
         "correct",
-        f"correct: {name} draws z ~ N(mu, sigma^2) like labkit.losses.reparameterize "
+        f"correct: {name} draws z ~ N(mu, sigma^2) like labkit.vae.reparameterize "
         f"(mean and spread over {samples} draws, fresh noise, gradients to mu and logvar).",
     )
 

@@ -17,7 +17,8 @@ from torch import nn
 from . import settings
 from .data import ImageData, batches
 from .loop import ObjectiveBase
-from .losses import bernoulli_nll, bernoulli_nll_of_probabilities, kl_divergence, reparameterize
+from .losses import bernoulli_nll, bernoulli_nll_of_probabilities
+from .vae import kl_divergence, reparameterize
 
 CLASSIFIER_VERSION = 1  # bump when DigitClassifier or its training recipe changes: caches retrain
 

@@ -180,6 +180,24 @@ def start_run(
     return run, distributed.init_from_env(pick_device(device))
 
 
+def start_mnist_run(
+    name: str, seed: int, out, device, data: ImageData | None = None
+) -> tuple[Run, torch.device, ImageData]:
+    """``start_run`` and MNIST on its device (``data`` when the caller has it loaded already)."""
+    from .data import load_mnist
+
+    run, device = start_run(name, seed, out, device)
+    return run, device, (data.to(device) if data is not None else load_mnist(device))
+
+
+def cost(history: History, model: torch.nn.Module) -> dict:
+    """Seconds per epoch (the first, warm-up epoch left out) and trainable parameters of a run."""
+    from .loop import seconds_per_epoch
+    from .models import count_parameters
+
+    return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
+
+
 def fit_in_run(run: Run, objective, data: ImageData, cfg, progress: bool = True, callbacks=()) -> History:
     """``fit`` as every headless recipe calls it: checkpointed in the run folder after each epoch,
     so that the same command resumes a run that was cut off (and refuses another run's checkpoint).

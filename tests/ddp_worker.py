@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from labkit import __main__ as cli
-from labkit import data, device, distributed, experiments, gan, gan_nets, loop, models, runs, train
+from labkit import ae, data, device, distributed, gan, gan_nets, loop, runs
 
 
 def weights(objective) -> dict:
@@ -49,9 +49,9 @@ def main(out: Path) -> int:
     code = cli.main(["train", "ae", "--epochs", "1", "--out", str(out / "ae"), "--no-progress"])
     if code != 0:
         return code
-    cfg = experiments.AESettings(epochs=2)  # the same run, extended: resumes from the checkpoint
+    cfg = ae.AESettings(epochs=2)  # the same run, extended: resumes from the checkpoint
     run, dev = runs.start_run("ae", cfg.seed, out / "ae", "cpu")
-    objective = train.AutoencoderObjective(models.Autoencoder(cfg.latent_dim, cfg.hidden).to(dev), lr=cfg.lr)
+    objective = ae.AutoencoderObjective(ae.Autoencoder(cfg.latent_dim, cfg.hidden).to(dev), lr=cfg.lr)
     runs.fit_in_run(run, objective, data.load_mnist(dev, verbose=False), cfg, progress=False)
     runs.fit = real_fit
 

@@ -14,12 +14,12 @@ import torch
 
 from labkit import checkpoint as ckpt
 from labkit import gan, gan_nets, progression
+from labkit.ae import Autoencoder, AutoencoderObjective
 from labkit.device import seed_everything
 from labkit.harness import TrainingDiverged
 from labkit.loop import fit
-from labkit.models import Autoencoder, make_vae
 from labkit.precision import Precision
-from labkit.train import AutoencoderObjective, VAEObjective
+from labkit.vae import VAEObjective, make_vae
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from labkit import compare
+from labkit.ae import AESettings
 from labkit.checkpoint import CheckpointError
 from labkit.data import load_mnist
-from labkit.experiments import AESettings
 from labkit.loop import History
 
 

@@ -35,7 +35,7 @@ def kl_right(mu, logvar):
 def test_a_correct_kl_passes_and_says_what_it_was_compared_with():
     verdict = exercises.check_kl(kl_right)
     assert verdict.status == "correct" and bool(verdict)
-    assert repr(verdict) == "correct: kl_right matches labkit.losses.kl_divergence on 5 random cases."
+    assert repr(verdict) == "correct: kl_right matches labkit.vae.kl_divergence on 5 random cases."
 
 
 def test_kl_summed_over_the_wrong_axis_names_both_shapes():

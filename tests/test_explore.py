@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from labkit import explore, gan_nets, models
+from labkit import explore, gan_nets, vae
 
 
 @pytest.fixture(scope="module")
 def vae2():
     torch.manual_seed(0)
-    return models.make_vae("latent2").eval()
+    return vae.make_vae("latent2").eval()
 
 
 def test_decoding_a_point_is_the_models_decoding_of_that_point(vae2):
@@ -28,7 +28,7 @@ def test_decoding_a_point_is_the_models_decoding_of_that_point(vae2):
 
 def test_decode_point_refuses_a_model_whose_latent_space_is_not_two_dimensional():
     with pytest.raises(ValueError, match="2-D latent space, this one has 32"):
-        explore.decode_point(models.make_vae("default"), 0.0, 0.0)
+        explore.decode_point(vae.make_vae("default"), 0.0, 0.0)
 
 
 def test_explorer_figure_marks_the_point_on_the_scatter_and_shows_its_decoding(vae2):

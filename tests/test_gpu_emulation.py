@@ -15,13 +15,12 @@ from cuda_rules import CUDA_AUTOCAST_REFUSAL, save_as_if_on_gpu
 
 from labkit import checkpoint as ckpt
 from labkit import compare, device, gan_nets, metrics, plots
+from labkit.ae import AESettings, Autoencoder, AutoencoderObjective, run_ae
 from labkit.data import load_mnist
-from labkit.experiments import AESettings, run_ae
 from labkit.gan_experiments import DCGANSettings, GANSettings
 from labkit.loop import evaluate, fit
-from labkit.models import Autoencoder, make_vae
 from labkit.precision import Precision
-from labkit.train import AutoencoderObjective, VAEObjective
+from labkit.vae import VAEObjective, make_vae
 
 pytestmark = pytest.mark.gpu_emulation
 

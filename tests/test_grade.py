@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import experiments, grade, report, submit
+from labkit import ae, grade, report, submit, vae
+from labkit.data import load_mnist
 from labkit.gan_experiments import GANSettings, run_gan
 from labkit.loop import fit
 
@@ -40,13 +41,13 @@ def course(tmp_path_factory):
     root = tmp_path_factory.mktemp("course")
     old = _set_env(LABKIT_SMOKE=None, LABKIT_OFFLINE="1", LABKIT_RUNS=str(root / "runs"))
     try:
-        experiments.run_ae(experiments.AESettings(epochs=1), device="cpu", progress=False)
-        experiments.run_vae(experiments.VAESettings(epochs=1), device="cpu", progress=False)
+        ae.run_ae(ae.AESettings(epochs=1), device="cpu", progress=False)
+        vae.run_vae(vae.VAESettings(epochs=1), device="cpu", progress=False)
         run_gan(GANSettings(epochs=1), device="cpu", progress=False)
         report.build_report(root / "runs")
         other = root / "other-ae"
-        cfg = experiments.AESettings(epochs=2)
-        data = experiments.load_mnist("cpu", verbose=False)
+        cfg = ae.AESettings(epochs=2)
+        data = load_mnist("cpu", verbose=False)
         torch.manual_seed(5)
         fit(
             cfg.objective("cpu"),

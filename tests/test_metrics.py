@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from labkit import device, metrics
+from labkit.ae import Autoencoder
 from labkit.loop import fit
-from labkit.models import Autoencoder, make_vae
-from labkit.train import VAEObjective
+from labkit.vae import VAEObjective, make_vae
 
 
 @pytest.fixture(scope="module")

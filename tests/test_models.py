@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from labkit.models import NARROW_HIDDEN, VAE_VARIANTS, Autoencoder, count_parameters, make_vae, model_summary
+from labkit.ae import Autoencoder
+from labkit.models import NARROW_HIDDEN, count_parameters, model_summary
+from labkit.vae import VAE_VARIANTS, make_vae
 
 
 def test_autoencoder_shapes_and_pixel_range():

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from labkit import experiments, report
+from labkit import ae, report, vae
 
 
 @pytest.fixture(scope="module")
@@ -16,9 +16,9 @@ def smoke_runs(tmp_path_factory):
     old = {k: os.environ.get(k) for k in ("LABKIT_SMOKE", "LABKIT_OFFLINE")}
     os.environ.update(LABKIT_SMOKE="1", LABKIT_OFFLINE="1")
     try:
-        experiments.run_ae(experiments.AESettings(epochs=1), out=runs / "ae", device="cpu", progress=False)
-        experiments.run_vae(
-            experiments.VAESettings(epochs=1, variant="latent2"), out=runs / "vae-latent2", device="cpu", progress=False
+        ae.run_ae(ae.AESettings(epochs=1), out=runs / "ae", device="cpu", progress=False)
+        vae.run_vae(
+            vae.VAESettings(epochs=1, variant="latent2"), out=runs / "vae-latent2", device="cpu", progress=False
         )
     finally:
         for k, v in old.items():

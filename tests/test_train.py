@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from labkit import device, gan_nets
+from labkit.ae import Autoencoder, AutoencoderObjective
 from labkit.loop import History, evaluate, fit, seconds_per_epoch
-from labkit.models import Autoencoder, make_vae
 from labkit.precision import Precision
-from labkit.train import AutoencoderObjective, VAEObjective
+from labkit.vae import VAEObjective, make_vae
 
 
 def test_one_epoch_lowers_the_autoencoder_test_loss_clearly(mnist_offline):
