@@ -142,7 +142,7 @@ def load_runs(runs_dir: Path) -> dict[str, dict]:
     for path in sorted(runs_dir.glob(f"*/{METRICS_FILE}")):
         try:
             runs[path.parent.name] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
             raise ValueError(f"{path} cannot be read ({e}); delete it or rerun that notebook") from e
     return runs
 

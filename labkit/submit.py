@@ -249,10 +249,9 @@ def check_manifest(folder: Path) -> list[str]:
 
 
 def load_runs(folder: Path) -> dict[str, dict]:
-    runs = {}
-    for path in sorted((folder / "runs").glob(f"*/{METRICS_FILE}")):
-        try:
-            runs[path.parent.name] = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise Refused(f"runs/{path.parent.name}/{METRICS_FILE} is unreadable ({e})") from None
-    return runs
+    """Every ``runs/<name>/metrics.json`` of a submission folder, by run name (as ``report.load_runs``
+    reads a runs folder); an unreadable one refuses the submission."""
+    try:
+        return report.load_runs(folder / "runs")
+    except ValueError as e:
+        raise Refused(str(e)) from None
