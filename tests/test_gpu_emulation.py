@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from cuda_rules import CUDA_AUTOCAST_REFUSAL, save_as_if_on_gpu
+from test_checkpoint import _ae_run  # the same small checkpointed AE run
 
 from labkit import checkpoint as ckpt
 from labkit import compare, device, gan_nets, metrics, plots
@@ -105,33 +106,17 @@ def test_reconstruction_metrics_run_under_autocast(cuda_autocast_rules, mnist_of
 # --------------------------------------------------------------------------- checkpoints across devices
 
 
-def _ae_fit(x, folder, epochs, seed=0):
-    torch.manual_seed(seed)
-    objective = AutoencoderObjective(Autoencoder(latent_dim=8))
-    history = fit(
-        objective,
-        x,
-        x[:64],
-        epochs=epochs,
-        batch_size=64,
-        progress=False,
-        checkpoint=folder,
-        config={"latent_dim": 8, "epochs": epochs},
-    )
-    return objective, history
-
-
 def test_a_run_saved_on_a_gpu_resumes_on_the_cpu_and_ends_like_an_uninterrupted_run(
     tmp_path, monkeypatch, mnist_offline
 ):
     x = mnist_offline.train_x[:256]
-    full, full_history = _ae_fit(x, tmp_path / "full", 3)
+    full, full_history = _ae_run(x, 3, tmp_path / "full")
     with monkeypatch.context() as gpu:
         save_as_if_on_gpu(gpu)
-        _ae_fit(x, tmp_path / "cut", 2)  # "a GPU session", cut off after 2 epochs
+        _ae_run(x, 2, tmp_path / "cut")  # "a GPU session", cut off after 2 epochs
     with pytest.raises(RuntimeError, match="CUDA"):  # the file really is a GPU checkpoint
         torch.load(tmp_path / "cut" / ckpt.FILE_NAME, weights_only=True)
-    resumed, resumed_history = _ae_fit(x, tmp_path / "cut", 3, seed=7)  # resumed on the CPU
+    resumed, resumed_history = _ae_run(x, 3, tmp_path / "cut", seed=7)  # resumed on the CPU
     assert [r["test_loss"] for r in resumed_history] == [r["test_loss"] for r in full_history]
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         assert torch.equal(a, b)
