@@ -20,7 +20,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from . import device as devices
 from . import gan_nets, settings
 from .loop import fit
 from .precision import Precision
+from .runs import installed_version
 
 N_TRAIN, N_TEST = 512, 256  # MNIST images per check: an epoch is a few steps
 N_ART = 32  # 64x64 images for the DCGAN checks: one step of 32
@@ -57,13 +57,6 @@ class Result:
 # --------------------------------------------------------------------------- the environment
 
 
-def _installed(package: str) -> str:
-    try:
-        return version(package)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def environment(device: torch.device) -> list[tuple[str, str]]:
     """What the checks run on: versions, the device and whether torch supports it, where things go."""
     gpus = (
@@ -78,7 +71,7 @@ def environment(device: torch.device) -> list[tuple[str, str]]:
     runs, why = settings.runs_location()
     rows = [
         ("python", f"{platform.python_version()} on {platform.platform()}"),
-        *((name, _installed(name)) for name in PACKAGES),
+        *((name, installed_version(name)) for name in PACKAGES),
         (
             "torch CUDA build",
             f"{torch.version.cuda or 'none (CPU build)'}; kernels for "

@@ -23,21 +23,23 @@ from .loop import History, fit
 METRICS_FILE = "metrics.json"
 
 
+def installed_version(package: str) -> str:
+    """The installed version of ``package`` from its metadata (no import), or "not installed"."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def environment() -> dict:
     """Library versions and hardware, recorded in every metrics.json (versions read from the
     installed packages' metadata: importing torchvision or scikit-learn just for this costs seconds)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def installed(package: str) -> str:
-        try:
-            return version(package)
-        except PackageNotFoundError:
-            return "not installed"
-
     env = {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        **{name: installed(name) for name in ("torchvision", "numpy", "scikit-learn", "matplotlib")},
+        **{name: installed_version(name) for name in ("torchvision", "numpy", "scikit-learn", "matplotlib")},
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "processes": distributed.world_size(),
