@@ -2,7 +2,7 @@
 
     python benchmarks/pipeline.py [--epochs 3] [--dcgan-steps 10] [--device cpu]
 
-For each model, the same objective (same train step, model, optimiser, batch size) trains on the
+For each model, the same training (same train step, model, optimiser, batch size) trains on the
 same MNIST images through (a) labkit: one resident tensor sliced by a shuffled index inside
 ``labkit.loop.fit``, and (b) the usual pipeline: torchvision's ``datasets.MNIST`` with
 ``ToTensor()`` per sample and a ``torch.utils.data.DataLoader`` (workers as pytorch/examples uses
@@ -37,12 +37,12 @@ def torchvision_mnist(mnist: data.ImageData, root: Path) -> datasets.MNIST:
     return datasets.MNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
 
 
-def labkit_epochs(objective, x, batch_size, epochs):
-    history = loop.fit(objective, x, epochs=epochs, batch_size=batch_size, progress=False)
+def labkit_epochs(training, x, batch_size, epochs):
+    history = loop.fit(training, x, epochs=epochs, batch_size=batch_size, progress=False)
     return history.series("seconds")
 
 
-def dataloader_epochs(objective, dataset, batch_size, epochs, dev):
+def dataloader_epochs(training, dataset, batch_size, epochs, dev):
     workers = 1 if dev.type == "cuda" else 0
     loader = DataLoader(
         dataset,
@@ -50,15 +50,15 @@ def dataloader_epochs(objective, dataset, batch_size, epochs, dev):
         shuffle=True,
         num_workers=workers,
         pin_memory=dev.type == "cuda",
-        drop_last=objective.drop_last,
+        drop_last=training.drop_last,
     )
     seconds = []
     for _ in range(epochs):
-        for module in objective.modules.values():
+        for module in training.modules.values():
             module.train()
         start = time.perf_counter()
         for x, _ in loader:
-            objective.train_step(x.to(dev, non_blocking=True))
+            training.train_step(x.to(dev, non_blocking=True))
         if dev.type == "cuda":
             torch.cuda.synchronize()
         seconds.append(time.perf_counter() - start)
@@ -96,11 +96,11 @@ def dcgan_steps_per_second(args, dev) -> None:
         folder = image_folder(images, Path(tmp), 64)
         for pipeline in ("labkit", "imagefolder"):
             device.seed_everything(0)
-            objective = gan.GANObjective(*[m.to(dev) for m in gan_nets.dcgan(64, 3)], real_label=0.9)
-            objective.train_step(images[:batch_size])  # warm-up step, outside the timing
+            training = gan.GANTraining(*[m.to(dev) for m in gan_nets.dcgan(64, 3)], real_label=0.9)
+            training.train_step(images[:batch_size])  # warm-up step, outside the timing
             with PeakMemory(dev) as peak:
                 if pipeline == "labkit":
-                    seconds = labkit_epochs(objective, images, batch_size, 1)[0]
+                    seconds = labkit_epochs(training, images, batch_size, 1)[0]
                 else:
                     loader = DataLoader(
                         folder,
@@ -110,11 +110,11 @@ def dcgan_steps_per_second(args, dev) -> None:
                         num_workers=args.dcgan_workers,
                         pin_memory=dev.type == "cuda",
                     )
-                    for module in objective.modules.values():
+                    for module in training.modules.values():
                         module.train()
                     start = time.perf_counter()
-                    for x, _ in loader:  # GANObjective takes [0, 1] images: undo Normalize's [-1, 1]
-                        objective.train_step(x.to(dev, non_blocking=True).add_(1).div_(2))
+                    for x, _ in loader:  # GANTraining takes [0, 1] images: undo Normalize's [-1, 1]
+                        training.train_step(x.to(dev, non_blocking=True).add_(1).div_(2))
                     if dev.type == "cuda":
                         torch.cuda.synchronize()
                     seconds = time.perf_counter() - start
@@ -165,9 +165,9 @@ def main():
     if args.n_train is not None:
         mnist.train_x, mnist.train_y = mnist.train_x[: args.n_train], mnist.train_y[: args.n_train]
     cases = [
-        ("vae-classic", lambda: vae.VAEObjective(vae.make_vae("classic").to(dev)), 128),
-        ("ae-default", lambda: ae.AutoencoderObjective(ae.Autoencoder().to(dev)), 32),
-        ("gan-mlp", lambda: gan.GANObjective(*[m.to(dev) for m in gan_nets.mlp_gan()]), 64),
+        ("vae-classic", lambda: vae.VAETraining(vae.make_vae("classic").to(dev)), 128),
+        ("ae-default", lambda: ae.AutoencoderTraining(ae.Autoencoder().to(dev)), 32),
+        ("gan-mlp", lambda: gan.GANTraining(*[m.to(dev) for m in gan_nets.mlp_gan()]), 64),
     ]
     cases = [case for case in cases if case[0] in args.models.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -176,12 +176,12 @@ def main():
             medians = {}
             for pipeline in ("labkit", "dataloader"):
                 device.seed_everything(0)
-                objective = build()
+                training = build()
                 with PeakMemory(dev) as peak:
                     if pipeline == "labkit":
-                        seconds = labkit_epochs(objective, mnist.train_x, batch_size, args.epochs)
+                        seconds = labkit_epochs(training, mnist.train_x, batch_size, args.epochs)
                     else:
-                        seconds = dataloader_epochs(objective, dataset, batch_size, args.epochs, dev)
+                        seconds = dataloader_epochs(training, dataset, batch_size, args.epochs, dev)
                 medians[pipeline] = statistics.median(seconds[1:] or seconds)
                 print(
                     json.dumps(

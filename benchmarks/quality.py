@@ -56,25 +56,25 @@ def main():
 
     ae = AESettings()
     runs = [
-        ("ae-default", lambda: ae.Autoencoder(hidden=ae.hidden), ae.AutoencoderObjective, ae.batch_size, ae.lr),
+        ("ae-default", lambda: ae.Autoencoder(hidden=ae.hidden), ae.AutoencoderTraining, ae.batch_size, ae.lr),
         (
             "ae-narrow",
             lambda: ae.Autoencoder(hidden=models.NARROW_HIDDEN),
-            ae.AutoencoderObjective,
+            ae.AutoencoderTraining,
             ae.batch_size,
             ae.lr,
         ),
     ]
     vae = VAESettings()
     for variant in vae.VAE_VARIANTS:
-        runs.append((f"vae-{variant}", lambda v=variant: vae.make_vae(v), vae.VAEObjective, vae.batch_size, vae.lr))
-    runs.append(("vae-classic-pytorch-examples-recipe", lambda: vae.make_vae("classic"), vae.VAEObjective, 128, 1e-3))
-    for name, build, objective_class, batch_size, lr in runs:
+        runs.append((f"vae-{variant}", lambda v=variant: vae.make_vae(v), vae.VAETraining, vae.batch_size, vae.lr))
+    runs.append(("vae-classic-pytorch-examples-recipe", lambda: vae.make_vae("classic"), vae.VAETraining, 128, 1e-3))
+    for name, build, training_class, batch_size, lr in runs:
         device.seed_everything(args.seed)
-        objective = objective_class(build().to(dev), lr=lr)
+        training = training_class(build().to(dev), lr=lr)
         start = time.perf_counter()
         history = loop.fit(
-            objective, mnist.train_x, mnist.test_x, epochs=args.epochs, batch_size=batch_size, progress=False
+            training, mnist.train_x, mnist.test_x, epochs=args.epochs, batch_size=batch_size, progress=False
         )
         key = "test_loss" if name.startswith("ae") else "test_neg_elbo"
         report(

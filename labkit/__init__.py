@@ -2,9 +2,9 @@
 
 What a student reads, by model and idea:
 
-    ae           the autoencoder of notebook 01: network, training objective, settings, recipe
+    ae           the autoencoder of notebook 01: network, its training (model, optimiser, step), settings, recipe
     vae          the VAE of notebook 02: reparameterisation, KL and ELBO (with their papers), the
-                 network and its variants, training objective, settings, recipe
+                 network and its variants, its training, settings, recipe
     gan_nets     the GAN networks (DCGAN, the MLP GAN) with shape comments
     gan          the GAN losses, the adversarial step, sampling
     progression  watching G learn: fixed noise after every epoch, as a figure and a GIF

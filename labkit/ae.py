@@ -1,4 +1,4 @@
-"""The autoencoder of notebook 01: the network, its training objective (mean squared error), its
+"""The autoencoder of notebook 01: the network, its training (mean squared error), its
 settings and its recipe (train, save the figures, record the run), as ``python -m labkit train ae``
 runs it. Notebook 01 writes the network out in a cell with the same layer names.
 """
@@ -16,7 +16,7 @@ from torch import nn
 
 from . import distributed, plots, settings
 from .data import ImageData
-from .loop import History, ObjectiveBase, evaluate
+from .loop import History, TrainingBase, evaluate
 from .losses import bernoulli_nll_of_probabilities
 from .models import DEFAULT_HIDDEN, MNIST_SHAPE, FlatImageModel, mlp
 from .precision import PRECISIONS
@@ -57,7 +57,7 @@ class Autoencoder(FlatImageModel):
         return self.decode(self.encode(x))
 
 
-class AutoencoderObjective(ObjectiveBase):
+class AutoencoderTraining(TrainingBase):
     """Mean squared error between images and reconstructions (notebook 01, "Training")."""
 
     name = "ae"
@@ -100,11 +100,11 @@ class AESettings:
         settings.learning_rate("lr", self.lr)
         settings.one_of("precision", self.precision, PRECISIONS)
 
-    def objective(self, device: torch.device | str = "cpu", model_class: type = Autoencoder) -> AutoencoderObjective:
-        """A fresh autoencoder on ``device`` with its objective, as these settings describe it;
+    def training(self, device: torch.device | str = "cpu", model_class: type = Autoencoder) -> AutoencoderTraining:
+        """A fresh autoencoder on ``device`` with its training, as these settings describe it;
         ``model_class`` is the network to build (notebook 01 passes the one it defines)."""
         model = model_class(latent_dim=self.latent_dim, hidden=self.hidden).to(device)
-        return AutoencoderObjective(model, lr=self.lr)
+        return AutoencoderTraining(model, lr=self.lr)
 
 
 def ae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
@@ -127,12 +127,12 @@ def run_ae(
     ``data``: MNIST already loaded; ``callbacks``: e.g. a live plot."""
     cfg = cfg or AESettings()
     run, device, data = start_mnist_run("ae", cfg.seed, out, device, data)
-    objective = cfg.objective(device, model_class)
-    model = objective.model
-    history = fit_in_run(run, objective, data, cfg, progress, callbacks)
+    training = cfg.training(device, model_class)
+    model = training.model
+    history = fit_in_run(run, training, data, cfg, progress, callbacks)
     if not distributed.is_main():
         return None  # under torchrun, rank 0 evaluates and writes the run
-    test = evaluate(objective, data.test_x)
+    test = evaluate(training, data.test_x)
     with torch.no_grad():
         x = data.test_x[:10]
         run.save_figure(
@@ -149,4 +149,4 @@ def run_ae(
         run.save_figure(plots.image_grid(model.decode(random_codes), title="AE decoding random codes"), "random_codes")
     plots.close_all()
     final = ae_final(test, history, model)
-    return run.record(model="ae", cfg=cfg, objective=objective, data=data, history=history, final=final, device=device)
+    return run.record(model="ae", cfg=cfg, training=training, data=data, history=history, final=final, device=device)

@@ -72,16 +72,21 @@ def set_rng_state(state: dict) -> None:
 # --------------------------------------------------------------------------- describing a run
 
 
-def describe(objective, config: dict | None, train_x: torch.Tensor) -> dict:
-    """What must match for a checkpoint to belong to this run: the objective, every parameter's
+def describe(training, config: dict | None, train_x: torch.Tensor) -> dict:
+    """What must match for a checkpoint to belong to this run: the training, every parameter's
     shape, the settings (``config``, without ``epochs``: a run may be extended) and the data size."""
     shapes = {
         f"{name}.{key}": list(value.shape)
-        for name, module in objective.modules.items()
+        for name, module in training.modules.items()
         for key, value in module.state_dict().items()
     }
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (config or {}).items() if k != "epochs"}
-    return {"objective": objective.name, "shapes": shapes, "config": config, "train_images": list(train_x.shape)}
+    return {
+        "objective": training.name,  # the key checkpoints have always used
+        "shapes": shapes,
+        "config": config,
+        "train_images": list(train_x.shape),
+    }
 
 
 def mismatch(saved: dict, current: dict) -> list[str]:
@@ -184,11 +189,11 @@ class Checkpoint:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def check_space(self, objective) -> None:
+    def check_space(self, training) -> None:
         """Fail before training when the folder cannot hold two checkpoints (the old one stays
         until the new one is complete)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        size = sum(t.numel() * t.element_size() for m in objective.modules.values() for t in m.state_dict().values())
+        size = sum(t.numel() * t.element_size() for m in training.modules.values() for t in m.state_dict().values())
         needed = 4 * size + (16 << 20)  # weights, two Adam moments, the file being replaced, slack
         free = shutil.disk_usage(self.path.parent).free
         if free < needed:
@@ -197,16 +202,16 @@ class Checkpoint:
                 f"need about {needed / 2**20:.0f} MiB. Free some space or choose another output folder."
             )
 
-    def save(self, objective, history, callbacks=(), train_x: torch.Tensor | None = None) -> Path:
-        optimizers = getattr(objective, "optimizers", {})
-        precision = getattr(objective, "precision", None)
+    def save(self, training, history, callbacks=(), train_x: torch.Tensor | None = None) -> Path:
+        optimizers = getattr(training, "optimizers", {})
+        precision = getattr(training, "precision", None)
         state = {
             "format": FORMAT,
             "version": VERSION,
-            "run": describe(objective, self.config, train_x if train_x is not None else torch.empty(0)),
+            "run": describe(training, self.config, train_x if train_x is not None else torch.empty(0)),
             "epochs_done": len(history),
             "history": [dict(r) for r in history],
-            "modules": {name: m.state_dict() for name, m in objective.modules.items()},
+            "modules": {name: m.state_dict() for name, m in training.modules.items()},
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "scaler": precision.scaler.state_dict() if precision is not None else {},
             "callbacks": {key: cb.state_dict() for key, cb in _stateful(callbacks)},
@@ -218,12 +223,12 @@ class Checkpoint:
         """The checkpoint's contents, loaded safely to the CPU (see ``safe_load``)."""
         return safe_load(self.path)
 
-    def restore(self, state: dict, objective, history, callbacks=(), train_x: torch.Tensor | None = None) -> int:
-        """Put a loaded checkpoint ``state`` into ``objective``, ``history`` (replaced in place) and
+    def restore(self, state: dict, training, history, callbacks=(), train_x: torch.Tensor | None = None) -> int:
+        """Put a loaded checkpoint ``state`` into ``training``, ``history`` (replaced in place) and
         ``callbacks``; return the number of epochs it holds. A checkpoint of another run is refused
         before anything is changed."""
         problems = mismatch(
-            state["run"], describe(objective, self.config, train_x if train_x is not None else torch.empty(0))
+            state["run"], describe(training, self.config, train_x if train_x is not None else torch.empty(0))
         )
         if problems:
             raise CheckpointError(
@@ -231,11 +236,11 @@ class Checkpoint:
                 + "; ".join(problems)
                 + ". Choose another output folder, or delete the checkpoint to train from scratch."
             )
-        for name, module in objective.modules.items():
+        for name, module in training.modules.items():
             module.load_state_dict(state["modules"][name])
-        for name, optimizer in getattr(objective, "optimizers", {}).items():
+        for name, optimizer in getattr(training, "optimizers", {}).items():
             optimizer.load_state_dict(state["optimizers"][name])
-        precision = getattr(objective, "precision", None)
+        precision = getattr(training, "precision", None)
         if precision is not None and state["scaler"]:
             precision.scaler.load_state_dict(state["scaler"])
         for key, callback in _stateful(callbacks):

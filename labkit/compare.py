@@ -26,11 +26,11 @@ COMPARED = ("ae", "vae", "gan")
 INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose codes we walk between
 
 
-def make_objective(name: str, cfg, device: torch.device | str):
-    """A fresh, untrained objective of model ``name`` ("ae", "vae" or "gan") built from ``cfg``."""
+def make_training(name: str, cfg, device: torch.device | str):
+    """A fresh, untrained training of model ``name`` ("ae", "vae" or "gan") built from ``cfg``."""
     if name == "gan":
-        return cfg.objective(*(m.to(device) for m in gan_nets.mlp_gan(cfg.latent_dim)))
-    return cfg.objective(device)
+        return cfg.training(*(m.to(device) for m in gan_nets.mlp_gan(cfg.latent_dim)))
+    return cfg.training(device)
 
 
 def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, progress: bool = True) -> Trained:
@@ -51,12 +51,12 @@ def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, pr
     if not done:
         recipe(cfg, out=run.dir, device=str(device), progress=progress)
         state = checkpoint.load()
-    objective = make_objective(name, cfg, device)
+    training = make_training(name, cfg, device)
     history = History()
-    checkpoint.restore(state, objective, history, [], data.train_x)
-    for module in objective.modules.values():
+    checkpoint.restore(state, training, history, [], data.train_x)
+    for module in training.modules.values():
         module.eval()
-    return Trained(name, cfg, objective, history, load_metrics(run.dir), run.dir, reused=done)
+    return Trained(name, cfg, training, history, load_metrics(run.dir), run.dir, reused=done)
 
 
 # --------------------------------------------------------------------------- measurements
@@ -65,9 +65,9 @@ def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, pr
 @torch.no_grad()
 def reconstruction(ae: Trained, vae: Trained, test_x: torch.Tensor) -> dict[str, dict[str, float]]:
     """Test reconstruction error of the AE and of the VAE (decoding the posterior mean, no sampling)."""
-    vae_model = vae.objective.model
+    vae_model = vae.training.model
     return {
-        "ae": metrics.reconstruction_errors(ae.objective.model, test_x),
+        "ae": metrics.reconstruction_errors(ae.training.model, test_x),
         "vae": metrics.reconstruction_errors(lambda x: vae_model.decode(vae_model.encode(x)[0]), test_x),
     }
 
@@ -77,8 +77,8 @@ def samples(model: Trained, n: int, seed: int, reference: torch.Tensor | None = 
     """n generated digits in [0, 1]: from the GAN's noise, the VAE's prior, or, for the AE, random
     codes drawn from a Gaussian fitted to the codes of ``reference`` images (notebook 01's recipe)."""
     if model.name == "gan":
-        return (gan.sample(model.objective.generator, n, seed=seed) + 1) / 2
-    net = model.objective.model
+        return (gan.sample(model.training.generator, n, seed=seed) + 1) / 2
+    net = model.training.model
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
     if model.name == "vae":
@@ -126,12 +126,12 @@ def interpolation(
     Also returns the first path's images for a figure."""
     measure = measure or path_smoothness
     if model.name == "gan":
-        G = model.objective.generator
+        G = model.training.generator
         g = torch.Generator().manual_seed(seed)
         ends = torch.randn(len(INTERPOLATION_PAIRS), 2, G.latent_dim, generator=g)
         paths = [(gan.generate(G, linear_path(a, b, steps).to(next(G.parameters()).device)) + 1) / 2 for a, b in ends]
     else:
-        net = model.objective.model
+        net = model.training.model
         encode = (lambda x: net.encode(x)[0]) if model.name == "vae" else net.encode
         paths = []
         for a, b in INTERPOLATION_PAIRS:

@@ -100,13 +100,13 @@ def seed_per_rank() -> None:
 
 
 @contextmanager
-def wrap(objective):
-    """While the block runs, the objective calls its modules through DistributedDataParallel,
-    which averages their gradients over the ranks in the backward pass; ``objective.modules``
+def wrap(training):
+    """While the block runs, the training calls its modules through DistributedDataParallel,
+    which averages their gradients over the ranks in the backward pass; ``training.modules``
     keeps the raw modules throughout (checkpoints and figures see plain state dicts) and the
     attributes are put back afterwards. A no-op in a single process.
 
-    Every attribute of the objective that holds one of ``objective.modules`` (``model``;
+    Every attribute of the training that holds one of ``training.modules`` (``model``;
     ``generator`` and ``discriminator``) is replaced for the duration, without buffer sync at each
     forward (``broadcast_buffers=False``). By default DDP copies rank 0's buffers (batch-norm
     running statistics) over every rank's at each forward call, in place. The GAN calls D twice
@@ -120,24 +120,24 @@ def wrap(objective):
     and DDP's hook fires then.
     """
     if world_size() == 1:
-        yield objective
+        yield training
         return
-    modules = list(objective.modules.values())
-    attributes = {attr: value for attr, value in vars(objective).items() if any(value is m for m in modules)}
-    missing = [name for name, m in objective.modules.items() if not any(v is m for v in attributes.values())]
+    modules = list(training.modules.values())
+    attributes = {attr: value for attr, value in vars(training).items() if any(value is m for m in modules)}
+    missing = [name for name, m in training.modules.items() if not any(v is m for v in attributes.values())]
     if missing:
         raise TypeError(
-            f"{type(objective).__name__} keeps no attribute for module(s) {', '.join(missing)}; "
+            f"{type(training).__name__} keeps no attribute for module(s) {', '.join(missing)}; "
             "distributed training wraps the attributes train_step calls (e.g. self.model)"
         )
     parallel = {id(m): _ddp(m) for m in modules}
     for attr, module in attributes.items():
-        setattr(objective, attr, parallel[id(module)])
+        setattr(training, attr, parallel[id(module)])
     try:
-        yield objective
+        yield training
     finally:
         for attr, module in attributes.items():
-            setattr(objective, attr, module)
+            setattr(training, attr, module)
         parallel.clear()  # drops DDP's gradient hooks with the wrappers
 
 

@@ -101,27 +101,27 @@ def _finite(record: dict) -> str:
     return ", ".join(f"{k} {record[k]:.4g}" for k in shown)
 
 
-def _objective(model: str, dev: torch.device, channels_last: bool = False):
-    """A fresh objective of ``model`` on ``dev``, built as its recipe builds it."""
+def _training(model: str, dev: torch.device, channels_last: bool = False):
+    """A fresh training of ``model`` on ``dev``, built as its recipe builds it."""
     from . import metrics
     from .ae import AESettings
     from .gan_experiments import DCGANSettings, GANSettings
     from .vae import VAESettings
 
     if model == "ae":
-        return AESettings(epochs=1).objective(dev)
+        return AESettings(epochs=1).training(dev)
     if model == "vae":
-        return VAESettings(epochs=1).objective(dev)
+        return VAESettings(epochs=1).training(dev)
     if model == "gan":
-        return GANSettings(epochs=1).objective(*(m.to(dev) for m in gan_nets.mlp_gan()))
+        return GANSettings(epochs=1).training(*(m.to(dev) for m in gan_nets.mlp_gan()))
     if model == "dcgan":
         cfg = DCGANSettings(epochs=1)
         G, D = (m.to(dev) for m in cfg.networks(3))
         if channels_last:
             G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-        return cfg.objective(G, D)
+        return cfg.training(G, D)
     if model == "classifier":
-        return metrics.ClassifierObjective(metrics.DigitClassifier().to(dev))
+        return metrics.ClassifierTraining(metrics.DigitClassifier().to(dev))
     raise ValueError(f"no doctor check for model {model!r}")
 
 
@@ -141,10 +141,10 @@ class Doctor:
 
     def epoch(self, model: str, precision: str, compile: bool = False, channels_last: bool = False) -> str:
         torch.manual_seed(0)
-        objective = _objective(model, self.device, channels_last)
+        training = _training(model, self.device, channels_last)
         if model == "dcgan":
             history = fit(
-                objective,
+                training,
                 self.art,
                 None,
                 epochs=2 if compile else 1,
@@ -156,9 +156,9 @@ class Doctor:
         else:
             labels = {"train_y": self.y, "test_y": self.test_y} if model == "classifier" else {}
             history = fit(
-                objective, self.x, self.test_x, epochs=1, batch_size=64, progress=False, precision=precision, **labels
+                training, self.x, self.test_x, epochs=1, batch_size=64, progress=False, precision=precision, **labels
             )
-        return f"{objective.precision.mode}: {_finite(history.last)}, {history.last['seconds']:.2f} s/epoch"
+        return f"{training.precision.mode}: {_finite(history.last)}, {history.last['seconds']:.2f} s/epoch"
 
     def resume(self) -> str:
         """Two epochs in one go equal one epoch, a new process's worth of fresh objects, and a resumed one."""
@@ -169,9 +169,9 @@ class Doctor:
 
             def run(epochs: int, seed: int, checkpoint):
                 torch.manual_seed(seed)
-                objective = AESettings(epochs=epochs).objective(self.device)
+                training = AESettings(epochs=epochs).training(self.device)
                 fit(
-                    objective,
+                    training,
                     x,
                     self.test_x,
                     epochs=epochs,
@@ -180,7 +180,7 @@ class Doctor:
                     checkpoint=checkpoint,
                     config={"epochs": epochs},
                 )
-                return objective
+                return training
 
             whole = run(2, 0, None)
             run(1, 0, Path(folder))

@@ -1,5 +1,5 @@
 """The adversarial game of notebook 03: the two losses, the training step that ``labkit.loop.fit``
-runs (``GANObjective``), and drawing samples from a generator.
+runs (``GANTraining``), and drawing samples from a generator.
 
 The networks are in ``labkit.gan_nets``, the fixed-noise progression in ``labkit.progression``, the
 curves in ``labkit.plots.gan_curves`` and the mode-collapse check in ``labkit.metrics.diversity_ratio``.
@@ -18,7 +18,7 @@ from torch import nn
 
 from . import settings
 from .gan_nets import LATENT_DIM
-from .loop import History, ObjectiveBase
+from .loop import History, TrainingBase
 
 
 def check_real_label(real_label) -> float:
@@ -69,8 +69,8 @@ D_WINS_LOSS = 0.05  # ... with the D loss less than this above its floor ...
 D_WINS_FAKE = 0.05  # ... and D(G(z)) below this: the discriminator has won outright
 
 
-class GANObjective(ObjectiveBase):
-    """The adversarial game as an ``Objective`` for ``labkit.loop.fit`` (notebook 03, "Training").
+class GANTraining(TrainingBase):
+    """The adversarial game as a ``Training`` for ``labkit.loop.fit`` (notebook 03, "Training").
 
     Each ``train_step`` makes one discriminator update on a real batch and a fake batch, then
     ``g_steps`` generator updates (each on fresh noise). Tricks of the seeds as parameters:

@@ -59,11 +59,11 @@ class GANSettings:
         """(generator lr, discriminator lr)."""
         return (self.lr_g or self.lr, self.lr_d or self.lr)
 
-    def objective(self, generator, discriminator, training: type = gan.GANObjective) -> gan.GANObjective:
+    def training(self, generator, discriminator, training_class: type = gan.GANTraining) -> gan.GANTraining:
         """The adversarial training of ``generator`` and ``discriminator`` with these settings;
-        ``training`` is the class that takes the steps (notebook 03 passes its own subclass)."""
+        ``training_class`` is the class that takes the steps (notebook 03 passes its own subclass)."""
         lr_g, lr_d = self.lrs
-        return training(
+        return training_class(
             generator,
             discriminator,
             lr_g=lr_g,
@@ -132,7 +132,7 @@ def save_gan_run(
     model: str,
     cfg: GANSettings,
     data: ImageData,
-    objective: gan.GANObjective,
+    training: gan.GANTraining,
     recorder: progression.FixedNoise,
     history: History,
     device,
@@ -143,7 +143,7 @@ def save_gan_run(
     ``final`` holds seconds and images per second of an epoch, the last epoch's means of the four
     adversarial quantities, and the mode-collapse check (``diversity_ratio``: generated vs real).
     """
-    G, D = objective.generator, objective.discriminator
+    G, D = training.generator, training.discriminator
     title = f"{model.upper()} on {data.label}"
     run.save_figure(plots.image_grid(data.train_x[:64], title=f"real images: {data.label}"), "real_images")
     run.save_figure(plots.gan_curves(history, title=title, real_label=cfg.real_label), "gan_curves")
@@ -172,7 +172,7 @@ def save_gan_run(
     if isinstance(cfg, DCGANSettings):
         used["image_size"] = cfg.size
     return run.record(
-        model=model, cfg=cfg, objective=objective, data=data, history=history, final=final, device=device, **used
+        model=model, cfg=cfg, training=training, data=data, history=history, final=final, device=device, **used
     )
 
 
@@ -180,13 +180,13 @@ def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device
     G, D = G.to(device), D.to(device)
     if device.type == "cuda" and model == "dcgan":  # convolutions run faster on NHWC tensors on GPUs
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    objective = cfg.objective(G, D)
+    training = cfg.training(G, D)
     recorder = progression.FixedNoise(G, n=64, seed=cfg.seed)
-    history = fit_in_run(run, objective, data, cfg, progress, callbacks=[recorder])
+    history = fit_in_run(run, training, data, cfg, progress, callbacks=[recorder])
     if not distributed.is_main():
         return None  # under torchrun, rank 0 evaluates and writes the run
     return save_gan_run(
-        run, model=model, cfg=cfg, data=data, objective=objective, recorder=recorder, history=history, device=device
+        run, model=model, cfg=cfg, data=data, training=training, recorder=recorder, history=history, device=device
     )
 
 

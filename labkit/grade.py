@@ -204,10 +204,10 @@ class Evaluator:
         try:
             cfg = experiments.settings_for(model, **hyper)
             if model == "gan":
-                objective = cfg.objective(*(m.to(self.device) for m in gan_nets.mlp_gan(cfg.latent_dim)))
+                training = cfg.training(*(m.to(self.device) for m in gan_nets.mlp_gan(cfg.latent_dim)))
             else:
-                objective = cfg.objective(self.device)
-            for module_name, module in objective.modules.items():
+                training = cfg.training(self.device)
+            for module_name, module in training.modules.items():
                 module.load_state_dict(
                     {k: v.to(module.state_dict()[k].dtype) for k, v in saved["modules"][module_name].items()}
                 )
@@ -217,16 +217,16 @@ class Evaluator:
                 f"({type(e).__name__}: {str(e).splitlines()[0][:160]})"
             ], None
         final, data = record.get("final", {}), self.data(bool(record.get("smoke")))
-        for module in objective.modules.values():
+        for module in training.modules.values():
             module.eval()
         if model == "ae":
-            again = {"test_mse": evaluate(objective, data.test_x)["loss"]}
+            again = {"test_mse": evaluate(training, data.test_x)["loss"]}
         elif model == "vae":
             torch.manual_seed(cfg.seed)
-            again = {"test_neg_elbo_nats": evaluate(objective, data.test_x)["neg_elbo"]}
+            again = {"test_neg_elbo_nats": evaluate(training, data.test_x)["neg_elbo"]}
         else:
             n = 256 if record.get("smoke") else 1000  # as the recipe measured it
-            fake = gan.sample(objective.generator, n, seed=cfg.seed)
+            fake = gan.sample(training.generator, n, seed=cfg.seed)
             quality = metrics.digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed)
             again = {"fid_classifier": quality["fid_classifier"]}
             if abs(quality["class_coverage"] - final.get("class_coverage", -99)) > 1:

@@ -52,7 +52,7 @@ class Harness:
 
     def __init__(
         self,
-        objective,
+        training,
         train_x: torch.Tensor,
         train_y: torch.Tensor | None,
         *,
@@ -72,31 +72,31 @@ class Harness:
             raise ValueError("train_x holds no images: check the data folder or the smoke-mode sizes")
         check_finite_data(train_x, "train_x")
         with_labels(train_x, train_y)
-        self.objective, self.history = objective, history
+        self.training, self.history = training, history
         self.main = distributed.is_main()
         self.callbacks = list(callbacks) if self.main else []  # rank 0 alone plots and records
         self.progress = progress and self.main
         self.device = train_x.device
         self.all_x = train_x
         self.target = len(history) + epochs
-        objective.precision = Precision(self.device, precision)
+        training.precision = Precision(self.device, precision)
         if compile:
-            for module in objective.modules.values():
+            for module in training.modules.values():
                 module.compile()  # in place: checkpoints keep the modules' names
         if checkpoint is not None and not isinstance(checkpoint, Checkpoint):
             checkpoint = Checkpoint(checkpoint, config)
         self.checkpoint = checkpoint
         if checkpoint is not None:
-            checkpoint.check_space(objective)
+            checkpoint.check_space(training)
             self._resume()
         distributed.seed_per_rank()
         self.train_x, self.train_y = distributed.shard(train_x), distributed.shard(train_y)
         n = self.train_x.shape[0]
-        self.n_batches = n // batch_size if objective.drop_last else math.ceil(n / batch_size)
+        self.n_batches = n // batch_size if training.drop_last else math.ceil(n / batch_size)
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Harness:
-        self._stack.enter_context(distributed.wrap(self.objective))
+        self._stack.enter_context(distributed.wrap(self.training))
         return self
 
     def __exit__(self, *exc) -> None:
@@ -109,11 +109,11 @@ class Harness:
         state = self.checkpoint.load()
         if state["epochs_done"] <= len(self.history):
             return
-        self.checkpoint.restore(state, self.objective, self.history, self.callbacks, self.all_x)
+        self.checkpoint.restore(state, self.training, self.history, self.callbacks, self.all_x)
         left = max(self.target - len(self.history), 0)
         if self.main:
             print(
-                f"labkit: resuming {self.objective.name} from {self.checkpoint.path}: {len(self.history)} "
+                f"labkit: resuming {self.training.name} from {self.checkpoint.path}: {len(self.history)} "
                 "epoch(s) done, "
                 + (
                     f"{left} to go"
@@ -127,7 +127,7 @@ class Harness:
         """The epochs still to run, with a progress bar."""
         self.epoch_bar = tqdm(
             range(len(self.history) + 1, self.target + 1),
-            desc=f"{self.objective.name} epochs",
+            desc=f"{self.training.name} epochs",
             disable=not self.progress,
             unit="epoch",
         )
@@ -143,7 +143,7 @@ class Harness:
             *with_labels(self.train_x, self.train_y),
             batch_size=self.batch_size,
             shuffle=True,
-            drop_last=self.objective.drop_last,
+            drop_last=self.training.drop_last,
         )
         for batch in tqdm(
             steps, total=self.n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress, unit="batch"
@@ -151,7 +151,7 @@ class Harness:
             yield batch if isinstance(batch, tuple) else (batch,)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        distributed.average_buffers(self.objective.modules.values())
+        distributed.average_buffers(self.training.modules.values())
 
     def watch(self, out: dict[str, torch.Tensor]) -> None:
         """Note on the device whether a step's outputs are finite; every ``NAN_CHECK_EVERY`` steps (and
@@ -172,21 +172,21 @@ class Harness:
             else "No checkpoint was written for this run."
         )
         raise TrainingDiverged(
-            f"{self.objective.name}: the training loss became non-finite (NaN or infinite) in epoch {self._epoch}, "
+            f"{self.training.name}: the training loss became non-finite (NaN or infinite) in epoch {self._epoch}, "
             f"step {bad_step} of {self.n_batches} (now non-finite: {names}); training stopped. {kept} Lower the "
             "learning rate, or check the input data for NaNs, then train again."
         )
 
     def end_epoch(self, record: dict) -> None:
         """The record averaged over the processes (one history everywhere), kept, shown, handed to the
-        callbacks and the objective's ``epoch_end``; then the checkpoint, which every process waits for."""
+        callbacks and the training's ``epoch_end``; then the checkpoint, which every process waits for."""
         record = distributed.average_record(record, self.device)
         self.history.append(record)
         self.epoch_bar.set_postfix({k: f"{v:.4g}" for k, v in record.items() if k in ("train_loss", "test_loss")})
         for callback in self.callbacks:
             callback(record["epoch"], record, self.history)
-        if hasattr(self.objective, "epoch_end"):
-            self.objective.epoch_end(record, self.history)
+        if hasattr(self.training, "epoch_end"):
+            self.training.epoch_end(record, self.history)
         if self.checkpoint is not None and self.main:
-            self.checkpoint.save(self.objective, self.history, self.callbacks, self.all_x)
+            self.checkpoint.save(self.training, self.history, self.callbacks, self.all_x)
         distributed.barrier()

@@ -1,9 +1,10 @@
-"""The training loop of the course, on one screen: ``fit`` runs the epochs, calls the objective's
+"""The training loop of the course, on one screen: ``fit`` runs the epochs, calls the training's
 ``train_step`` on every batch, averages what the steps report, evaluates on the test images and
 hands each epoch's record to callbacks. Notebook 01, "Training", walks through it.
 
 ``labkit.harness`` holds what wraps the loop (resuming from a checkpoint, several GPUs, the NaN
-watch, progress bars); objectives (``labkit.train``, ``labkit.gan``) hold the models and their steps.
+watch, progress bars). A *training* (``labkit.ae.AutoencoderTraining``, ``labkit.vae.VAETraining``,
+``labkit.gan.GANTraining``) holds a model, its optimiser and its steps; the loss it minimises is its objective.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class History(list):
         return self[-1] if self else {}
 
 
-class Objective(Protocol):
+class Training(Protocol):
     """What ``fit`` needs from a model: named modules, one optimisation step, one evaluation step.
 
     Both steps return per-batch means as 0-d tensors (kept on the device: no host sync per step).
@@ -50,8 +51,8 @@ class Objective(Protocol):
     def eval_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
 
-class ObjectiveBase:
-    """Shared defaults of the course's objectives: float32 until ``fit`` sets ``precision``."""
+class TrainingBase:
+    """Shared defaults of the course's trainings: float32 until ``fit`` sets ``precision``."""
 
     precision: Precision = FULL_PRECISION
     drop_last = False
@@ -64,12 +65,12 @@ EpochCallback = Callable[[int, dict, History], None]
 
 
 # fmt: off
-def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *, epochs: int,
+def fit(training: Training, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *, epochs: int,
         batch_size: int, callbacks: Iterable[EpochCallback] = (), history: History | None = None,
         progress: bool = True, train_y: torch.Tensor | None = None, test_y: torch.Tensor | None = None,
         checkpoint: str | Path | Checkpoint | None = None, config: dict | None = None, precision: str = "auto",
         compile: bool = False) -> History:
-    """Train ``objective`` for ``epochs`` epochs on resident images; return the per-epoch history.
+    """Train ``training`` for ``epochs`` epochs on resident images; return the per-epoch history.
 
     A record holds ``epoch``, ``seconds`` (training time), ``train_<k>`` for every quantity the steps
     report (epoch means) and ``test_<k>`` from ``evaluate`` on ``test_x``; ``callbacks`` get
@@ -80,14 +81,14 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
     ``torchrun`` every process trains on its share of ``train_x`` (``labkit.harness``).
     """
     history = History() if history is None else history
-    with Harness(objective, train_x, train_y, epochs=epochs, batch_size=batch_size, history=history,
+    with Harness(training, train_x, train_y, epochs=epochs, batch_size=batch_size, history=history,
                  callbacks=callbacks, progress=progress, checkpoint=checkpoint, config=config,
                  precision=precision, compile=compile) as harness:
         for epoch in harness.epochs():                     # resumes where a checkpoint left off
-            set_mode(objective, training=True)
+            set_mode(training, train=True)
             sums, seen, start = {}, 0, time.perf_counter()
             for batch in harness.batches(epoch):           # shuffled; under torchrun this process's share
-                out = objective.train_step(*batch)         # zero_grad, loss, backward, step
+                out = training.train_step(*batch)         # zero_grad, loss, backward, step
                 harness.watch(out)                         # stops the run if a loss became NaN or infinite
                 for key, value in out.items():
                     sums[key] = sums.get(key, 0) + value.float() * len(batch[0])
@@ -95,37 +96,37 @@ def fit(objective: Objective, train_x: torch.Tensor, test_x: torch.Tensor | None
             record = {"epoch": epoch, "seconds": time.perf_counter() - start}
             record.update({f"train_{key}": float(total) / seen for key, total in sums.items()})
             if test_x is not None and len(test_x) > 0:
-                record.update({f"test_{key}": value for key, value in evaluate(objective, test_x, test_y).items()})
+                record.update({f"test_{key}": value for key, value in evaluate(training, test_x, test_y).items()})
             harness.end_epoch(record)                      # history, callbacks, checkpoint
-    set_mode(objective, training=False)
+    set_mode(training, train=False)
     return history
 # fmt: on
 
 
 @torch.no_grad()
 def evaluate(
-    objective: Objective, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000
+    training: Training, x: torch.Tensor, y: torch.Tensor | None = None, batch_size: int = 1000
 ) -> dict[str, float]:
     """Mean of each quantity ``eval_step`` reports over all of ``x`` (weighted by batch size).
 
     With labels ``y`` the step is called as ``eval_step(x, y)`` (the digit classifier needs them).
     """
-    set_mode(objective, training=False)
+    set_mode(training, train=False)
     sums: dict[str, torch.Tensor] = {}
-    precision = getattr(objective, "precision", FULL_PRECISION)
+    precision = getattr(training, "precision", FULL_PRECISION)
     for batch in batches(*with_labels(x, y), batch_size=batch_size, shuffle=False):
         batch = batch if isinstance(batch, tuple) else (batch,)
         with precision.autocast():
-            step = objective.eval_step(*batch)
+            step = training.eval_step(*batch)
         for k, v in step.items():
             sums[k] = sums.get(k, 0) + v.float() * len(batch[0])
     return {k: float(v) / len(x) for k, v in sums.items()}
 
 
-def set_mode(objective: Objective, training: bool) -> None:
-    """Every module of the objective in training mode (dropout, batch statistics) or evaluation mode."""
-    for module in objective.modules.values():
-        module.train(training)
+def set_mode(training: Training, train: bool) -> None:
+    """Every module of the training in training mode (dropout, batch statistics) or evaluation mode."""
+    for module in training.modules.values():
+        module.train(train)
 
 
 def seconds_per_epoch(history: History) -> float:

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import settings
 from .data import ImageData, batches
-from .loop import ObjectiveBase
+from .loop import TrainingBase
 from .losses import bernoulli_nll, bernoulli_nll_of_probabilities
 from .vae import kl_divergence, reparameterize
 
@@ -124,9 +124,9 @@ class DigitClassifier(nn.Module):
         return self.head(self.body(x))
 
 
-class ClassifierObjective(ObjectiveBase):
+class ClassifierTraining(TrainingBase):
     """Cross-entropy on digit labels, for ``labkit.loop.fit`` with ``train_y``/``test_y``; in mixed
-    precision on a GPU like every other objective."""
+    precision on a GPU like every other training."""
 
     name = "classifier"
 
@@ -182,10 +182,10 @@ def digit_classifier(
             model.load_state_dict(saved["state_dict"])
             return model.eval(), float(saved["test_accuracy"])
         print(f"labkit: training the digit classifier for this data once ({epochs} epochs); it is cached as {path}")
-        objective = ClassifierObjective(model)
+        training = ClassifierTraining(model)
         # float32 on every device: the judge of sample quality should score alike wherever it was trained
         fit(
-            objective,
+            training,
             data.train_x,
             epochs=epochs,
             batch_size=64,
@@ -193,7 +193,7 @@ def digit_classifier(
             progress=progress,
             precision="fp32",
         )
-    accuracy = evaluate(objective, data.test_x, data.test_y)["accuracy"]
+    accuracy = evaluate(training, data.test_x, data.test_y)["accuracy"]
     model.eval()
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -1,7 +1,7 @@
 """Mixed precision on whatever device trains: bfloat16 where the GPU has it natively, float16 with
 a gradient scaler on older GPUs (the T4 of Colab and Kaggle), float32 on the CPU.
 
-``fit(..., precision="auto")`` gives every objective a ``Precision``; notebook 01, "Training", and
+``fit(..., precision="auto")`` gives every training a ``Precision``; notebook 01, "Training", and
 notebook 03's adversarial step show what it does.
 """
 

@@ -122,7 +122,7 @@ class Run:
         *,
         model: str,
         cfg,
-        objective,
+        training,
         data: ImageData,
         history: History,
         final: dict,
@@ -133,7 +133,7 @@ class Run:
 
         The hyperparameters are the settings as used: ``asdict(cfg)`` with the precision that
         ``auto`` chose and the values in ``used`` (for example the GAN's two learning rates)."""
-        hyperparameters = {**asdict(cfg), "precision": objective.precision.mode, **used}
+        hyperparameters = {**asdict(cfg), "precision": training.precision.mode, **used}
         self.write_metrics(
             model=model,
             epochs=len(history),
@@ -144,17 +144,17 @@ class Run:
             final=final,
             hyperparameters=hyperparameters,
         )
-        return Trained(self.name, cfg, objective, history, load_metrics(self.dir), self.dir)
+        return Trained(self.name, cfg, training, history, load_metrics(self.dir), self.dir)
 
 
 @dataclass
 class Trained:
-    """A trained model and its run: the objective (the networks), settings, per-epoch history, the
+    """A trained model and its run: the training (the networks), settings, per-epoch history, the
     ``metrics.json`` record it wrote, its folder, and whether it was reused from an earlier run."""
 
     name: str
     cfg: object
-    objective: object
+    training: object
     history: History
     metrics: dict
     folder: Path
@@ -166,7 +166,7 @@ class Trained:
 
     @property
     def parameters(self) -> int:
-        return sum(sum(p.numel() for p in m.parameters() if p.requires_grad) for m in self.objective.modules.values())
+        return sum(sum(p.numel() for p in m.parameters() if p.requires_grad) for m in self.training.modules.values())
 
 
 def start_run(
@@ -200,13 +200,13 @@ def cost(history: History, model: torch.nn.Module) -> dict:
     return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
 
 
-def fit_in_run(run: Run, objective, data: ImageData, cfg, progress: bool = True, callbacks=()) -> History:
+def fit_in_run(run: Run, training, data: ImageData, cfg, progress: bool = True, callbacks=()) -> History:
     """``fit`` as every headless recipe calls it: checkpointed in the run folder after each epoch,
     so that the same command resumes a run that was cut off (and refuses another run's checkpoint).
     Under ``torchrun`` only rank 0 goes on to the figures and metrics.json: recipes return when
     ``labkit.distributed.is_main()`` is false."""
     return fit(
-        objective,
+        training,
         data.train_x,
         data.test_x,
         epochs=cfg.epochs,

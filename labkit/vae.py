@@ -1,5 +1,5 @@
 """The variational autoencoder of notebook 02: the reparameterisation, the KL term and the ELBO
-(each next to its paper), the network and its variants, its training objective, its settings and
+(each next to its paper), the network and its variants, its training (optimiser and step), its settings and
 its recipe, as ``python -m labkit train vae`` runs it. Notebook 02 writes the network and the loss
 out in cells with the same names.
 
@@ -19,7 +19,7 @@ from torch import nn
 
 from . import distributed, plots, settings
 from .data import ImageData
-from .loop import History, ObjectiveBase, evaluate
+from .loop import History, TrainingBase, evaluate
 from .losses import bernoulli_nll
 from .models import DEFAULT_HIDDEN, MNIST_SHAPE, NARROW_HIDDEN, FlatImageModel, mlp
 from .precision import PRECISIONS
@@ -126,7 +126,7 @@ def make_vae(variant: str = "default", **overrides) -> VAE:
     return VAE(**{**VAE_VARIANTS[variant], **overrides})
 
 
-class VAEObjective(ObjectiveBase):
+class VAETraining(TrainingBase):
     """Negative ELBO (reconstruction + beta * KL) per image in nats (notebook 02, "The loss")."""
 
     name = "vae"
@@ -175,11 +175,11 @@ class VAESettings:
         settings.number("beta", self.beta, at_least=0, what="a number >= 0 (1 is the plain VAE)")
         settings.one_of("precision", self.precision, PRECISIONS)
 
-    def objective(self, device: torch.device | str = "cpu", model_class: type = VAE, loss=vae_loss) -> VAEObjective:
-        """A fresh VAE of ``variant`` on ``device`` with its objective, as these settings describe it;
+    def training(self, device: torch.device | str = "cpu", model_class: type = VAE, loss=vae_loss) -> VAETraining:
+        """A fresh VAE of ``variant`` on ``device`` with its training, as these settings describe it;
         ``model_class`` and ``loss`` are the network and the ELBO (notebook 02 passes its own)."""
         model = model_class(**VAE_VARIANTS[self.variant]).to(device)
-        return VAEObjective(model, lr=self.lr, beta=self.beta, loss=loss)
+        return VAETraining(model, lr=self.lr, beta=self.beta, loss=loss)
 
 
 def vae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
@@ -210,13 +210,13 @@ def run_vae(
     ELBO (notebook 02 passes its own); ``data``: MNIST already loaded; ``callbacks``: e.g. a live plot."""
     cfg = cfg or VAESettings()
     run, device, data = start_mnist_run(vae_run_name(cfg), cfg.seed, out, device, data)
-    objective = cfg.objective(device, model_class, loss)
-    model = objective.model
-    history = fit_in_run(run, objective, data, cfg, progress, callbacks)
+    training = cfg.training(device, model_class, loss)
+    model = training.model
+    history = fit_in_run(run, training, data, cfg, progress, callbacks)
     if not distributed.is_main():
         return None  # under torchrun, rank 0 evaluates and writes the run
     torch.manual_seed(cfg.seed)  # the test ELBO draws z: make the reported number repeatable
-    test = evaluate(objective, data.test_x)
+    test = evaluate(training, data.test_x)
     title = f"VAE ({cfg.variant}) on {data.label}"
     with torch.no_grad():
         x = data.test_x[:10]
@@ -239,7 +239,7 @@ def run_vae(
         run.save_figure(plots.interpolation_strip(model.decode(path), title=f"{title}: interpolation"), "interpolation")
     plots.close_all()
     final = vae_final(test, history, model)
-    return run.record(model="vae", cfg=cfg, objective=objective, data=data, history=history, final=final, device=device)
+    return run.record(model="vae", cfg=cfg, training=training, data=data, history=history, final=final, device=device)
 
 
 def vae_run_name(cfg: VAESettings) -> str:

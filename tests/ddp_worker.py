@@ -18,11 +18,11 @@ from labkit import __main__ as cli
 from labkit import ae, data, device, distributed, gan, gan_nets, loop, runs
 
 
-def weights(objective) -> dict:
+def weights(training) -> dict:
     """Every parameter and buffer of every module, copied."""
     return {
         f"{name}.{key}": value.detach().clone()
-        for name, module in objective.modules.items()
+        for name, module in training.modules.items()
         for key, value in module.state_dict().items()
     }
 
@@ -31,11 +31,11 @@ def main(out: Path) -> int:
     found: dict = {"shard_sums": []}
     real_fit, real_shard = runs.fit, distributed.shard
 
-    def fit_and_keep_weights(objective, *args, **kwargs):
-        before = weights(objective)
-        history = real_fit(objective, *args, **kwargs)
+    def fit_and_keep_weights(training, *args, **kwargs):
+        before = weights(training)
+        history = real_fit(training, *args, **kwargs)
         found.setdefault("ae_runs", []).append(
-            {"before": before, "after": weights(objective), "history": [dict(r) for r in history]}
+            {"before": before, "after": weights(training), "history": [dict(r) for r in history]}
         )
         return history
 
@@ -51,16 +51,16 @@ def main(out: Path) -> int:
         return code
     cfg = ae.AESettings(epochs=2)  # the same run, extended: resumes from the checkpoint
     run, dev = runs.start_run("ae", cfg.seed, out / "ae", "cpu")
-    objective = ae.AutoencoderObjective(ae.Autoencoder(cfg.latent_dim, cfg.hidden).to(dev), lr=cfg.lr)
-    runs.fit_in_run(run, objective, data.load_mnist(dev, verbose=False), cfg, progress=False)
+    training = ae.AutoencoderTraining(ae.Autoencoder(cfg.latent_dim, cfg.hidden).to(dev), lr=cfg.lr)
+    runs.fit_in_run(run, training, data.load_mnist(dev, verbose=False), cfg, progress=False)
     runs.fit = real_fit
 
     device.seed_everything(0)
     mnist = data.load_mnist("cpu", verbose=False)
-    objective = gan.GANObjective(*gan_nets.mlp_gan())
-    found["gan_before"] = weights(objective)
-    loop.fit(objective, mnist.train_x[:512], epochs=1, batch_size=64, progress=False)  # 4 steps per rank
-    found["gan_after"] = weights(objective)
+    training = gan.GANTraining(*gan_nets.mlp_gan())
+    found["gan_before"] = weights(training)
+    loop.fit(training, mnist.train_x[:512], epochs=1, batch_size=64, progress=False)  # 4 steps per rank
+    found["gan_after"] = weights(training)
     torch.save(found, out / f"rank{distributed.rank()}.pt")
     return 0
 

@@ -14,21 +14,21 @@ import torch
 
 from labkit import checkpoint as ckpt
 from labkit import gan, gan_nets, progression
-from labkit.ae import Autoencoder, AutoencoderObjective
+from labkit.ae import Autoencoder, AutoencoderTraining
 from labkit.device import seed_everything
 from labkit.harness import TrainingDiverged
 from labkit.loop import fit
 from labkit.precision import Precision
-from labkit.vae import VAEObjective, make_vae
+from labkit.vae import VAETraining, make_vae
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _ae_run(x, epochs, folder, seed=0, **config):
     seed_everything(seed)
-    objective = AutoencoderObjective(Autoencoder(latent_dim=config.get("latent_dim", 8)), lr=config.get("lr", 1e-3))
+    training = AutoencoderTraining(Autoencoder(latent_dim=config.get("latent_dim", 8)), lr=config.get("lr", 1e-3))
     history = fit(
-        objective,
+        training,
         x,
         x[:64],
         epochs=epochs,
@@ -37,7 +37,7 @@ def _ae_run(x, epochs, folder, seed=0, **config):
         checkpoint=folder,
         config={"lr": config.get("lr", 1e-3), "latent_dim": config.get("latent_dim", 8), "epochs": epochs},
     )
-    return objective, history
+    return training, history
 
 
 def _without_seconds(history):
@@ -72,10 +72,10 @@ def test_gan_resume_restores_both_optimisers_and_the_fixed_noise_frames(tmp_path
     def run(epochs, folder, seed):
         seed_everything(seed)
         G, D = gan_nets.mlp_gan(16)
-        objective = gan.GANObjective(G, D, latent_dim=16)
+        training = gan.GANTraining(G, D, latent_dim=16)
         recorder = progression.FixedNoise(G, n=8, seed=seed)
         fit(
-            objective,
+            training,
             x,
             None,
             epochs=epochs,
@@ -85,7 +85,7 @@ def test_gan_resume_restores_both_optimisers_and_the_fixed_noise_frames(tmp_path
             checkpoint=folder,
             config={"seed": 0},
         )
-        return objective, recorder
+        return training, recorder
 
     full, full_frames = run(3, tmp_path / "full", 0)
     run(1, tmp_path / "cut", 0)
@@ -110,12 +110,12 @@ def test_a_checkpoint_of_another_architecture_is_refused_before_torch_sees_the_s
     x = mnist_offline.train_x[:128]
     _ae_run(x, 1, tmp_path, latent_dim=8)
     seed_everything(0)
-    objective = AutoencoderObjective(Autoencoder(latent_dim=4))
+    training = AutoencoderTraining(Autoencoder(latent_dim=4))
     with pytest.raises(ckpt.CheckpointError, match=r"its layers differ .*encoder"):
-        fit(objective, x, epochs=2, batch_size=32, progress=False, checkpoint=tmp_path)
+        fit(training, x, epochs=2, batch_size=32, progress=False, checkpoint=tmp_path)
     seed_everything(0)
     with pytest.raises(ckpt.CheckpointError, match="it trains a 'ae' model, this run a 'vae'"):
-        fit(VAEObjective(make_vae("latent2")), x, epochs=2, batch_size=32, progress=False, checkpoint=tmp_path)
+        fit(VAETraining(make_vae("latent2")), x, epochs=2, batch_size=32, progress=False, checkpoint=tmp_path)
 
 
 class _RunsCode:
@@ -136,7 +136,7 @@ def test_a_checkpoint_that_would_run_code_is_refused_and_the_code_never_runs(tmp
         ckpt.safe_load(path)
     with pytest.raises(ckpt.CheckpointError, match="refused to load"):
         fit(
-            AutoencoderObjective(Autoencoder()),
+            AutoencoderTraining(Autoencoder()),
             mnist_offline.train_x[:64],
             epochs=1,
             batch_size=32,
@@ -208,7 +208,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadabl
         assert torch.equal(state["blob"], torch.arange(4_000_000, dtype=torch.float32) + state["epochs_done"])
 
 
-class _PoisonedBatch(AutoencoderObjective):
+class _PoisonedBatch(AutoencoderTraining):
     """Puts a NaN into one batch of one epoch, as a corrupted image or an overflow would."""
 
     def __init__(self, model, at_epoch, at_step):
@@ -228,9 +228,9 @@ class _PoisonedBatch(AutoencoderObjective):
 
 def test_a_nan_in_a_batch_stops_training_naming_model_epoch_and_step_and_keeps_the_good_checkpoint(tmp_path):
     x = torch.rand(128, 1, 28, 28)
-    objective = _PoisonedBatch(Autoencoder(latent_dim=4), at_epoch=2, at_step=3)
+    training = _PoisonedBatch(Autoencoder(latent_dim=4), at_epoch=2, at_step=3)
     with pytest.raises(TrainingDiverged, match=r"ae: .*non-finite .* in epoch 2, step 3 of 4 .*last good epoch \(1\)"):
-        fit(objective, x, epochs=3, batch_size=32, progress=False, checkpoint=tmp_path)
+        fit(training, x, epochs=3, batch_size=32, progress=False, checkpoint=tmp_path)
     state = ckpt.safe_load(tmp_path / ckpt.FILE_NAME)
     assert state["epochs_done"] == 1
     assert all(torch.isfinite(t).all() for t in state["modules"]["model"].values())
@@ -242,25 +242,25 @@ def test_a_full_disk_is_reported_before_training(tmp_path, monkeypatch):
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 20, 10 << 20, 1 << 20))
-    objective = AutoencoderObjective(Autoencoder())
-    before = [p.clone() for p in objective.model.parameters()]
+    training = AutoencoderTraining(Autoencoder())
+    before = [p.clone() for p in training.model.parameters()]
     with pytest.raises(OSError, match="MiB free in .* Free some space or choose another output folder"):
-        fit(objective, torch.rand(32, 1, 28, 28), epochs=1, batch_size=32, progress=False, checkpoint=tmp_path)
-    assert all(torch.equal(a, b) for a, b in zip(before, objective.model.parameters()))
+        fit(training, torch.rand(32, 1, 28, 28), epochs=1, batch_size=32, progress=False, checkpoint=tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(before, training.model.parameters()))
 
 
 def test_the_gradient_scaler_of_float16_training_is_saved_and_restored(tmp_path):
     x = torch.rand(64, 1, 28, 28)
     seed_everything(0)
-    objective = AutoencoderObjective(Autoencoder(latent_dim=4))
-    fit(objective, x, epochs=1, batch_size=32, progress=False, checkpoint=tmp_path, precision="fp16")
+    training = AutoencoderTraining(Autoencoder(latent_dim=4))
+    fit(training, x, epochs=1, batch_size=32, progress=False, checkpoint=tmp_path, precision="fp16")
     saved = ckpt.safe_load(tmp_path / ckpt.FILE_NAME)["scaler"]
-    assert saved["scale"] == objective.precision.scaler.get_scale()
-    fresh = AutoencoderObjective(Autoencoder(latent_dim=4))
+    assert saved["scale"] == training.precision.scaler.get_scale()
+    fresh = AutoencoderTraining(Autoencoder(latent_dim=4))
     fresh.precision = Precision("cpu", "fp16")
     state = ckpt.Checkpoint(tmp_path).load()
     ckpt.Checkpoint(tmp_path).restore(state, fresh, [], [], x)
-    assert fresh.precision.scaler.state_dict() == objective.precision.scaler.state_dict()
+    assert fresh.precision.scaler.state_dict() == training.precision.scaler.state_dict()
 
 
 def _train_command(out):
@@ -309,7 +309,7 @@ def test_callback_state_follows_its_class_not_its_position(tmp_path, mnist_offli
     G, D = gan_nets.mlp_gan(16)
     recorder = progression.FixedNoise(G, n=4, seed=0)
     fit(
-        gan.GANObjective(G, D, latent_dim=16),
+        gan.GANTraining(G, D, latent_dim=16),
         x,
         epochs=1,
         batch_size=64,
@@ -321,7 +321,7 @@ def test_callback_state_follows_its_class_not_its_position(tmp_path, mnist_offli
     recorder2 = progression.FixedNoise(G2, n=4, seed=0)
     live = lambda epoch, record, history: None  # noqa: E731 - a stateless callback in front, as a live plot
     fit(
-        gan.GANObjective(G2, D2, latent_dim=16),
+        gan.GANTraining(G2, D2, latent_dim=16),
         x,
         epochs=2,
         batch_size=64,

@@ -85,9 +85,7 @@ def test_an_earlier_run_is_reused_and_a_run_of_other_settings_is_reported(monkey
     again = compare.trained("ae", mnist_offline, "cpu", cfg, progress=False)
     assert (first.reused, again.reused) == (False, True)
     assert len(again.history) == 1 and again.metrics["model"] == "ae"
-    assert all(
-        torch.equal(a, b) for a, b in zip(first.objective.model.parameters(), again.objective.model.parameters())
-    )
+    assert all(torch.equal(a, b) for a, b in zip(first.training.model.parameters(), again.training.model.parameters()))
     with pytest.raises(CheckpointError, match=r"lr=0\.001, this run has lr=0\.002"):
         compare.trained("ae", mnist_offline, "cpu", AESettings(epochs=1, lr=2e-3), progress=False)
 

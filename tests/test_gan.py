@@ -60,11 +60,11 @@ def test_discriminator_says_which_size_it_was_built_for():
         (lambda: gan_nets.DCGANGenerator(latent_dim=0), "latent_dim"),
         (lambda: gan_nets.DCGANGenerator(image_size=48), "48 is not supported"),
         (lambda: gan_nets.DCGANDiscriminator(downsample="avgpool"), "downsample"),
-        (lambda: gan.GANObjective(*gan_nets.mlp_gan(), lr_g=0), "lr_g"),
-        (lambda: gan.GANObjective(*gan_nets.mlp_gan(), lr_d=-1e-4), "lr_d"),
-        (lambda: gan.GANObjective(*gan_nets.mlp_gan(), g_steps=0), "g_steps"),
-        (lambda: gan.GANObjective(*gan_nets.mlp_gan(), real_label=0.0), "real_label"),
-        (lambda: gan.GANObjective(*gan_nets.mlp_gan(), real_label=1.1), "real_label"),
+        (lambda: gan.GANTraining(*gan_nets.mlp_gan(), lr_g=0), "lr_g"),
+        (lambda: gan.GANTraining(*gan_nets.mlp_gan(), lr_d=-1e-4), "lr_d"),
+        (lambda: gan.GANTraining(*gan_nets.mlp_gan(), g_steps=0), "g_steps"),
+        (lambda: gan.GANTraining(*gan_nets.mlp_gan(), real_label=0.0), "real_label"),
+        (lambda: gan.GANTraining(*gan_nets.mlp_gan(), real_label=1.1), "real_label"),
         (lambda: GANSettings(lr=0), "lr"),
         (lambda: DCGANSettings(dataset="cifar10", image_size=64), "does not fit cifar10"),
         (lambda: DCGANSettings(dataset="imagenet"), "unknown dataset"),
@@ -101,7 +101,7 @@ def test_dcgan_init_is_normal_0_002_for_convolutions_and_1_002_for_batch_norm():
     assert abs(nn.ConvTranspose2d(100, 512, 4).weight.std() - 0.02) > 0.01
 
 
-# --------------------------------------------------------------------------- losses and the objective
+# --------------------------------------------------------------------------- losses and the training
 
 
 def test_discriminator_loss_with_label_smoothing_equals_the_hand_computed_value():
@@ -134,8 +134,8 @@ class ConstantDiscriminator(nn.Module):
 @pytest.mark.parametrize("real_label", [1.0, 0.9])
 def test_train_step_reports_the_hand_computed_discriminator_loss_on_a_fixed_batch(real_label):
     G = gan_nets.MLPGenerator()
-    objective = gan.GANObjective(G, ConstantDiscriminator(math.log(3)), real_label=real_label)  # D = 0.75
-    out = objective.train_step(torch.rand(16, 1, 28, 28))
+    training = gan.GANTraining(G, ConstantDiscriminator(math.log(3)), real_label=real_label)  # D = 0.75
+    out = training.train_step(torch.rand(16, 1, 28, 28))
     real = -(real_label * math.log(0.75) + (1 - real_label) * math.log(0.25))
     assert float(out["d_loss"]) == pytest.approx(real + math.log(4), abs=1e-5)  # 1.67398 / 1.78384
     assert float(out["d_real"]) == pytest.approx(0.75, abs=1e-6)
@@ -145,15 +145,15 @@ def test_train_step_reports_the_hand_computed_discriminator_loss_on_a_fixed_batc
 @pytest.mark.parametrize("k", [1, 3])
 def test_k_generator_updates_really_run_k_times_per_discriminator_update(k):
     G, D = gan_nets.mlp_gan()
-    objective = gan.GANObjective(G, D, g_steps=k)
+    training = gan.GANTraining(G, D, g_steps=k)
     forwards = []
     G.register_forward_hook(lambda *_: forwards.append("G"))
     D.register_forward_hook(lambda *_: forwards.append("D"))
     x = torch.rand(8, 1, 28, 28)
-    objective.train_step(x)
-    objective.train_step(x)
-    g_step = {int(objective.opt_g.state[p]["step"]) for p in G.parameters()}
-    d_step = {int(objective.opt_d.state[p]["step"]) for p in D.parameters()}
+    training.train_step(x)
+    training.train_step(x)
+    g_step = {int(training.opt_g.state[p]["step"]) for p in G.parameters()}
+    d_step = {int(training.opt_d.state[p]["step"]) for p in D.parameters()}
     assert g_step == {2 * k} and d_step == {2}
     # per train step: G makes the batch D sees (reused by the first G update), D judges real and fake,
     # then each of the k G updates judges a fake (the later ones on fresh noise)
@@ -162,11 +162,11 @@ def test_k_generator_updates_really_run_k_times_per_discriminator_update(k):
 
 def test_fit_records_epoch_means_of_the_four_quantities_and_drops_the_ragged_batch():
     G, D = gan_nets.mlp_gan()
-    objective = gan.GANObjective(G, D)
+    training = gan.GANTraining(G, D)
     seen = []
-    step = objective.train_step
-    objective.train_step = lambda x: seen.append(step(x)) or seen[-1]
-    history = fit(objective, torch.rand(70, 1, 28, 28), epochs=1, batch_size=32, progress=False)
+    step = training.train_step
+    training.train_step = lambda x: seen.append(step(x)) or seen[-1]
+    history = fit(training, torch.rand(70, 1, 28, 28), epochs=1, batch_size=32, progress=False)
     assert len(seen) == 2  # 70 images, batches of 32: the last 6 are dropped
     for key in ("d_loss", "g_loss", "d_real", "d_fake"):
         assert history.last[f"train_{key}"] == pytest.approx(sum(float(s[key]) for s in seen) / 2, rel=1e-6)
@@ -192,7 +192,7 @@ def test_fixed_noise_frames_and_gif_have_one_frame_per_epoch(mnist_offline, tmp_
     recorder = progression.FixedNoise(G, n=16, seed=1)
     z = recorder.z.clone()
     history = fit(
-        gan.GANObjective(G, D),
+        gan.GANTraining(G, D),
         mnist_offline.train_x[:256],
         epochs=3,
         batch_size=64,
@@ -249,10 +249,10 @@ def test_diversity_ratio_is_1_for_real_data_and_0_for_a_collapsed_generator(mnis
 def test_two_epochs_of_the_mnist_gan_move_samples_towards_the_data(mnist_offline):
     device.seed_everything(0)
     G, D = gan_nets.mlp_gan()
-    objective = gan.GANObjective(G, D)
+    training = gan.GANTraining(G, D)
     real_mean = float(mnist_offline.train_x.mean())  # about 0.13: mostly black digits
     before = float((gan.sample(G, 500, seed=0) + 1).mean() / 2)  # an untrained tanh says about 0.5
-    history = fit(objective, mnist_offline.train_x[:1024], epochs=2, batch_size=32, progress=False)
+    history = fit(training, mnist_offline.train_x[:1024], epochs=2, batch_size=32, progress=False)
     after = float((gan.sample(G, 500, seed=0) + 1).mean() / 2)
     assert abs(before - 0.5) < 0.1 and real_mean < 0.2
     assert abs(after - real_mean) < 0.5 * abs(before - real_mean)  # about 0.3 in practice
@@ -297,14 +297,14 @@ def _records(d_loss, d_fake, n):
 def test_a_discriminator_that_wins_outright_for_three_epochs_gets_one_warning_with_what_to_try():
     import warnings as w
 
-    objective = gan.GANObjective(*gan_nets.mlp_gan(8), latent_dim=8)
+    training = gan.GANTraining(*gan_nets.mlp_gan(8), latent_dim=8)
     history = History()
     caught = []
     for record in _records(0.01, 0.002, 5):
         history.append(record)
         with w.catch_warnings(record=True) as got:
             w.simplefilter("always")
-            objective.epoch_end(record, history)
+            training.epoch_end(record, history)
         caught.append([str(x.message) for x in got])
     assert [len(c) for c in caught] == [0, 0, 1, 0, 0]
     assert "won outright for 3 epochs (epoch 3" in caught[2][0]
@@ -325,31 +325,31 @@ def test_a_smoothed_discriminator_at_its_loss_floor_is_caught_and_not_told_to_sm
     import warnings as w
 
     # with real_label=0.9 the D loss cannot go below 0.325: 0.34 is D winning outright
-    objective = gan.GANObjective(*gan_nets.mlp_gan(8), latent_dim=8, real_label=0.9, g_steps=2)
+    training = gan.GANTraining(*gan_nets.mlp_gan(8), latent_dim=8, real_label=0.9, g_steps=2)
     history = History(_records(0.34, 0.01, 3))
     with w.catch_warnings(record=True) as got:
         w.simplefilter("always")
-        objective.epoch_end(history.last, history)
+        training.epoch_end(history.last, history)
     (message,) = [str(x.message) for x in got]
     assert "its floor 0.325" in message and "lr_d=0.0001" in message
     assert "real_label" not in message and "g_steps" not in message
     # 0.40 is 0.075 above the floor: D is ahead, not winning outright
-    objective = gan.GANObjective(*gan_nets.mlp_gan(8), latent_dim=8, real_label=0.9)
+    training = gan.GANTraining(*gan_nets.mlp_gan(8), latent_dim=8, real_label=0.9)
     history = History(_records(0.40, 0.01, 3))
     with w.catch_warnings():
         w.simplefilter("error")
-        objective.epoch_end(history.last, history)
+        training.epoch_end(history.last, history)
 
 
 @pytest.mark.parametrize("d_loss, d_fake", [(0.01, 0.3), (0.4, 0.01)])
 def test_a_discriminator_ahead_but_not_winning_outright_gets_no_warning(d_loss, d_fake):
     import warnings as w
 
-    objective = gan.GANObjective(*gan_nets.mlp_gan(8), latent_dim=8)
+    training = gan.GANTraining(*gan_nets.mlp_gan(8), latent_dim=8)
     history = History(_records(d_loss, d_fake, 5))
     with w.catch_warnings():
         w.simplefilter("error")
-        objective.epoch_end(history.last, history)
+        training.epoch_end(history.last, history)
 
 
 def test_a_long_run_animates_at_most_max_frames_keeping_the_first_and_last_epoch(tmp_path):

@@ -1,6 +1,6 @@
 """Everything a student runs is correct under CUDA's rules, checked on a CPU (``tests/cuda_rules.py``).
 
-Every objective of the course trains and evaluates an epoch in mixed precision with autocast refusing
+Every training of the course trains and evaluates an epoch in mixed precision with autocast refusing
 what CUDA refuses; checkpoints saved on a GPU load on the CPU and the other way round; a run saved on
 Kaggle's two GPUs resumes on one; Colab's shell gets live plots; a GPU too old for torch is refused
 with advice; float32 on Apple's MPS needs no autocast at all.
@@ -16,12 +16,12 @@ from test_checkpoint import _ae_run  # the same small checkpointed AE run
 
 from labkit import checkpoint as ckpt
 from labkit import compare, device, gan_nets, metrics, plots
-from labkit.ae import AESettings, Autoencoder, AutoencoderObjective, run_ae
+from labkit.ae import AESettings, Autoencoder, AutoencoderTraining, run_ae
 from labkit.data import load_mnist
 from labkit.gan_experiments import DCGANSettings, GANSettings
 from labkit.loop import evaluate, fit
 from labkit.precision import Precision
-from labkit.vae import VAEObjective, make_vae
+from labkit.vae import VAETraining, make_vae
 
 pytestmark = pytest.mark.gpu_emulation
 
@@ -41,53 +41,53 @@ def test_the_emulation_refuses_binary_cross_entropy_under_autocast_as_cuda_does(
     assert CUDA_AUTOCAST_REFUSAL.startswith("torch.nn.functional.binary_cross_entropy")
 
 
-def _objectives():
-    """(name, a fresh objective, images, batch size, labels) for every objective of the course."""
+def _every_training():
+    """(name, a fresh training, images, batch size, labels) for every training of the course."""
 
     def ae(x):
-        return AutoencoderObjective(Autoencoder(latent_dim=8))
+        return AutoencoderTraining(Autoencoder(latent_dim=8))
 
     def vae(x):
-        return VAEObjective(make_vae("default"))
+        return VAETraining(make_vae("default"))
 
     def mlp_gan(x):
-        return GANSettings(epochs=1).objective(*gan_nets.mlp_gan())
+        return GANSettings(epochs=1).training(*gan_nets.mlp_gan())
 
     def dcgan(x):
         cfg = DCGANSettings(epochs=1, dataset="mnist", width=16)
-        return cfg.objective(*cfg.networks(1))
+        return cfg.training(*cfg.networks(1))
 
     def classifier(x):
-        return metrics.ClassifierObjective(metrics.DigitClassifier())
+        return metrics.ClassifierTraining(metrics.DigitClassifier())
 
     return {"ae": ae, "vae": vae, "gan": mlp_gan, "dcgan": dcgan, "classifier": classifier}
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-@pytest.mark.parametrize("name", list(_objectives()))
-def test_every_objective_trains_and_evaluates_an_epoch_in_mixed_precision_under_cudas_rules(
+@pytest.mark.parametrize("name", list(_every_training()))
+def test_every_training_trains_and_evaluates_an_epoch_in_mixed_precision_under_cudas_rules(
     name, precision, cuda_autocast_rules, mnist_offline
 ):
     torch.manual_seed(0)
     x, y = mnist_offline.train_x[:192], mnist_offline.train_y[:192]
     test_x, test_y = mnist_offline.test_x[:100], mnist_offline.test_y[:100]
-    objective = _objectives()[name](x)
+    training = _every_training()[name](x)
     labels = {"train_y": y, "test_y": test_y} if name == "classifier" else {}
-    history = fit(objective, x, test_x, epochs=1, batch_size=64, progress=False, precision=precision, **labels)
+    history = fit(training, x, test_x, epochs=1, batch_size=64, progress=False, precision=precision, **labels)
     record = history.last
     assert record["epoch"] == 1 and any(k.startswith("test_") for k in record)
     assert all(math.isfinite(v) for v in record.values()), record
-    assert objective.precision.mode == precision
-    again = evaluate(objective, test_x, test_y if name == "classifier" else None)  # the notebooks' own call
+    assert training.precision.mode == precision
+    again = evaluate(training, test_x, test_y if name == "classifier" else None)  # the notebooks' own call
     assert all(math.isfinite(v) for v in again.values())
 
 
 def test_the_autoencoders_test_bce_is_the_bernoulli_nll_of_its_reconstructions(cuda_autocast_rules, mnist_offline):
     model = Autoencoder(latent_dim=8)
-    objective = AutoencoderObjective(model)
-    objective.precision = Precision("cpu", "bf16")
+    training = AutoencoderTraining(model)
+    training.precision = Precision("cpu", "bf16")
     x = mnist_offline.test_x[:50]
-    result = evaluate(objective, x)  # under autocast: this is where notebook 01 stopped on a GPU
+    result = evaluate(training, x)  # under autocast: this is where notebook 01 stopped on a GPU
     with torch.no_grad():
         r = model(x).clamp(1e-6, 1 - 1e-6)
         expected = -(x * r.log() + (1 - x) * (1 - r).log()).sum() / len(x)
@@ -136,7 +136,7 @@ def test_notebook_04_reuses_a_cpu_run_on_another_device(tmp_path, monkeypatch, m
     data = load_mnist("cpu", verbose=False)  # the same smoke-mode split
     model = compare.trained("ae", data, torch.device("meta"), cfg, progress=False)  # notebook 04, "on a GPU"
     assert model.reused and len(model.history) == 1
-    assert all(p.device.type == "meta" for p in model.objective.model.parameters())
+    assert all(p.device.type == "meta" for p in model.training.model.parameters())
     assert torch.equal(torch.get_rng_state(), saved["rng"]["torch"])  # generators restored from CPU tensors
     assert all(t.device.type == "cpu" for t in _tensors(saved))
 

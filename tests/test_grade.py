@@ -50,7 +50,7 @@ def course(tmp_path_factory):
         data = load_mnist("cpu", verbose=False)
         torch.manual_seed(5)
         fit(
-            cfg.objective("cpu"),
+            cfg.training("cpu"),
             data.train_x,
             data.test_x,
             epochs=2,

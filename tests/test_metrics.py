@@ -8,7 +8,7 @@ import torch
 from labkit import device, metrics
 from labkit.ae import Autoencoder
 from labkit.loop import fit
-from labkit.vae import VAEObjective, make_vae
+from labkit.vae import VAETraining, make_vae
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def classifier(mnist_offline, tmp_path_factory):
 def trained_vae(mnist_offline):
     device.seed_everything(0)
     vae = make_vae("default")
-    fit(VAEObjective(vae), mnist_offline.train_x, epochs=1, batch_size=64, progress=False)
+    fit(VAETraining(vae), mnist_offline.train_x, epochs=1, batch_size=64, progress=False)
     return vae.eval()
 
 

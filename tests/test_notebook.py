@@ -112,7 +112,7 @@ def registered_sections(nb: dict) -> dict[str, str]:
 
 def test_message_names_the_section_that_defines_the_missing_name():
     message = notebook.missing_name_message(
-        "history", {"Settings": ["cfg", "run"], "Training": ["objective", "history"]}
+        "history", {"Settings": ["cfg", "run"], "Training": ["training", "history"]}
     )
     assert "`history`" in message and "'Training'" in message and "Run All Above" in message
 
@@ -230,7 +230,7 @@ TEACHING = {
         "Discriminator": ("call", None),
         "discriminator_loss": ("in", "AdversarialTraining"),
         "generator_loss": ("in", "AdversarialTraining"),
-        "AdversarialTraining": ("keyword", "training"),
+        "AdversarialTraining": ("keyword", "training_class"),
     },
     "04_compare.ipynb": {"path_smoothness": ("keyword", "measure")},
 }

@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from labkit import device, gan_nets
-from labkit.ae import Autoencoder, AutoencoderObjective
+from labkit.ae import Autoencoder, AutoencoderTraining
 from labkit.loop import History, evaluate, fit, seconds_per_epoch
 from labkit.precision import Precision
-from labkit.vae import VAEObjective, make_vae
+from labkit.vae import VAETraining, make_vae
 
 
 def test_one_epoch_lowers_the_autoencoder_test_loss_clearly(mnist_offline):
     device.seed_everything(0)
-    objective = AutoencoderObjective(Autoencoder(), lr=2e-3)
-    before = evaluate(objective, mnist_offline.test_x)["loss"]
-    history = fit(objective, mnist_offline.train_x, mnist_offline.test_x, epochs=1, batch_size=32, progress=False)
+    training = AutoencoderTraining(Autoencoder(), lr=2e-3)
+    before = evaluate(training, mnist_offline.test_x)["loss"]
+    history = fit(training, mnist_offline.train_x, mnist_offline.test_x, epochs=1, batch_size=32, progress=False)
     after = history.last["test_loss"]
     assert before > 0.1  # an untrained decoder outputs ~0.5 everywhere
     assert after < 0.7 * before
@@ -24,10 +24,10 @@ def test_one_epoch_lowers_the_autoencoder_test_loss_clearly(mnist_offline):
 
 def test_one_epoch_lowers_the_vae_negative_elbo_clearly(mnist_offline):
     device.seed_everything(0)
-    objective = VAEObjective(make_vae("default"), lr=2e-3)
+    training = VAETraining(make_vae("default"), lr=2e-3)
     torch.manual_seed(0)
-    before = evaluate(objective, mnist_offline.test_x)["neg_elbo"]
-    history = fit(objective, mnist_offline.train_x, mnist_offline.test_x, epochs=1, batch_size=32, progress=False)
+    before = evaluate(training, mnist_offline.test_x)["neg_elbo"]
+    history = fit(training, mnist_offline.train_x, mnist_offline.test_x, epochs=1, batch_size=32, progress=False)
     record = history.last
     assert before > 500  # ~784 * log 2 nats for a decoder that says 0.5 everywhere
     assert record["test_neg_elbo"] < 0.5 * before
@@ -37,9 +37,9 @@ def test_one_epoch_lowers_the_vae_negative_elbo_clearly(mnist_offline):
 
 def test_history_records_epoch_means_and_continues_numbering(mnist_offline):
     x = mnist_offline.train_x[:256]
-    objective = AutoencoderObjective(Autoencoder())
-    history = fit(objective, x, x[:64], epochs=2, batch_size=64, progress=False)
-    history = fit(objective, x, x[:64], epochs=1, batch_size=64, history=history, progress=False)
+    training = AutoencoderTraining(Autoencoder())
+    history = fit(training, x, x[:64], epochs=2, batch_size=64, progress=False)
+    history = fit(training, x, x[:64], epochs=1, batch_size=64, history=history, progress=False)
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert set(history[0]) >= {"epoch", "seconds", "train_loss", "test_loss", "test_bce"}
     assert history.series("train_loss") == [r["train_loss"] for r in history]
@@ -65,9 +65,9 @@ def test_train_loss_is_the_mean_over_the_epoch_not_the_last_batch():
 
 
 def test_evaluate_does_not_depend_on_batch_size(mnist_offline):
-    objective = AutoencoderObjective(Autoencoder())
+    training = AutoencoderTraining(Autoencoder())
     x = mnist_offline.test_x[:300]
-    small, large = evaluate(objective, x, batch_size=7), evaluate(objective, x, batch_size=1000)
+    small, large = evaluate(training, x, batch_size=7), evaluate(training, x, batch_size=1000)
     assert small["loss"] == pytest.approx(large["loss"], rel=1e-5)
 
 
@@ -76,7 +76,7 @@ def test_same_seed_same_history(mnist_offline):
     runs = []
     for _ in range(2):
         device.seed_everything(123)
-        runs.append(fit(AutoencoderObjective(Autoencoder()), x, x[:128], epochs=2, batch_size=64, progress=False))
+        runs.append(fit(AutoencoderTraining(Autoencoder()), x, x[:128], epochs=2, batch_size=64, progress=False))
     assert runs[0].series("test_loss") == runs[1].series("test_loss")
 
 
@@ -87,7 +87,7 @@ def test_images_with_nan_pixels_are_refused_before_training_naming_the_image():
     with pytest.raises(
         ValueError, match=r"train_x holds 2 image\(s\) with NaN or infinite pixels \(the first is image 3\)"
     ):
-        fit(AutoencoderObjective(Autoencoder()), x, epochs=1, batch_size=32, progress=False)
+        fit(AutoencoderTraining(Autoencoder()), x, epochs=1, batch_size=32, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -99,23 +99,23 @@ def test_images_with_nan_pixels_are_refused_before_training_naming_the_image():
 )
 def test_bad_loop_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        fit(AutoencoderObjective(Autoencoder()), torch.rand(8, 1, 28, 28), progress=False, **kwargs)
+        fit(AutoencoderTraining(Autoencoder()), torch.rand(8, 1, 28, 28), progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("lr", [0, -1e-3, float("nan")])
 def test_bad_learning_rate_is_refused(lr):
     with pytest.raises(ValueError, match="lr must be a positive number"):
-        AutoencoderObjective(Autoencoder(), lr=lr)
+        AutoencoderTraining(Autoencoder(), lr=lr)
 
 
 def test_negative_beta_is_refused():
     with pytest.raises(ValueError, match="beta must be"):
-        VAEObjective(make_vae(), beta=-1)
+        VAETraining(make_vae(), beta=-1)
 
 
 def test_zero_epochs_returns_an_empty_history():
     assert (
-        fit(AutoencoderObjective(Autoencoder()), torch.rand(8, 1, 28, 28), epochs=0, batch_size=4, progress=False) == []
+        fit(AutoencoderTraining(Autoencoder()), torch.rand(8, 1, 28, 28), epochs=0, batch_size=4, progress=False) == []
     )
 
 
@@ -135,11 +135,11 @@ def test_bfloat16_training_ends_within_two_percent_of_float32(mnist_offline):
     x, results = mnist_offline.train_x[:1000], {}
     for mode in ("fp32", "bf16"):
         device.seed_everything(0)
-        objective = VAEObjective(make_vae("classic"), lr=2e-3)
-        fit(objective, x, epochs=1, batch_size=64, progress=False, precision=mode)
+        training = VAETraining(make_vae("classic"), lr=2e-3)
+        fit(training, x, epochs=1, batch_size=64, progress=False, precision=mode)
         torch.manual_seed(0)
-        results[mode] = evaluate(objective, mnist_offline.test_x)["neg_elbo"]
-    assert objective.precision.mode == "bf16"
+        results[mode] = evaluate(training, mnist_offline.test_x)["neg_elbo"]
+    assert training.precision.mode == "bf16"
     assert results["bf16"] == pytest.approx(results["fp32"], rel=0.02)
 
 
@@ -149,10 +149,10 @@ def test_compile_compiles_every_module_in_place_once(monkeypatch):
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
     G, D = gan_nets.mlp_gan(8)
-    objective = gan.GANObjective(G, D, latent_dim=8)
-    fit(objective, torch.rand(64, 1, 28, 28), epochs=1, batch_size=32, progress=False, compile=True)
+    training = gan.GANTraining(G, D, latent_dim=8)
+    fit(training, torch.rand(64, 1, 28, 28), epochs=1, batch_size=32, progress=False, compile=True)
     assert sorted(compiled) == ["MLPDiscriminator", "MLPGenerator"]
-    assert objective.modules == {"generator": G, "discriminator": D}  # the same objects: checkpoints keep names
+    assert training.modules == {"generator": G, "discriminator": D}  # the same objects: checkpoints keep names
     compiled.clear()
-    fit(AutoencoderObjective(Autoencoder()), torch.rand(8, 1, 28, 28), epochs=1, batch_size=8, progress=False)
+    fit(AutoencoderTraining(Autoencoder()), torch.rand(8, 1, 28, 28), epochs=1, batch_size=8, progress=False)
     assert compiled == []
