@@ -4,7 +4,7 @@
 
 For each model, the same training (same train step, model, optimiser, batch size) trains on the
 same MNIST images through (a) labkit: one resident tensor sliced by a shuffled index inside
-``labkit.loop.fit``, and (b) the usual pipeline: torchvision's ``datasets.MNIST`` with
+``labkit.engine.loop.fit``, and (b) the usual pipeline: torchvision's ``datasets.MNIST`` with
 ``ToTensor()`` per sample and a ``torch.utils.data.DataLoader`` (workers as pytorch/examples uses
 them: 1 with CUDA, none on the CPU). Seconds per epoch are the median of the epochs after the
 first (warm-up). Then the DCGAN at 64x64 on the abstract-art stand-in (or the gallery, when
@@ -28,7 +28,8 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from labkit import ae, art, data, device, gan, gan_nets, loop, vae
+from labkit import ae, art, data, gan, gan_nets, vae
+from labkit.engine import device, loop
 
 
 def torchvision_mnist(mnist: data.ImageData, root: Path) -> datasets.MNIST:

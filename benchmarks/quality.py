@@ -14,8 +14,9 @@ import time
 import numpy as np
 from sklearn.decomposition import PCA
 
-from labkit import data, device, loop, models
+from labkit import data, models
 from labkit.ae import AESettings
+from labkit.engine import device, loop
 from labkit.vae import VAESettings
 
 

@@ -2,47 +2,36 @@
 
 What a student reads, by model and idea:
 
-    ae           the autoencoder of notebook 01: network, its training (model, optimiser, step), settings, recipe
+    ae           the autoencoder of notebook 01: network, its training (optimiser, step), settings, recipe
     vae          the VAE of notebook 02: reparameterisation, KL and ELBO (with their papers), the
                  network and its variants, its training, settings, recipe
     gan_nets     the GAN networks (DCGAN, the MLP GAN) with shape comments
     gan          the GAN losses, the adversarial step, sampling
+    wgan         WGAN-GP: the critic's loss, the gradient penalty, the critic's training step
     progression  watching G learn: fixed noise after every epoch, as a figure and a GIF
-    loop         the one training loop of the course, on one screen
     metrics      reconstruction, ELBO parts, a digit classifier, Fréchet distance, coverage, diversity
     compare      the measurements of notebook 04
     plots        every figure: image grids, curves, latent spaces
     models       what the networks share: MLP stacks, parameter counts, layer summaries
     losses       the Bernoulli likelihood of an image (the VAE's reconstruction term)
 
-The engine, which students need not read: settings (smoke mode, folders, checking settings), device,
-data (resident MNIST), image_folder and art (image folders, the gallery, CIFAR-10), precision,
-harness (what wraps the loop: resume, several GPUs, the NaN watch), checkpoint, distributed, runs
-(metrics.json and figures), experiments (every recipe by name) and gan_experiments (the GANs'
-settings and recipes), report
-(REPORT.md), doctor, submit, grade and gradebook (instructors), hosted, notebook, exercises, explore.
+The engine, which students need not read (``labkit/engine/``, see its ``__init__``): the training
+loop and what wraps it (resume, several GPUs, the NaN watch), precision, checkpoints, devices, runs
+and settings. Around it: data (resident MNIST), image_folder and art (image folders, the gallery,
+CIFAR-10), experiments (every recipe by name) and gan_experiments (the GANs' settings and recipes),
+report (REPORT.md), doctor, submit, grade and gradebook (instructors), hosted, notebook, exercises,
+explore.
+
+The names most notebooks use are here at the top: ``labkit.fit``, ``labkit.evaluate``,
+``labkit.History``, ``labkit.TrainingBase``, ``labkit.seconds_per_epoch``, ``labkit.pick_device``,
+``labkit.seed_everything``, ``labkit.pick``, ``labkit.smoke_mode`` and ``labkit.gradient_penalty``.
 """
 
-from . import (
-    ae,
-    art,
-    data,
-    device,
-    experiments,
-    gan,
-    harness,
-    loop,
-    losses,
-    metrics,
-    models,
-    plots,
-    precision,
-    runs,
-    settings,
-    vae,
-)
-from .device import pick_device, seed_everything
-from .settings import pick, smoke_mode
+from . import ae, art, data, experiments, gan, losses, metrics, models, plots, vae, wgan
+from .engine.device import pick_device, seed_everything
+from .engine.loop import History, TrainingBase, evaluate, fit, seconds_per_epoch
+from .engine.settings import pick, smoke_mode
+from .wgan import gradient_penalty
 
 __version__ = "0.1.0"
 
@@ -50,24 +39,26 @@ __all__ = [
     "ae",
     "art",
     "data",
-    "device",
+    "engine",
     "experiments",
     "gan",
     "gan_nets",
-    "harness",
     "image_folder",
-    "loop",
     "losses",
     "metrics",
     "models",
     "plots",
-    "precision",
     "progression",
-    "runs",
-    "settings",
     "vae",
+    "wgan",
+    "History",
+    "TrainingBase",
+    "evaluate",
+    "fit",
+    "gradient_penalty",
     "pick",
     "pick_device",
+    "seconds_per_epoch",
     "seed_everything",
     "smoke_mode",
 ]

@@ -6,7 +6,7 @@ DIR after every epoch: running the same command again resumes an interrupted run
 REPORT.md from the runs. ``doctor`` checks the environment and trains every model briefly on this device.
 
 On several GPUs (Kaggle's two T4s): ``torchrun --nproc_per_node 2 -m labkit train MODEL ...`` trains
-with DistributedDataParallel, each process on its share of the data (``labkit.distributed``);
+with DistributedDataParallel, each process on its share of the data (``labkit.engine.distributed``);
 ``--batch-size`` is then per process, and rank 0 alone prints and writes the run.
 """
 
@@ -16,7 +16,8 @@ import argparse
 import json
 import sys
 
-from . import distributed, experiments
+from . import experiments
+from .engine import distributed
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--g-steps", type=int, dest="g_steps", help="GAN: generator updates per discriminator update (k)"
+    )
+    train.add_argument(
+        "--loss", choices=("bce", "wgan-gp"), help="GAN: bce (default) or wgan-gp (a critic with the gradient penalty)"
+    )
+    train.add_argument("--n-critic", type=int, dest="n_critic", help="GAN, wgan-gp: critic updates per G update (5)")
+    train.add_argument("--gp-weight", type=float, dest="gp_weight", help="GAN, wgan-gp: penalty weight lambda (10)")
+    train.add_argument(
+        "--spectral-norm",
+        action="store_true",
+        default=None,
+        dest="spectral_norm",
+        help="GAN: spectral normalisation of the discriminator's layers (Miyato et al. 2018)",
     )
     train.add_argument("--dataset", help="dcgan: abstract-art (default), cifar10 or mnist")
     train.add_argument("--image-size", type=int, dest="image_size", help="dcgan: 64 or 32 for abstract-art")
@@ -106,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                 "lr_d",
                 "real_label",
                 "g_steps",
+                "loss",
+                "n_critic",
+                "gp_weight",
+                "spectral_norm",
                 "dataset",
                 "image_size",
                 "downsample",

@@ -14,13 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, plots, settings
+from . import plots
 from .data import ImageData
-from .loop import History, TrainingBase, evaluate
+from .engine import distributed, settings
+from .engine.loop import History, TrainingBase, evaluate
+from .engine.precision import PRECISIONS
+from .engine.runs import Trained, cost, fit_in_run, start_mnist_run
 from .losses import bernoulli_nll_of_probabilities
 from .models import DEFAULT_HIDDEN, MNIST_SHAPE, FlatImageModel, mlp
-from .precision import PRECISIONS
-from .runs import Trained, cost, fit_in_run, start_mnist_run
 
 
 class Autoencoder(FlatImageModel):

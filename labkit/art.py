@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from . import data as _data
-from . import settings
 from .data import ImageData
+from .engine import settings
 from .image_folder import find_images, load_image_folder
 
 KAGGLE_SLUG = "bryanb/abstract-art-gallery"

@@ -13,14 +13,15 @@ from dataclasses import asdict
 
 import torch
 
-from . import gan, gan_nets, metrics, report, settings
-from .checkpoint import Checkpoint
+from . import gan, metrics, report
 from .data import ImageData
+from .engine import settings
+from .engine.checkpoint import Checkpoint
+from .engine.loop import History, seconds_per_epoch
+from .engine.runs import METRICS_FILE, Run, Trained, load_metrics
 from .experiments import RECIPES
-from .loop import History, seconds_per_epoch
 from .plots import linear_path
 from .report import format_value
-from .runs import METRICS_FILE, Run, Trained, load_metrics
 
 COMPARED = ("ae", "vae", "gan")
 INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose codes we walk between
@@ -29,7 +30,7 @@ INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose c
 def make_training(name: str, cfg, device: torch.device | str):
     """A fresh, untrained training of model ``name`` ("ae", "vae" or "gan") built from ``cfg``."""
     if name == "gan":
-        return cfg.training(*(m.to(device) for m in gan_nets.mlp_gan(cfg.latent_dim)))
+        return cfg.training(*(m.to(device) for m in cfg.networks()))
     return cfg.training(device)
 
 

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from . import settings
+from .engine import settings
 
 KAGGLE_INPUT = Path("/kaggle/input")
 DOWNLOAD_TIMEOUT_S = 5.0

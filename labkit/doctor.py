@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 
-from . import device as devices
-from . import gan_nets, settings
-from .loop import fit
-from .precision import Precision
-from .runs import installed_version
+from . import gan_nets
+from .engine import device as devices
+from .engine import settings
+from .engine.loop import fit
+from .engine.precision import Precision
+from .engine.runs import installed_version
 
 N_TRAIN, N_TEST = 512, 256  # MNIST images per check: an epoch is a few steps
 N_ART = 32  # 64x64 images for the DCGAN checks: one step of 32
@@ -114,8 +115,11 @@ def _training(model: str, dev: torch.device, channels_last: bool = False):
         return VAESettings(epochs=1).training(dev)
     if model == "gan":
         return GANSettings(epochs=1).training(*(m.to(dev) for m in gan_nets.mlp_gan()))
-    if model == "dcgan":
-        cfg = DCGANSettings(epochs=1)
+    if model == "gan-wgan-gp":  # the gradient penalty's double backward in mixed precision
+        cfg = GANSettings(epochs=1, loss="wgan-gp")
+        return cfg.training(*(m.to(dev) for m in cfg.networks()))
+    if model.startswith("dcgan"):
+        cfg = DCGANSettings(epochs=1, loss="wgan-gp" if "wgan-gp" in model else "bce", spectral_norm="-sn" in model)
         G, D = (m.to(dev) for m in cfg.networks(3))
         if channels_last:
             G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
@@ -142,7 +146,7 @@ class Doctor:
     def epoch(self, model: str, precision: str, compile: bool = False, channels_last: bool = False) -> str:
         torch.manual_seed(0)
         training = _training(model, self.device, channels_last)
-        if model == "dcgan":
+        if model.startswith("dcgan"):
             history = fit(
                 training,
                 self.art,
@@ -252,7 +256,7 @@ def checks(doctor: Doctor) -> list[tuple[str, Callable[[], str] | str]]:
     dev = doctor.device
     auto = Precision(dev, "auto").mode
     rows: list[tuple[str, Callable[[], str] | str]] = []
-    for model in ("ae", "vae", "gan", "dcgan", "classifier"):
+    for model in ("ae", "vae", "gan", "gan-wgan-gp", "dcgan", "dcgan-wgan-gp-sn", "classifier"):
         rows.append((f"{model}: one epoch, precision auto ({auto})", lambda m=model: doctor.epoch(m, "auto")))
         rows.append((f"{model}: one epoch, float16 forced (as on a T4)", lambda m=model: doctor.epoch(m, "fp16")))
     rows.append(("resume from a checkpoint", doctor.resume))

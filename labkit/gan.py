@@ -1,4 +1,4 @@
-"""The adversarial game of notebook 03: the two losses, the training step that ``labkit.loop.fit``
+"""The adversarial game of notebook 03: the two losses, the training step that ``labkit.engine.loop.fit``
 runs (``GANTraining``), and drawing samples from a generator.
 
 The networks are in ``labkit.gan_nets``, the fixed-noise progression in ``labkit.progression``, the
@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import settings
+from .engine import settings
+from .engine.loop import History, TrainingBase
 from .gan_nets import LATENT_DIM
-from .loop import History, TrainingBase
 
 
 def check_real_label(real_label) -> float:
@@ -70,7 +70,7 @@ D_WINS_FAKE = 0.05  # ... and D(G(z)) below this: the discriminator has won outr
 
 
 class GANTraining(TrainingBase):
-    """The adversarial game as a ``Training`` for ``labkit.loop.fit`` (notebook 03, "Training").
+    """The adversarial game as a ``Training`` for ``labkit.engine.loop.fit`` (notebook 03, "Training").
 
     Each ``train_step`` makes one discriminator update on a real batch and a fake batch, then
     ``g_steps`` generator updates (each on fresh noise). Tricks of the seeds as parameters:

@@ -11,16 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from . import distributed, gan, gan_nets, metrics, plots, progression, settings
+from . import gan, gan_nets, metrics, plots, progression, wgan
 from .art import load_abstract_art, load_cifar10
 from .data import ImageData, load_mnist
-from .loop import History, seconds_per_epoch
+from .engine import distributed, settings
+from .engine.loop import History, seconds_per_epoch
+from .engine.precision import PRECISIONS
+from .engine.runs import Run, Trained, fit_in_run, start_run
 from .models import count_parameters
-from .precision import PRECISIONS
-from .runs import Run, Trained, fit_in_run, start_run
 
 DATASETS = {"abstract-art": 64, "cifar10": 32, "mnist": 28}  # dataset -> default image size
+DCGAN_REAL_LABEL = 0.9  # one-sided label smoothing, on by default for the DCGAN
+LOSSES = ("bce", "wgan-gp")  # the minimax game on logits (Goodfellow et al. 2014), or WGAN-GP (labkit.wgan)
 N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)
 
 
@@ -30,6 +34,9 @@ class GANSettings:
 
     ``lr`` is both learning rates unless ``lr_g`` / ``lr_d`` set one apart; ``real_label`` 0.9
     switches on one-sided label smoothing; ``g_steps`` = k generator updates per D update.
+    ``loss`` "wgan-gp" trains a critic with the gradient penalty (``labkit.wgan``; ``n_critic`` critic
+    updates per G update, penalty weight ``gp_weight``); ``spectral_norm`` normalises D's layers
+    (Miyato et al. 2018). Notebook 03, "Other losses: WGAN-GP and spectral normalisation".
     """
 
     epochs: int = field(default_factory=lambda: settings.pick(full=100, smoke=settings.SMOKE_EPOCHS))
@@ -40,29 +47,75 @@ class GANSettings:
     lr_d: float | None = None
     real_label: float = 1.0
     g_steps: int = 1
+    loss: str = "bce"
+    n_critic: int = wgan.N_CRITIC
+    gp_weight: float = wgan.GP_WEIGHT
+    spectral_norm: bool = False
     seed: int = 0
     precision: str = "auto"
     compile: bool = False
 
     def __post_init__(self):
         settings.whole_number("epochs", self.epochs, low=0)
-        for name in ("batch_size", "latent_dim", "g_steps"):
+        for name in ("batch_size", "latent_dim", "g_steps", "n_critic"):
             settings.whole_number(name, getattr(self, name))
         for name in ("lr", "lr_g", "lr_d"):
             if name == "lr" or getattr(self, name) is not None:
                 settings.learning_rate(name, getattr(self, name))
         gan.check_real_label(self.real_label)
+        settings.one_of("loss", self.loss, LOSSES)
+        settings.number("gp_weight", self.gp_weight, at_least=0, what="a number >= 0 (10 in the WGAN-GP paper)")
+        if self.loss == "wgan-gp" and self.real_label != 1:
+            raise ValueError(
+                f"real_label={self.real_label:g} is label smoothing, a trick of the BCE loss; the WGAN-GP critic "
+                "has no labels: leave real_label at 1"
+            )
+        if self.loss == "wgan-gp" and self.g_steps != 1:
+            raise ValueError(
+                f"g_steps={self.g_steps} is a trick of the BCE loss; WGAN-GP balances the two the other way "
+                f"round, with n_critic critic updates per generator update (now {self.n_critic})"
+            )
         settings.one_of("precision", self.precision, PRECISIONS)
+
+    @property
+    def run_name(self) -> str:
+        """``gan``, with ``-wgan-gp`` for that loss and ``-sn`` for spectral normalisation."""
+        return "gan" + self.variant_suffix
+
+    @property
+    def variant_suffix(self) -> str:
+        return ("-wgan-gp" if self.loss == "wgan-gp" else "") + ("-sn" if self.spectral_norm else "")
+
+    @property
+    def discriminator_norm(self) -> bool:
+        """Whether D may use batch norm: not as a WGAN-GP critic, nor with spectral normalisation."""
+        return self.loss == "bce" and not self.spectral_norm
+
+    def networks(self, channels: int = 1) -> tuple[nn.Module, nn.Module]:
+        """The course's MLP generator and discriminator for MNIST (``training`` adds spectral norm)."""
+        return gan_nets.mlp_gan(self.latent_dim)
 
     @property
     def lrs(self) -> tuple[float, float]:
         """(generator lr, discriminator lr)."""
         return (self.lr_g or self.lr, self.lr_d or self.lr)
 
-    def training(self, generator, discriminator, training_class: type = gan.GANTraining) -> gan.GANTraining:
+    def training(self, generator, discriminator, training_class: type | None = None) -> gan.GANTraining:
         """The adversarial training of ``generator`` and ``discriminator`` with these settings;
-        ``training_class`` is the class that takes the steps (notebook 03 passes its own subclass)."""
+        ``training_class`` is the class that takes the steps (default: ``GANTraining`` for the BCE loss,
+        ``WGANGPTraining`` for WGAN-GP; notebook 03 passes its own subclass)."""
+        wgan_gp = self.loss == "wgan-gp"
+        if training_class is None:
+            training_class = wgan.WGANGPTraining if wgan_gp else gan.GANTraining
+        elif wgan_gp != issubclass(training_class, wgan.WGANGPTraining):
+            raise ValueError(
+                f"{training_class.__name__} does not train the {self.loss} loss these settings ask for: pass "
+                "training_class=None (the default) to get the training of that loss"
+            )
+        if self.spectral_norm:
+            gan_nets.add_spectral_norm(discriminator)  # before the optimiser takes D's parameters
         lr_g, lr_d = self.lrs
+        extra = {"n_critic": self.n_critic, "gp_weight": self.gp_weight} if wgan_gp else {}
         return training_class(
             generator,
             discriminator,
@@ -71,6 +124,7 @@ class GANSettings:
             real_label=self.real_label,
             g_steps=self.g_steps,
             latent_dim=self.latent_dim,
+            **extra,
         )
 
 
@@ -79,9 +133,10 @@ class DCGANSettings(GANSettings):
     """Defaults of the DCGAN of notebook 03 (Radford et al. 2016): abstract art at 64x64,
     one-sided label smoothing on. ``dataset``: abstract-art, cifar10 or mnist; ``image_size``
     defaults to the dataset's (64, 32, 28); ``downsample``: stride or maxpool (the CIFAR-10 variant);
-    ``n_images`` caps the training images (None: all; smoke mode: 128 abstract-art images)."""
+    ``n_images`` caps the training images (None: all; smoke mode: 128 abstract-art images).
+    ``real_label`` is 0.9 for the BCE loss and 1 (no labels to smooth) for WGAN-GP."""
 
-    real_label: float = 0.9
+    real_label: float = DCGAN_REAL_LABEL
     dataset: str = "abstract-art"
     image_size: int | None = None
     width: int = 64
@@ -89,6 +144,8 @@ class DCGANSettings(GANSettings):
     n_images: int | None = None
 
     def __post_init__(self):
+        if self.loss == "wgan-gp" and self.real_label == DCGAN_REAL_LABEL:
+            self.real_label = 1.0  # the default smoothing belongs to the BCE loss
         super().__post_init__()
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
@@ -109,10 +166,14 @@ class DCGANSettings(GANSettings):
 
     @property
     def run_name(self) -> str:
-        return "dcgan" if self.dataset == "abstract-art" else f"dcgan-{self.dataset}"
+        """``dcgan`` on abstract art, ``dcgan-<dataset>`` otherwise, then the loss and norm suffix."""
+        return ("dcgan" if self.dataset == "abstract-art" else f"dcgan-{self.dataset}") + self.variant_suffix
 
-    def networks(self, channels: int) -> tuple[gan_nets.DCGANGenerator, gan_nets.DCGANDiscriminator]:
-        return gan_nets.dcgan(self.size, channels, self.latent_dim, self.width, self.downsample)
+    def networks(self, channels: int = 3) -> tuple[gan_nets.DCGANGenerator, gan_nets.DCGANDiscriminator]:
+        """The DCGAN pair for these settings; D without batch norm for WGAN-GP or spectral norm."""
+        return gan_nets.dcgan(
+            self.size, channels, self.latent_dim, self.width, self.downsample, self.discriminator_norm
+        )
 
 
 def load_gan_data(cfg: DCGANSettings, device: torch.device | str = "cpu") -> ImageData:
@@ -161,6 +222,7 @@ def save_gan_run(
         "parameters_g": count_parameters(G),
         "parameters_d": count_parameters(D),
         **{k: history.last.get(f"train_{k}", float("nan")) for k in ("d_loss", "g_loss", "d_real", "d_fake")},
+        **{k: history.last[f"train_{k}"] for k in ("wasserstein", "gp") if f"train_{k}" in history.last},
         **metrics.diversity_ratio((fake + 1) / 2, real[:n_check].cpu()),
     }
     if data.name == "MNIST":
@@ -195,9 +257,9 @@ def run_gan(
 ) -> dict:
     """Train the MLP GAN on MNIST and write its figures, GIF and metrics.json."""
     cfg = cfg or GANSettings()
-    run, device = start_run("gan", cfg.seed, out, device)
+    run, device = start_run(cfg.run_name, cfg.seed, out, device)
     data = load_mnist(device)
-    return _train("gan", run, cfg, data, *gan_nets.mlp_gan(cfg.latent_dim), device, progress)
+    return _train("gan", run, cfg, data, *cfg.networks(), device, progress)
 
 
 def run_dcgan(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import settings
+from .engine import settings
 
 LATENT_DIM = 100
 IMAGE_SIZES = (28, 32, 64)
@@ -114,10 +114,13 @@ class DCGANDiscriminator(nn.Module):
     Inputs: ``image_size`` 28, 32 or 64; ``channels``; ``width`` (feature maps of the first layer);
     ``downsample`` ``"stride"`` (stride-2 convolutions, DCGAN) or ``"maxpool"`` (3x3 convolution then
     2x2 max-pool, a variant that some found steadier on CIFAR-10). LeakyReLU(0.2), batch norm from the
-    second block on, no sigmoid: the loss works on logits. Notebook 03, "The networks".
+    second block on (``norm=False``: none, for a WGAN-GP critic or spectral normalisation), no sigmoid:
+    the loss works on logits. Notebook 03, "The networks".
     """
 
-    def __init__(self, image_size: int = 64, channels: int = 3, width: int = 64, downsample: str = "stride"):
+    def __init__(
+        self, image_size: int = 64, channels: int = 3, width: int = 64, downsample: str = "stride", norm: bool = True
+    ):
         super().__init__()
         self.image_size = _check_image_size(image_size)
         self.channels = settings.whole_number("channels", channels)
@@ -126,22 +129,22 @@ class DCGANDiscriminator(nn.Module):
         if image_size == 64:
             layers = [
                 _down(channels, w, downsample, norm=False),  # (B, 64, 32, 32)
-                _down(w, 2 * w, downsample),  # (B, 128, 16, 16)
-                _down(2 * w, 4 * w, downsample),  # (B, 256, 8, 8)
-                _down(4 * w, 8 * w, downsample),  # (B, 512, 4, 4)
+                _down(w, 2 * w, downsample, norm),  # (B, 128, 16, 16)
+                _down(2 * w, 4 * w, downsample, norm),  # (B, 256, 8, 8)
+                _down(4 * w, 8 * w, downsample, norm),  # (B, 512, 4, 4)
                 nn.Conv2d(8 * w, 1, 4, 1, 0),
             ]  # (B, 1, 1, 1)
         elif image_size == 32:
             layers = [
                 _down(channels, w, downsample, norm=False),  # (B, 64, 16, 16)
-                _down(w, 2 * w, downsample),  # (B, 128, 8, 8)
-                _down(2 * w, 4 * w, downsample),  # (B, 256, 4, 4)
+                _down(w, 2 * w, downsample, norm),  # (B, 128, 8, 8)
+                _down(2 * w, 4 * w, downsample, norm),  # (B, 256, 4, 4)
                 nn.Conv2d(4 * w, 1, 4, 1, 0),
             ]  # (B, 1, 1, 1)
         else:
             layers = [
                 _down(channels, w, downsample, norm=False),  # (B, 64, 14, 14)
-                _down(w, 2 * w, downsample),  # (B, 128, 7, 7)
+                _down(w, 2 * w, downsample, norm),  # (B, 128, 7, 7)
                 nn.Conv2d(2 * w, 1, 7, 1, 0),
             ]  # (B, 1, 1, 1)
         self.net = nn.Sequential(*layers, nn.Flatten(0))  # (B,) logits
@@ -159,13 +162,33 @@ class DCGANDiscriminator(nn.Module):
 
 
 def dcgan(
-    image_size: int = 64, channels: int = 3, latent_dim: int = LATENT_DIM, width: int = 64, downsample: str = "stride"
+    image_size: int = 64,
+    channels: int = 3,
+    latent_dim: int = LATENT_DIM,
+    width: int = 64,
+    downsample: str = "stride",
+    norm: bool = True,
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
-    """A DCGAN generator and discriminator pair for ``image_size`` pixels (notebook 03, "The networks")."""
+    """A DCGAN generator and discriminator pair for ``image_size`` pixels (notebook 03, "The networks");
+    ``norm=False`` leaves batch norm out of the discriminator."""
     return (
         DCGANGenerator(latent_dim, image_size, channels, width),
-        DCGANDiscriminator(image_size, channels, width, downsample),
+        DCGANDiscriminator(image_size, channels, width, downsample, norm),
     )
+
+
+def add_spectral_norm(discriminator: nn.Module) -> nn.Module:
+    """Divide every convolution's and linear layer's weight by its largest singular value (one power
+    iteration per forward pass), so that each layer, and so D, is 1-Lipschitz: spectral normalisation
+    (Miyato et al. 2018, "Spectral Normalization for Generative Adversarial Networks"). In place, and
+    returned; the paper's discriminators use it instead of batch norm. Layers already normalised are
+    left as they are. Notebook 03, "Other losses: WGAN-GP and spectral normalisation"."""
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
+        raise ValueError("spectral normalisation replaces batch norm: build the discriminator with norm=False")
+    for module in list(discriminator.modules()):
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not nn.utils.parametrize.is_parametrized(module, "weight"):
+            nn.utils.parametrizations.spectral_norm(module)
+    return discriminator
 
 
 class MLPGenerator(nn.Module):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import gan_nets, report
+from . import report
 from .gradebook import class_report, write_gradebook
 from .submit import MANIFEST, WEIGHTS_FILE, WEIGHTS_FORMAT, Refused, check_manifest, load_runs, open_submission
 
@@ -179,7 +179,7 @@ class Evaluator:
     def reproduce(self, name: str, record: dict, weights_path: Path) -> tuple[list[str], str | None]:
         """(flags, what was verified) for one run; runs of other models or data are not re-evaluated."""
         from . import experiments, gan, metrics
-        from .loop import evaluate
+        from .engine.loop import evaluate
 
         model = record.get("model")
         if model not in ("ae", "vae", "gan") or not weights_path.is_file():
@@ -204,7 +204,7 @@ class Evaluator:
         try:
             cfg = experiments.settings_for(model, **hyper)
             if model == "gan":
-                training = cfg.training(*(m.to(self.device) for m in gan_nets.mlp_gan(cfg.latent_dim)))
+                training = cfg.training(*(m.to(self.device) for m in cfg.networks()))
             else:
                 training = cfg.training(self.device)
             for module_name, module in training.modules.items():

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import settings
 from .data import ImageData, batches
-from .loop import TrainingBase
+from .engine import settings
+from .engine.loop import TrainingBase
 from .losses import bernoulli_nll, bernoulli_nll_of_probabilities
 from .vae import kl_divergence, reparameterize
 
@@ -125,7 +125,7 @@ class DigitClassifier(nn.Module):
 
 
 class ClassifierTraining(TrainingBase):
-    """Cross-entropy on digit labels, for ``labkit.loop.fit`` with ``train_y``/``test_y``; in mixed
+    """Cross-entropy on digit labels, for ``labkit.engine.loop.fit`` with ``train_y``/``test_y``; in mixed
     precision on a GPU like every other training."""
 
     name = "classifier"
@@ -169,7 +169,7 @@ def digit_classifier(
     (another source, smoke mode) trains a new classifier. Weights are loaded with
     ``weights_only=True``: a cache file cannot run code.
     """
-    from .loop import evaluate, fit
+    from .engine.loop import evaluate, fit
 
     device = data.train_x.device
     cache_dir = Path(cache_dir) if cache_dir is not None else settings.data_root() / "cache"

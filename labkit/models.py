@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from . import settings
+from .engine import settings
 
 MNIST_SHAPE = (1, 28, 28)
 

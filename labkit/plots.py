@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from .loop import History
+from .engine.loop import History
 
 DIGIT_COLORS = "tab10"
 
@@ -250,7 +250,10 @@ class LiveLossPlot:
 
 def gan_curves(history: History, title: str = "", real_label: float | None = None) -> plt.Figure:
     """Left: D and G losses per epoch. Right: mean D(x) and mean D(G(z)) per epoch (epoch means),
-    with held-out D(x) when the run evaluated on a test split. Notebook 03, "Reading the curves"."""
+    with held-out D(x) when the run evaluated on a test split. Notebook 03, "Reading the curves".
+    A WGAN-GP run (its history has ``train_wasserstein``) gets ``wasserstein_curves`` instead."""
+    if history.series("train_wasserstein"):
+        return wasserstein_curves(history, title)
     epochs = [r["epoch"] for r in history]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.3))
     left.plot(epochs, history.series("train_d_loss"), "-o", ms=3, label="D loss")
@@ -277,6 +280,31 @@ def gan_curves(history: History, title: str = "", real_label: float | None = Non
         right.axhline(real_label, color="C2", ls=":", lw=1, label=f"real target {real_label:g}")
     right.set_ylim(0, 1)
     right.set_ylabel("mean discriminator output")
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def wasserstein_curves(history: History, title: str = "") -> plt.Figure:
+    """A WGAN-GP run per epoch. Left: the critic's Wasserstein estimate E[D(x)] - E[D(G(z))] (it falls
+    as G improves) and the gradient penalty. Right: the mean critic scores of real images and fakes
+    (scores, not probabilities: only their gap means something). Notebook 03, "Other losses"."""
+    epochs = [r["epoch"] for r in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.3))
+    left.plot(epochs, history.series("train_wasserstein"), "-o", ms=3, label="Wasserstein estimate")
+    if history.series("test_wasserstein"):
+        left.plot(epochs, history.series("test_wasserstein"), "--s", ms=3, alpha=0.6, label="held-out estimate")
+    left.plot(epochs, history.series("train_gp"), "-o", ms=3, label="gradient penalty (without lambda)")
+    left.set_ylabel("critic units")
+    right.plot(epochs, history.series("train_d_real"), "-o", ms=3, color="C2", label="mean D(x), real")
+    right.plot(epochs, history.series("train_d_fake"), "-o", ms=3, color="C3", label="mean D(G(z)), fake")
+    right.set_ylabel("mean critic score")
     for ax in (left, right):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")

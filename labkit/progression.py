@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import plots, settings
+from . import plots
+from .engine import settings
+from .engine.loop import History
 from .gan import generate
-from .loop import History
 
 
 class FixedNoise:

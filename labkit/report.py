@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import settings
-from .runs import METRICS_FILE
+from .engine import settings
+from .engine.runs import METRICS_FILE
 
 PLACEHOLDER = "_Write your discussion here._"
 FIGURES_DIR_SUFFIX = "_files"
@@ -86,6 +86,9 @@ PARTS = (
             "If you trained on the synthetic stand-in, train on the real gallery: what differs in the curves and "
             "samples? If you trained on the gallery, compare the two discriminators on CIFAR-10 "
             '(`DCGANSettings(dataset="cifar10", downsample="maxpool")` against the strided one).',
+            "Compare WGAN-GP and spectral normalisation with the plain GAN on the classifier Fréchet distance and "
+            "the classes covered: what does each change in what D is allowed to be? Is the difference larger than "
+            "the spread between seeds in the reference three-seed table?",
         ),
     ),
     Part(
@@ -145,6 +148,47 @@ def load_runs(runs_dir: Path) -> dict[str, dict]:
         except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
             raise ValueError(f"{path} cannot be read ({e}); delete it or rerun that notebook") from e
     return runs
+
+
+GAN_VARIANTS_FILE = "gan_variants.json"  # written by benchmarks/gan_variants.py
+
+
+def find_gan_variants(runs_dir: Path) -> Path | None:
+    """The GAN variants benchmark's result: in the runs folder, else the one committed in the checkout."""
+    root = settings.project_root()
+    for path in (runs_dir / GAN_VARIANTS_FILE, root / "benchmarks" / "results" / GAN_VARIANTS_FILE if root else None):
+        if path is not None and path.is_file():
+            return path
+    return None
+
+
+def gan_variants_section(result: dict, source: str) -> list[str]:
+    """The MNIST GAN's variants over several seeds as a Markdown table: mean ± standard deviation."""
+
+    def spread(measure: dict, digits: int) -> str:
+        return f"{measure['mean']:.{digits}f} ± {measure['sd']:.{digits}f}"
+
+    machine = result.get("machine", {})
+    lines = [
+        f"### The MNIST GAN's variants over {len(result['seeds'])} seeds",
+        "",
+        f"From `{result['benchmark']}` ({source}): {result['epochs']} epochs per run on {result['data']['name']}, "
+        f"seeds {', '.join(map(str, result['seeds']))}, {result['samples']:,} samples per run, on "
+        f"{machine.get('device', '?')} ({machine.get('cpu_cores', '?')} threads), {result['minutes']} minutes in all. "
+        "Mean ± standard deviation over the seeds. Fréchet: the classifier Fréchet distance to the test digits "
+        f"(real training digits score {result['real_floor_fid_classifier']:.2f}); D(x) and D(G(z)) are "
+        "probabilities, or mean critic scores for WGAN-GP.",
+        "",
+        "| variant | Fréchet | classes covered | KL from uniform | D(x) | D(G(z)) | s/epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, v in result["variants"].items():
+        lines.append(
+            f"| {name} | {spread(v['fid_classifier'], 1)} | {spread(v['class_coverage'], 1)} | "
+            f"{spread(v['class_kl_from_uniform'], 3)} | {spread(v['d_real'], 2)} | {spread(v['d_fake'], 2)} | "
+            f"{spread(v['seconds_per_epoch'], 2)} |"
+        )
+    return lines + [""]
 
 
 def format_value(value, digits: int = 4) -> str:
@@ -296,10 +340,12 @@ def build_report(runs_dir: str | Path | None = None, out: str | Path | None = No
     for part in PARTS:
         lines += [f"## {part.title}", ""]
         present = [name for name in part.runs if name in runs]
-        extra = sorted(n for n in runs if n.startswith(part.runs[0] + "-") and n not in part.runs)
+        extra = sorted(n for n in runs if n not in part.runs and any(n.startswith(r + "-") for r in part.runs))
         for name in present + extra:
             figures = _copy_figures(name, runs[name], runs_dir, figures_dir, out.parent)
             lines += _run_section(name, runs[name], figures)
+        if part.key == "gan" and (benchmark := find_gan_variants(runs_dir)) is not None:
+            lines += gan_variants_section(json.loads(benchmark.read_text()), benchmark.name)
         if not present and not extra:
             lines += [f"_No run yet: {', '.join(part.runs)}._", ""]
         start, end = _discussion_markers(part.key)

@@ -21,10 +21,11 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from . import __version__, report, settings
-from .checkpoint import FILE_NAME as CHECKPOINT_FILE
-from .checkpoint import safe_load
-from .runs import METRICS_FILE, environment
+from . import __version__, report
+from .engine import settings
+from .engine.checkpoint import FILE_NAME as CHECKPOINT_FILE
+from .engine.checkpoint import safe_load
+from .engine.runs import METRICS_FILE, environment
 
 FORMAT = "labkit-submission"
 VERSION = 1

@@ -17,13 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, plots, settings
+from . import plots
 from .data import ImageData
-from .loop import History, TrainingBase, evaluate
+from .engine import distributed, settings
+from .engine.loop import History, TrainingBase, evaluate
+from .engine.precision import PRECISIONS
+from .engine.runs import Trained, cost, fit_in_run, start_mnist_run
 from .losses import bernoulli_nll
 from .models import DEFAULT_HIDDEN, MNIST_SHAPE, NARROW_HIDDEN, FlatImageModel, mlp
-from .precision import PRECISIONS
-from .runs import Trained, cost, fit_in_run, start_mnist_run
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

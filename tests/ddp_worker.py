@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from labkit import __main__ as cli
-from labkit import ae, data, device, distributed, gan, gan_nets, loop, runs
+from labkit import ae, data, gan, gan_nets
+from labkit.engine import device, distributed, loop, runs
 
 
 def weights(training) -> dict:

@@ -79,3 +79,21 @@ def test_pipeline_benchmark_prints_one_json_line_per_measurement_and_ratio(tmp_p
     assert rows[2]["ratio_dataloader_over_labkit"] > 0 and rows[5]["ratio_labkit_over_imagefolder_steps_per_second"] > 0
     assert rows[3]["dataset"].startswith("synthetic stand-in") and rows[3]["steps"] == 1
     assert all(r["peak_memory_mb"] >= r["memory_at_start_mb"] > 0 for r in rows if "pipeline" in r)
+
+
+def test_the_gan_variants_benchmark_summarises_each_variant_over_its_seeds(tmp_path):
+    out = tmp_path / "gan_variants.json"
+    env = {**os.environ, "LABKIT_SMOKE": "1", "LABKIT_OFFLINE": "1", "LABKIT_DATA": str(tmp_path / "data")}
+    args = ["--epochs", "1", "--seeds", "0", "1", "--variants", "plain", "WGAN-GP", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gan_variants.py"), *args], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert list(result["variants"]) == ["plain", "WGAN-GP"] and len(result["runs"]) == 4
+    for name, summary in result["variants"].items():
+        fids = [r["fid_classifier"] for r in result["runs"] if r["variant"] == name]
+        assert summary["fid_classifier"]["mean"] == pytest.approx(sum(fids) / 2)
+        assert summary["fid_classifier"]["sd"] == pytest.approx(abs(fids[0] - fids[1]) / 2**0.5)
+    assert result["variants"]["WGAN-GP"]["scores"] == "critic" and result["epochs"] == 1
+    assert 0 < result["real_floor_fid_classifier"] < min(r["fid_classifier"] for r in result["runs"])

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import checkpoint as ckpt
 from labkit import gan, gan_nets, progression
 from labkit.ae import Autoencoder, AutoencoderTraining
-from labkit.device import seed_everything
-from labkit.harness import TrainingDiverged
-from labkit.loop import fit
-from labkit.precision import Precision
+from labkit.engine import checkpoint as ckpt
+from labkit.engine.device import seed_everything
+from labkit.engine.harness import TrainingDiverged
+from labkit.engine.loop import fit
+from labkit.engine.precision import Precision
 from labkit.vae import VAETraining, make_vae
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadabl
     path = tmp_path / ckpt.FILE_NAME
     script = (
         "import sys, torch\n"
-        "from labkit import checkpoint as c\n"
+        "from labkit.engine import checkpoint as c\n"
         "blob = torch.arange(4_000_000, dtype=torch.float32)\n"
         "i = 0\n"
         "while True:\n"

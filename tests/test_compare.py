@@ -7,9 +7,9 @@ from torch import nn
 
 from labkit import compare
 from labkit.ae import AESettings
-from labkit.checkpoint import CheckpointError
 from labkit.data import load_mnist
-from labkit.loop import History
+from labkit.engine.checkpoint import CheckpointError
+from labkit.engine.loop import History
 
 
 class _FixedLogits(nn.Module):

@@ -1,4 +1,4 @@
-"""Training on several processes (``labkit.distributed``): two CPU processes with the gloo backend,
+"""Training on several processes (``labkit.engine.distributed``): two CPU processes with the gloo backend,
 started by torchrun, must end with identical weights after training on different shards, and only
 rank 0 may write the run. The job itself is tests/ddp_worker.py."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import distributed
-from labkit.checkpoint import safe_load
+from labkit.engine import distributed
+from labkit.engine.checkpoint import safe_load
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

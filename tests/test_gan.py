@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from labkit import device, gan, gan_nets, metrics, progression
+from labkit import gan, gan_nets, metrics, progression
+from labkit.engine import device
+from labkit.engine.loop import History, fit
 from labkit.gan_experiments import DCGANSettings, GANSettings, run_dcgan, run_gan
-from labkit.loop import History, fit
 
 # --------------------------------------------------------------------------- networks
 

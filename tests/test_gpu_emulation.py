@@ -14,13 +14,14 @@ import torch.nn.functional as F
 from cuda_rules import CUDA_AUTOCAST_REFUSAL, save_as_if_on_gpu
 from test_checkpoint import _ae_run  # the same small checkpointed AE run
 
-from labkit import checkpoint as ckpt
-from labkit import compare, device, gan_nets, metrics, plots
+from labkit import compare, gan_nets, metrics, plots
 from labkit.ae import AESettings, Autoencoder, AutoencoderTraining, run_ae
 from labkit.data import load_mnist
+from labkit.engine import checkpoint as ckpt
+from labkit.engine import device
+from labkit.engine.loop import evaluate, fit
+from labkit.engine.precision import Precision
 from labkit.gan_experiments import DCGANSettings, GANSettings
-from labkit.loop import evaluate, fit
-from labkit.precision import Precision
 from labkit.vae import VAETraining, make_vae
 
 pytestmark = pytest.mark.gpu_emulation
@@ -53,14 +54,27 @@ def _every_training():
     def mlp_gan(x):
         return GANSettings(epochs=1).training(*gan_nets.mlp_gan())
 
-    def dcgan(x):
-        cfg = DCGANSettings(epochs=1, dataset="mnist", width=16)
+    def dcgan(x, **options):
+        cfg = DCGANSettings(epochs=1, dataset="mnist", width=16, **options)
         return cfg.training(*cfg.networks(1))
+
+    def wgan_gp(x):  # the gradient penalty's double backward, with float16's gradient scaler
+        cfg = GANSettings(epochs=1, loss="wgan-gp", n_critic=2)
+        return cfg.training(*cfg.networks())
 
     def classifier(x):
         return metrics.ClassifierTraining(metrics.DigitClassifier())
 
-    return {"ae": ae, "vae": vae, "gan": mlp_gan, "dcgan": dcgan, "classifier": classifier}
+    return {
+        "ae": ae,
+        "vae": vae,
+        "gan": mlp_gan,
+        "dcgan": dcgan,
+        "gan-wgan-gp": wgan_gp,
+        "dcgan-wgan-gp-sn": lambda x: dcgan(x, loss="wgan-gp", spectral_norm=True),
+        "dcgan-sn": lambda x: dcgan(x, spectral_norm=True),
+        "classifier": classifier,
+    }
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -182,7 +196,7 @@ def test_live_loss_plots_appear_in_colabs_shell(colab_shell, monkeypatch):
     monkeypatch.setattr("IPython.display.display", lambda fig, display_id=None: shown.append(fig) or _Handle())
     assert type(colab_shell).__name__ == "Shell" and plots.in_notebook()
     history = [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.6}]
-    from labkit.loop import History
+    from labkit.engine.loop import History
 
     plots.LiveLossPlot()(1, history[0], History(history))
     assert len(shown) == 1

@@ -16,8 +16,8 @@ import torch
 
 from labkit import ae, grade, report, submit, vae
 from labkit.data import load_mnist
+from labkit.engine.loop import fit
 from labkit.gan_experiments import GANSettings, run_gan
-from labkit.loop import fit
 
 PARTS = [p.key for p in report.PARTS]
 HONEST = {

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from labkit import art, image_folder
-from labkit import settings as labkit_settings
+from labkit.engine import settings as labkit_settings
 
 # small example counts: the whole file runs in seconds; no example database (a failure prints its blob);
 # no explain phase and one bug per test, so that a failure is shrunk and reported in seconds, not minutes

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from labkit import device, metrics
+from labkit import metrics
 from labkit.ae import Autoencoder
-from labkit.loop import fit
+from labkit.engine import device
+from labkit.engine.loop import fit
 from labkit.vae import VAETraining, make_vae
 
 
@@ -30,9 +31,9 @@ def test_classifier_learns_digits_and_is_cached(classifier, mnist_offline, tmp_p
     assert accuracy > 0.9  # two epochs on 4,000 real digits
     cache = tmp_path / "cache"
     first, acc_first = metrics.digit_classifier(mnist_offline, epochs=1, cache_dir=cache)
-    import labkit.loop
+    import labkit.engine.loop
 
-    monkeypatch.setattr(labkit.loop, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
+    monkeypatch.setattr(labkit.engine.loop, "fit", lambda *a, **k: pytest.fail("retrained although cached"))
     second, acc_second = metrics.digit_classifier(mnist_offline, epochs=1, cache_dir=cache)
     assert acc_second == acc_first
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):

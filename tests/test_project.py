@@ -107,3 +107,21 @@ def test_the_notebooks_that_tests_execute_write_outside_the_checkout():
 
     runs = Path(conftest.SCRATCH) / "runs"
     assert not runs.resolve().is_relative_to(ROOT) and not runs.parent.resolve().is_relative_to(ROOT)
+
+
+def test_the_readmes_own_notebook_example_runs_trains_and_resumes(tmp_path, monkeypatch):
+    """The "Using labkit in your own notebook" code, as printed, on the offline digits: it learns (the
+    test MSE ends well below an untrained model's) and a second run resumes from its checkpoint."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Using labkit in your own notebook", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    first: dict = {}
+    exec(compile(code, "README.md", "exec"), first)
+    assert len(first["history"]) == 5 and (tmp_path / "runs" / "mine").is_dir()
+    evaluate, x_test = first["evaluate"], first["x_test"]
+    untrained = first["MyTraining"](first["labkit"].ae.Autoencoder(latent_dim=16))
+    assert evaluate(first["training"], x_test)["loss"] < 0.6 * evaluate(untrained, x_test)["loss"]
+    again: dict = {}
+    exec(compile(code, "README.md", "exec"), again)  # the same cell run again: nothing left to train
+    assert [r["test_loss"] for r in again["history"]] == [r["test_loss"] for r in first["history"]]

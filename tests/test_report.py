@@ -64,3 +64,48 @@ def test_student_discussion_survives_a_rebuild(smoke_runs, tmp_path):
 def test_missing_runs_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no runs folder"):
         report.build_report(tmp_path / "nothing", tmp_path / "REPORT.md")
+
+
+def _variants_result(**overrides) -> dict:
+    measure = {"mean": 1.0, "sd": 0.0}
+    variant = {k: dict(measure) for k in ("class_coverage", "class_kl_from_uniform", "d_real", "d_fake")}
+    variant["seconds_per_epoch"] = {"mean": 1.5, "sd": 0.25}
+    result = {
+        "benchmark": "benchmarks/gan_variants.py",
+        "data": {"name": "MNIST offline subset"},
+        "epochs": 100,
+        "seeds": [0, 1, 2],
+        "samples": 1000,
+        "real_floor_fid_classifier": 3.3,
+        "machine": {"device": "cpu", "cpu_cores": 2},
+        "minutes": 50.0,
+        "variants": {
+            "plain": {**variant, "fid_classifier": {"mean": 20.44, "sd": 1.96}},
+            "WGAN-GP": {**variant, "fid_classifier": {"mean": 10.0, "sd": 0.5}},
+        },
+    }
+    return {**result, **overrides}
+
+
+def test_the_gan_variants_benchmark_is_a_table_of_means_and_spreads_in_part_3(smoke_runs, tmp_path):
+    (smoke_runs / report.GAN_VARIANTS_FILE).write_text(json.dumps(_variants_result()))
+    try:
+        text = report.build_report(smoke_runs, tmp_path / "REPORT.md").read_text()
+    finally:
+        (smoke_runs / report.GAN_VARIANTS_FILE).unlink()
+    part3 = text.split("## Part 3", 1)[1].split("## Part 4", 1)[0]
+    assert "### The MNIST GAN's variants over 3 seeds" in part3
+    assert "| plain | 20.4 ± 2.0 | 1.0 ± 0.0 |" in part3 and "| WGAN-GP | 10.0 ± 0.5 |" in part3
+    assert "1.50 ± 0.25 |" in part3 and "real training digits score 3.30" in part3
+
+
+def test_runs_of_a_parts_model_with_a_suffix_join_that_part(smoke_runs, tmp_path):
+    renamed = smoke_runs.parent / "suffixed"
+    import shutil
+
+    shutil.copytree(smoke_runs / "ae", renamed / "ae-latent8")
+    (renamed / "gan-wgan-gp").mkdir()
+    (renamed / "gan-wgan-gp" / "metrics.json").write_text(json.dumps({"model": "gan", "epochs": 1, "final": {}}))
+    text = report.build_report(renamed, tmp_path / "REPORT.md").read_text()
+    part1, part3 = text.split("## Part 1", 1)[1].split("## Part 2")[0], text.split("## Part 3", 1)[1]
+    assert "### Run `ae-latent8`" in part1 and "### Run `gan-wgan-gp`" in part3.split("## Part 4")[0]

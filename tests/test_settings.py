@@ -2,7 +2,7 @@
 
 import pytest
 
-from labkit import settings
+from labkit.engine import settings
 
 
 @pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", " Yes "])

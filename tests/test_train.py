@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
-from labkit import device, gan_nets
+from labkit import gan_nets
 from labkit.ae import Autoencoder, AutoencoderTraining
-from labkit.loop import History, evaluate, fit, seconds_per_epoch
-from labkit.precision import Precision
+from labkit.engine import device
+from labkit.engine.loop import History, evaluate, fit, seconds_per_epoch
+from labkit.engine.precision import Precision
 from labkit.vae import VAETraining, make_vae
 
 
@@ -58,10 +59,10 @@ def test_train_loss_is_the_mean_over_the_epoch_not_the_last_batch():
         def eval_step(self, x):
             return {"loss": x.float().mean()}
 
-    x = torch.arange(10.0).view(10, 1, 1, 1)  # batches of 4, 4, 2: mean over images must be 4.5
+    x = torch.arange(10.0).view(10, 1, 1, 1) / 10  # batches of 4, 4, 2: mean over images must be 0.45
     history = fit(Recorder(), x, x, epochs=1, batch_size=4, progress=False)
-    assert history.last["train_loss"] == pytest.approx(4.5)
-    assert history.last["test_loss"] == pytest.approx(4.5)
+    assert history.last["train_loss"] == pytest.approx(0.45)  # the last batch alone: 0.85
+    assert history.last["test_loss"] == pytest.approx(0.45)
 
 
 def test_evaluate_does_not_depend_on_batch_size(mnist_offline):
@@ -88,6 +89,25 @@ def test_images_with_nan_pixels_are_refused_before_training_naming_the_image():
         ValueError, match=r"train_x holds 2 image\(s\) with NaN or infinite pixels \(the first is image 3\)"
     ):
         fit(AutoencoderTraining(Autoencoder()), x, epochs=1, batch_size=32, progress=False)
+
+
+@pytest.mark.parametrize(
+    "images, where, message",
+    [
+        (lambda x: (x * 255).to(torch.uint8), "train", r"train_x holds integer pixels \(torch.uint8\).*divide"),
+        (lambda x: x * 255, "train", r"train_x holds pixels from 0 to 25\d.*divide 8-bit images by 255"),
+        (lambda x: x * 2 - 1, "test", r"test_x holds pixels from -1 to 1.*\(test_x \+ 1\) / 2"),
+    ],
+)
+def test_images_outside_zero_one_or_of_an_integer_type_are_refused_saying_what_to_do(images, where, message):
+    x = torch.rand(64, 1, 28, 28)
+    x[0, 0, 0, 0], x[1, 0, 0, 0] = 0.0, 1.0
+    train_x, test_x = (images(x), x) if where == "train" else (x, images(x))
+    model = Autoencoder()
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match=message):
+        fit(AutoencoderTraining(model), train_x, test_x, epochs=1, batch_size=32, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # refused before any step
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ def pick(full: T, smoke: T) -> T:
 
 def project_root() -> Path | None:
     """The checkout labkit runs from (the folder holding pyproject.toml), or None when installed."""
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # labkit/engine/settings.py -> the checkout
     return here if (here / "pyproject.toml").is_file() and (here / "labkit").is_dir() else None
 
 

@@ -2,7 +2,7 @@
 ``train_step`` on every batch, averages what the steps report, evaluates on the test images and
 hands each epoch's record to callbacks. Notebook 01, "Training", walks through it.
 
-``labkit.harness`` holds what wraps the loop (resuming from a checkpoint, several GPUs, the NaN
+``labkit.engine.harness`` holds what wraps the loop (resuming from a checkpoint, several GPUs, the NaN
 watch, progress bars). A *training* (``labkit.ae.AutoencoderTraining``, ``labkit.vae.VAETraining``,
 ``labkit.gan.GANTraining``) holds a model, its optimiser and its steps; the loss it minimises is its objective.
 """
@@ -17,8 +17,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ..data import batches
 from .checkpoint import Checkpoint
-from .data import batches
 from .harness import Harness, with_labels
 from .precision import FULL_PRECISION, Precision
 
@@ -77,18 +77,18 @@ def fit(training: Training, train_x: torch.Tensor, test_x: torch.Tensor | None =
     ``(epoch, record, history)``. With labels the steps are called as ``train_step(x, y)``.
     ``checkpoint`` (a file or run folder) is saved after every epoch and resumed from when it holds
     more epochs than ``history``; ``config`` (the settings) must then match. ``precision``: auto,
-    fp32, bf16 or fp16 (``labkit.precision``); ``compile=True`` compiles the modules. Under
-    ``torchrun`` every process trains on its share of ``train_x`` (``labkit.harness``).
+    fp32, bf16 or fp16 (``labkit.engine.precision``); ``compile=True`` compiles the modules. Under
+    ``torchrun`` every process trains on its share of ``train_x`` (``labkit.engine.harness``).
     """
     history = History() if history is None else history
-    with Harness(training, train_x, train_y, epochs=epochs, batch_size=batch_size, history=history,
+    with Harness(training, train_x, train_y, test_x, epochs=epochs, batch_size=batch_size, history=history,
                  callbacks=callbacks, progress=progress, checkpoint=checkpoint, config=config,
                  precision=precision, compile=compile) as harness:
         for epoch in harness.epochs():                     # resumes where a checkpoint left off
             set_mode(training, train=True)
             sums, seen, start = {}, 0, time.perf_counter()
             for batch in harness.batches(epoch):           # shuffled; under torchrun this process's share
-                out = training.train_step(*batch)         # zero_grad, loss, backward, step
+                out = training.train_step(*batch)          # zero_grad, loss, backward, step
                 harness.watch(out)                         # stops the run if a loss became NaN or infinite
                 for key, value in out.items():
                     sums[key] = sums.get(key, 0) + value.float() * len(batch[0])

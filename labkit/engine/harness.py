@@ -1,4 +1,4 @@
-"""What wraps the training loop, so that ``labkit.loop.fit`` reads on one screen: the checks before
+"""What wraps the training loop, so that ``labkit.engine.loop.fit`` reads on one screen: the checks before
 training, resuming from a checkpoint, several processes (DistributedDataParallel), the watch for a
 loss that became NaN or infinite, progress bars, and saving a checkpoint after every epoch.
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..data import batches
 from . import distributed, settings
 from .checkpoint import Checkpoint
-from .data import batches
 from .precision import Precision
 
 NAN_CHECK_EVERY = 25  # steps between checks for a non-finite loss (each check waits for the GPU)
@@ -35,15 +35,28 @@ def with_labels(x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, 
     return (x,) if y is None else (x, y)
 
 
-def check_finite_data(x: torch.Tensor, what: str) -> None:
-    """Refuse images with NaN or infinite pixels before any training, naming the first one."""
-    if x.is_floating_point():
-        bad = ~torch.isfinite(x.flatten(1)).all(1)
-        if bool(bad.any()):
-            raise ValueError(
-                f"{what} holds {int(bad.sum())} image(s) with NaN or infinite pixels (the first is image "
-                f"{int(bad.nonzero()[0])}): clean or drop them before training."
-            )
+def check_images(x: torch.Tensor, what: str) -> None:
+    """Refuse, before any training, images the course's models cannot learn from: integer pixels,
+    NaN or infinite pixels (naming the first such image), or values outside [0, 1]."""
+    if not x.is_floating_point():
+        raise ValueError(
+            f"{what} holds integer pixels ({x.dtype}); the models take floating-point images in [0, 1]: "
+            f"divide 8-bit images by 255 ({what}.float() / 255)."
+        )
+    bad = ~torch.isfinite(x.flatten(1)).all(1)
+    if bool(bad.any()):
+        raise ValueError(
+            f"{what} holds {int(bad.sum())} image(s) with NaN or infinite pixels (the first is image "
+            f"{int(bad.nonzero()[0])}): clean or drop them before training."
+        )
+    low, high = float(x.min()), float(x.max())
+    if low < 0 or high > 1:
+        advice = (
+            f"divide 8-bit images by 255 ({what} / 255)"
+            if high > 1.5 and low >= 0
+            else f"undo the normalisation that gave them (for [-1, 1]: ({what} + 1) / 2)"
+        )
+        raise ValueError(f"{what} holds pixels from {low:g} to {high:g}; the models take images in [0, 1]: {advice}.")
 
 
 class Harness:
@@ -55,6 +68,7 @@ class Harness:
         training,
         train_x: torch.Tensor,
         train_y: torch.Tensor | None,
+        test_x: torch.Tensor | None = None,
         *,
         epochs: int,
         batch_size: int,
@@ -70,7 +84,9 @@ class Harness:
         self.batch_size = settings.whole_number("batch_size", batch_size)
         if train_x.shape[0] == 0:
             raise ValueError("train_x holds no images: check the data folder or the smoke-mode sizes")
-        check_finite_data(train_x, "train_x")
+        check_images(train_x, "train_x")
+        if test_x is not None and len(test_x) > 0:
+            check_images(test_x, "test_x")
         with_labels(train_x, train_y)
         self.training, self.history = training, history
         self.main = distributed.is_main()
@@ -136,7 +152,7 @@ class Harness:
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
         """This epoch's batches of this process's share, shuffled, with a progress bar. When the last one
         is done: the final NaN check, the GPU caught up (so the epoch's time is right), and the
-        batch-norm statistics averaged over the processes (see ``labkit.distributed.wrap``)."""
+        batch-norm statistics averaged over the processes (see ``labkit.engine.distributed.wrap``)."""
         self._epoch, self._step = epoch, 0
         self._first_bad = torch.zeros((), dtype=torch.long, device=self.device)  # 0: every step finite so far
         steps = batches(

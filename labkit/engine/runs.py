@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from ..data import ImageData
 from . import distributed, settings
 from .checkpoint import FILE_NAME as CHECKPOINT_FILE
-from .data import ImageData
 from .loop import History, fit
 
 METRICS_FILE = "metrics.json"
@@ -72,7 +72,7 @@ class Run:
 
     @property
     def checkpoint_path(self) -> Path:
-        """Where training saves its checkpoint after every epoch (``labkit.checkpoint``)."""
+        """Where training saves its checkpoint after every epoch (``labkit.engine.checkpoint``)."""
         return self.dir / CHECKPOINT_FILE
 
     def save_figure(self, fig, name: str) -> Path:
@@ -174,7 +174,7 @@ def start_run(
 ) -> tuple[Run, torch.device]:
     """Open the run folder (failing now, not after training, if it is not writable), seed every
     generator and pick the device: the first step of every headless recipe. Under ``torchrun`` it
-    also joins the job (``labkit.distributed``), and the device is this process's GPU."""
+    also joins the job (``labkit.engine.distributed``), and the device is this process's GPU."""
     from .device import pick_device, seed_everything
 
     run = Run(name, out)
@@ -186,7 +186,7 @@ def start_mnist_run(
     name: str, seed: int, out, device, data: ImageData | None = None
 ) -> tuple[Run, torch.device, ImageData]:
     """``start_run`` and MNIST on its device (``data`` when the caller has it loaded already)."""
-    from .data import load_mnist
+    from ..data import load_mnist
 
     run, device = start_run(name, seed, out, device)
     return run, device, (data.to(device) if data is not None else load_mnist(device))
@@ -194,8 +194,8 @@ def start_mnist_run(
 
 def cost(history: History, model: torch.nn.Module) -> dict:
     """Seconds per epoch (the first, warm-up epoch left out) and trainable parameters of a run."""
+    from ..models import count_parameters
     from .loop import seconds_per_epoch
-    from .models import count_parameters
 
     return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
 
@@ -204,7 +204,7 @@ def fit_in_run(run: Run, training, data: ImageData, cfg, progress: bool = True, 
     """``fit`` as every headless recipe calls it: checkpointed in the run folder after each epoch,
     so that the same command resumes a run that was cut off (and refuses another run's checkpoint).
     Under ``torchrun`` only rank 0 goes on to the figures and metrics.json: recipes return when
-    ``labkit.distributed.is_main()`` is false."""
+    ``labkit.engine.distributed.is_main()`` is false."""
     return fit(
         training,
         data.train_x,
