@@ -106,6 +106,21 @@ def test_a_checkpoint_of_other_settings_is_refused_naming_the_difference(tmp_pat
         _ae_run(x, 2, tmp_path, lr=2e-3)
 
 
+def test_settings_added_later_match_a_checkpoint_saved_without_them_only_at_their_old_behaviour():
+    def run(**config):
+        return {"objective": "gan", "shapes": {}, "config": config, "train_images": [8, 1, 28, 28]}
+
+    before = run(lr=2e-4)  # saved before the GANs had loss, n_critic, gp_weight and spectral_norm
+    now = dict(ckpt.ADDED_SETTINGS, lr=2e-4)
+    assert ckpt.mismatch(before, run(**now)) == []
+    assert ckpt.mismatch(before, run(**{**now, "spectral_norm": True})) == [
+        "it was saved with spectral_norm=False, this run has spectral_norm=True"
+    ]
+    assert ckpt.mismatch(run(lr=2e-4), run(lr=2e-4, width=8)) == [
+        "it was saved with width='<unset>', this run has width=8"
+    ]
+
+
 def test_a_checkpoint_of_another_architecture_is_refused_before_torch_sees_the_shapes(tmp_path, mnist_offline):
     x = mnist_offline.train_x[:128]
     _ae_run(x, 1, tmp_path, latent_dim=8)

@@ -89,6 +89,11 @@ def describe(training, config: dict | None, train_x: torch.Tensor) -> dict:
     }
 
 
+# Settings added after checkpoints already existed, with the value that trains as before they were:
+# a checkpoint saved without them resumes when the run leaves them at that value.
+ADDED_SETTINGS = {"loss": "bce", "n_critic": 5, "gp_weight": 10.0, "spectral_norm": False}
+
+
 def mismatch(saved: dict, current: dict) -> list[str]:
     """Human-readable differences between two ``describe`` results (empty when they match)."""
     problems = []
@@ -100,7 +105,8 @@ def mismatch(saved: dict, current: dict) -> list[str]:
             f"this run's {tuple(current['train_images'])}"
         )
     for key in sorted(set(saved["config"]) | set(current["config"])):
-        old, new = saved["config"].get(key, "<unset>"), current["config"].get(key, "<unset>")
+        old = saved["config"].get(key, ADDED_SETTINGS.get(key, "<unset>"))
+        new = current["config"].get(key, "<unset>")
         if old != new:
             problems.append(f"it was saved with {key}={old!r}, this run has {key}={new!r}")
     if saved["objective"] == current["objective"] and saved["shapes"] != current["shapes"]:
