@@ -5,6 +5,9 @@ What a student reads, by model and idea:
     ae           the autoencoder of notebook 01: network, its training (optimiser, step), settings, recipe
     vae          the VAE of notebook 02: reparameterisation, KL and ELBO (with their papers), the
                  network and its variants, its training, settings, recipe
+    cvae         the conditional VAE of notebook 02: the label given to encoder and decoder, and the
+                 conditional accuracy (does a sample show the digit asked for?)
+    vqvae        the VQ-VAE of notebook 02: codebook, straight-through estimator, commitment loss
     gan_nets     the GAN networks (DCGAN, the MLP GAN) with shape comments
     gan          the GAN losses, the adversarial step, sampling
     wgan         WGAN-GP: the critic's loss, the gradient penalty, the critic's training step
@@ -27,7 +30,7 @@ The names most notebooks use are here at the top: ``labkit.fit``, ``labkit.evalu
 ``labkit.seed_everything``, ``labkit.pick``, ``labkit.smoke_mode`` and ``labkit.gradient_penalty``.
 """
 
-from . import ae, art, data, experiments, gan, losses, metrics, models, plots, vae, wgan
+from . import ae, art, cvae, data, experiments, gan, losses, metrics, models, plots, vae, vqvae, wgan
 from .engine.device import pick_device, seed_everything
 from .engine.loop import History, TrainingBase, evaluate, fit, seconds_per_epoch
 from .engine.settings import pick, smoke_mode
@@ -38,6 +41,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ae",
     "art",
+    "cvae",
     "data",
     "engine",
     "experiments",
@@ -50,6 +54,7 @@ __all__ = [
     "plots",
     "progression",
     "vae",
+    "vqvae",
     "wgan",
     "History",
     "TrainingBase",

@@ -37,7 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     train.add_argument("--variant", help="VAE variant: default, narrow, classic or latent2")
-    train.add_argument("--beta", type=float, help="VAE: weight of the KL term (beta-VAE)")
+    train.add_argument(
+        "--beta", type=float, help="VAE, cVAE: weight of the KL term (beta-VAE); VQ-VAE: the commitment weight"
+    )
+    train.add_argument("--latent-dim", type=int, dest="latent_dim", help="cVAE, GANs: size of the latent code")
+    train.add_argument("--n-codes", type=int, dest="n_codes", help="VQ-VAE: codebook size")
+    train.add_argument("--code-dim", type=int, dest="code_dim", help="VQ-VAE: size of each code vector")
     train.add_argument("--lr-g", type=float, dest="lr_g", help="GAN: generator learning rate (default: --lr)")
     train.add_argument("--lr-d", type=float, dest="lr_d", help="GAN: discriminator learning rate (default: --lr)")
     train.add_argument(
@@ -115,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
                 "lr",
                 "variant",
                 "beta",
+                "latent_dim",
+                "n_codes",
+                "code_dim",
                 "lr_g",
                 "lr_d",
                 "real_label",

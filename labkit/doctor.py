@@ -106,8 +106,10 @@ def _training(model: str, dev: torch.device, channels_last: bool = False):
     """A fresh training of ``model`` on ``dev``, built as its recipe builds it."""
     from . import metrics
     from .ae import AESettings
+    from .cvae import CVAESettings
     from .gan_experiments import DCGANSettings, GANSettings
     from .vae import VAESettings
+    from .vqvae import VQVAESettings
 
     if model == "ae":
         return AESettings(epochs=1).training(dev)
@@ -126,6 +128,10 @@ def _training(model: str, dev: torch.device, channels_last: bool = False):
         return cfg.training(G, D)
     if model == "classifier":
         return metrics.ClassifierTraining(metrics.DigitClassifier().to(dev))
+    if model == "cvae":
+        return CVAESettings(epochs=1).training(dev)
+    if model == "vqvae":
+        return VQVAESettings(epochs=1).training(dev)
     raise ValueError(f"no doctor check for model {model!r}")
 
 
@@ -158,7 +164,7 @@ class Doctor:
                 compile=compile,
             )
         else:
-            labels = {"train_y": self.y, "test_y": self.test_y} if model == "classifier" else {}
+            labels = {"train_y": self.y, "test_y": self.test_y} if model in ("classifier", "cvae") else {}
             history = fit(
                 training, self.x, self.test_x, epochs=1, batch_size=64, progress=False, precision=precision, **labels
             )
@@ -256,7 +262,7 @@ def checks(doctor: Doctor) -> list[tuple[str, Callable[[], str] | str]]:
     dev = doctor.device
     auto = Precision(dev, "auto").mode
     rows: list[tuple[str, Callable[[], str] | str]] = []
-    for model in ("ae", "vae", "gan", "gan-wgan-gp", "dcgan", "dcgan-wgan-gp-sn", "classifier"):
+    for model in ("ae", "vae", "cvae", "vqvae", "gan", "gan-wgan-gp", "dcgan", "dcgan-wgan-gp-sn", "classifier"):
         rows.append((f"{model}: one epoch, precision auto ({auto})", lambda m=model: doctor.epoch(m, "auto")))
         rows.append((f"{model}: one epoch, float16 forced (as on a T4)", lambda m=model: doctor.epoch(m, "fp16")))
     rows.append(("resume from a checkpoint", doctor.resume))
@@ -276,7 +282,8 @@ def checks(doctor: Doctor) -> list[tuple[str, Callable[[], str] | str]]:
 def run_checks(rows, out=print) -> list[Result]:
     """Run each check, print its row as soon as it ends, and return the results."""
     results = []
-    out(f"{'check':<52}{'result':<8}{'seconds':>8}  detail")
+    width = max([len("check"), *(len(name) for name, _ in rows)]) + 2  # the longest check's name, then a gap
+    out(f"{'check':<{width}}{'result':<8}{'seconds':>8}  detail")
     for name, check in rows:
         if isinstance(check, str):
             result = Result(name, None, 0.0, check)
@@ -297,7 +304,7 @@ def run_checks(rows, out=print) -> list[Result]:
                 )
             result.seconds = time.perf_counter() - start
         word = {True: "pass", False: "FAIL", None: "skip"}[result.ok]
-        out(f"{name:<52}{word:<8}{result.seconds:>8.1f}  {result.detail}")
+        out(f"{name:<{width}}{word:<8}{result.seconds:>8.1f}  {result.detail}")
         results.append(result)
     return results
 

@@ -1,5 +1,6 @@
 """Every model's recipe and settings by name, as ``python -m labkit train MODEL`` and notebook 04 find
-them: the autoencoder (``labkit.ae``), the VAE (``labkit.vae``) and the GANs (``labkit.gan_experiments``).
+them: the autoencoder (``labkit.ae``), the VAE (``labkit.vae``), the conditional VAE (``labkit.cvae``), the
+VQ-VAE (``labkit.vqvae``) and the GANs (``labkit.gan_experiments``).
 """
 
 from __future__ import annotations
@@ -7,10 +8,18 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .ae import AESettings, run_ae
+from .cvae import CVAESettings, run_cvae
 from .gan_experiments import RECIPES_GAN
 from .vae import VAESettings, run_vae
+from .vqvae import VQVAESettings, run_vqvae
 
-RECIPES = {"ae": (run_ae, AESettings), "vae": (run_vae, VAESettings), **RECIPES_GAN}
+RECIPES = {
+    "ae": (run_ae, AESettings),
+    "vae": (run_vae, VAESettings),
+    "cvae": (run_cvae, CVAESettings),
+    "vqvae": (run_vqvae, VQVAESettings),
+    **RECIPES_GAN,
+}
 
 
 def settings_for(model: str, **overrides) -> object:

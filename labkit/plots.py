@@ -314,3 +314,16 @@ def wasserstein_curves(history: History, title: str = "") -> plt.Figure:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def codebook_usage(indices: torch.Tensor, n_codes: int, title: str = "") -> plt.Figure:
+    """How often each code of a VQ-VAE's codebook is used, as bars: dead codes are the gaps.
+    Notebook 02, "The VQ-VAE"."""
+    counts = torch.bincount(indices.flatten().long().cpu(), minlength=n_codes)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.06 * n_codes + 2), 3.0))
+    ax.bar(range(n_codes), counts.numpy(), width=0.9)
+    ax.set_xlabel("code")
+    ax.set_ylabel("uses")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

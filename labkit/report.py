@@ -53,7 +53,7 @@ PARTS = (
     Part(
         "vae",
         "Part 2: Variational autoencoder (notebook 02)",
-        ("vae", "vae-classic", "vae-narrow", "vae-latent2"),
+        ("vae", "vae-classic", "vae-narrow", "vae-latent2", "cvae", "vqvae"),
         (
             "How many nats per image go to reconstruction and how many to the KL on the test set? Read the KL as "
             "the information the code carries about an image: is that a lot or a little?",
@@ -88,7 +88,7 @@ PARTS = (
             '(`DCGANSettings(dataset="cifar10", downsample="maxpool")` against the strided one).',
             "Compare WGAN-GP and spectral normalisation with the plain GAN on the classifier Fréchet distance and "
             "the classes covered: what does each change in what D is allowed to be? Is the difference larger than "
-            "the spread between seeds in the reference three-seed table?",
+            "the spread between seeds in the three-seed table of `benchmarks/gan_variants.py`?",
         ),
     ),
     Part(

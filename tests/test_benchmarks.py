@@ -82,8 +82,9 @@ def test_pipeline_benchmark_prints_one_json_line_per_measurement_and_ratio(tmp_p
 
 
 def test_the_gan_variants_benchmark_summarises_each_variant_over_its_seeds(tmp_path):
-    out = tmp_path / "gan_variants.json"
-    env = {**os.environ, "LABKIT_SMOKE": "1", "LABKIT_OFFLINE": "1", "LABKIT_DATA": str(tmp_path / "data")}
+    out, data_root = tmp_path / "gan_variants.json", tmp_path / "data"
+    data_root.mkdir()
+    env = {**os.environ, "LABKIT_SMOKE": "1", "LABKIT_OFFLINE": "1", "LABKIT_DATA": str(data_root)}
     args = ["--epochs", "1", "--seeds", "0", "1", "--variants", "plain", "WGAN-GP", "--out", str(out)]
     done = subprocess.run(
         [sys.executable, str(BENCHMARKS / "gan_variants.py"), *args], env=env, capture_output=True, text=True

@@ -16,6 +16,7 @@ from test_checkpoint import _ae_run  # the same small checkpointed AE run
 
 from labkit import compare, gan_nets, metrics, plots
 from labkit.ae import AESettings, Autoencoder, AutoencoderTraining, run_ae
+from labkit.cvae import CVAESettings
 from labkit.data import load_mnist
 from labkit.engine import checkpoint as ckpt
 from labkit.engine import device
@@ -23,6 +24,7 @@ from labkit.engine.loop import evaluate, fit
 from labkit.engine.precision import Precision
 from labkit.gan_experiments import DCGANSettings, GANSettings
 from labkit.vae import VAETraining, make_vae
+from labkit.vqvae import VQVAESettings
 
 pytestmark = pytest.mark.gpu_emulation
 
@@ -40,6 +42,9 @@ def test_the_emulation_refuses_binary_cross_entropy_under_autocast_as_cuda_does(
             torch.nn.BCELoss()(p, x)
         F.binary_cross_entropy_with_logits(torch.logit(p), x)  # the safe form goes through
     assert CUDA_AUTOCAST_REFUSAL.startswith("torch.nn.functional.binary_cross_entropy")
+
+
+LABELLED = ("classifier", "cvae")  # trainings whose steps take the labels too
 
 
 def _every_training():
@@ -66,6 +71,8 @@ def _every_training():
         return metrics.ClassifierTraining(metrics.DigitClassifier())
 
     return {
+        "cvae": lambda x: CVAESettings(epochs=1).training(),
+        "vqvae": lambda x: VQVAESettings(epochs=1).training(),
         "ae": ae,
         "vae": vae,
         "gan": mlp_gan,
@@ -86,13 +93,14 @@ def test_every_training_trains_and_evaluates_an_epoch_in_mixed_precision_under_c
     x, y = mnist_offline.train_x[:192], mnist_offline.train_y[:192]
     test_x, test_y = mnist_offline.test_x[:100], mnist_offline.test_y[:100]
     training = _every_training()[name](x)
-    labels = {"train_y": y, "test_y": test_y} if name == "classifier" else {}
+    conditional = name in LABELLED
+    labels = {"train_y": y, "test_y": test_y} if conditional else {}
     history = fit(training, x, test_x, epochs=1, batch_size=64, progress=False, precision=precision, **labels)
     record = history.last
     assert record["epoch"] == 1 and any(k.startswith("test_") for k in record)
     assert all(math.isfinite(v) for v in record.values()), record
     assert training.precision.mode == precision
-    again = evaluate(training, test_x, test_y if name == "classifier" else None)  # the notebooks' own call
+    again = evaluate(training, test_x, test_y if conditional else None)  # the notebooks' own call
     assert all(math.isfinite(v) for v in again.values())
 
 

@@ -200,11 +200,17 @@ def cost(history: History, model: torch.nn.Module) -> dict:
     return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
 
 
-def fit_in_run(run: Run, training, data: ImageData, cfg, progress: bool = True, callbacks=()) -> History:
+def fit_in_run(
+    run: Run, training, data: ImageData, cfg, progress: bool = True, callbacks=(), labels: bool = False
+) -> History:
     """``fit`` as every headless recipe calls it: checkpointed in the run folder after each epoch,
     so that the same command resumes a run that was cut off (and refuses another run's checkpoint).
-    Under ``torchrun`` only rank 0 goes on to the figures and metrics.json: recipes return when
+    ``labels=True`` passes the labels to the steps (the conditional models). Under ``torchrun`` only
+    rank 0 goes on to the figures and metrics.json: recipes return when
     ``labkit.engine.distributed.is_main()`` is false."""
+    if labels and (data.train_y is None or data.test_y is None):
+        raise ValueError(f"{training.name} is conditioned on labels, and {data.label} has none")
+    with_labels = {"train_y": data.train_y, "test_y": data.test_y} if labels else {}
     return fit(
         training,
         data.train_x,
@@ -217,6 +223,7 @@ def fit_in_run(run: Run, training, data: ImageData, cfg, progress: bool = True, 
         config=asdict(cfg),
         precision=cfg.precision,
         compile=cfg.compile,
+        **with_labels,
     )
 
 
