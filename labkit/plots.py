@@ -280,15 +280,7 @@ def gan_curves(history: History, title: str = "", real_label: float | None = Non
         right.axhline(real_label, color="C2", ls=":", lw=1, label=f"real target {real_label:g}")
     right.set_ylim(0, 1)
     right.set_ylabel("mean discriminator output")
-    for ax in (left, right):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _per_epoch_panels(fig, (left, right), title)
 
 
 def wasserstein_curves(history: History, title: str = "") -> plt.Figure:
@@ -305,15 +297,7 @@ def wasserstein_curves(history: History, title: str = "") -> plt.Figure:
     right.plot(epochs, history.series("train_d_real"), "-o", ms=3, color="C2", label="mean D(x), real")
     right.plot(epochs, history.series("train_d_fake"), "-o", ms=3, color="C3", label="mean D(G(z)), fake")
     right.set_ylabel("mean critic score")
-    for ax in (left, right):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
+    return _per_epoch_panels(fig, (left, right), title)
 
 
 def codebook_usage(indices: torch.Tensor, n_codes: int, title: str = "") -> plt.Figure:
@@ -325,5 +309,18 @@ def codebook_usage(indices: torch.Tensor, n_codes: int, title: str = "") -> plt.
     ax.set_xlabel("code")
     ax.set_ylabel("uses")
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _per_epoch_panels(fig: plt.Figure, axes, title: str) -> plt.Figure:
+    """The finish of the two-panel GAN figures: whole-number epoch axes, grid, legends, title."""
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
