@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageData, batches
-from .engine import settings
+from .engine import distributed, settings
 from .engine.loop import TrainingBase
 from .losses import bernoulli_nll, bernoulli_nll_of_probabilities
 from .vae import kl_divergence, reparameterize
@@ -183,16 +183,18 @@ def digit_classifier(
             return model.eval(), float(saved["test_accuracy"])
         print(f"labkit: training the digit classifier for this data once ({epochs} epochs); it is cached as {path}")
         training = ClassifierTraining(model)
-        # float32 on every device: the judge of sample quality should score alike wherever it was trained
-        fit(
-            training,
-            data.train_x,
-            epochs=epochs,
-            batch_size=64,
-            train_y=data.train_y,
-            progress=progress,
-            precision="fp32",
-        )
+        # float32 on every device: the judge of sample quality should score alike wherever it was trained;
+        # alone: under torchrun rank 0 measures the samples after the other ranks have finished
+        with distributed.alone():
+            fit(
+                training,
+                data.train_x,
+                epochs=epochs,
+                batch_size=64,
+                train_y=data.train_y,
+                progress=progress,
+                precision="fp32",
+            )
     accuracy = evaluate(training, data.test_x, data.test_y)["accuracy"]
     model.eval()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -238,7 +240,9 @@ def frechet_distance(
     _check_images(real, "real")
     _check_images(fake, "fake")
     classifier.eval()
-    fid = FrechetInceptionDistance(feature=_Features(classifier), normalize=True).to(real.device)
+    # sync_on_compute=False: under torchrun rank 0 alone measures; the other ranks have no samples to add
+    fid = FrechetInceptionDistance(feature=_Features(classifier), normalize=True, sync_on_compute=False)
+    fid = fid.to(real.device)
     for images, is_real in ((real, True), (fake, False)):
         for xb in batches(images, batch_size=batch_size, shuffle=False):
             fid.update(xb, real=is_real)
@@ -300,7 +304,7 @@ def inception_fid(real: torch.Tensor, fake: torch.Tensor) -> dict:
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
 
-        fid = FrechetInceptionDistance(feature=2048, normalize=True).to(real.device)
+        fid = FrechetInceptionDistance(feature=2048, normalize=True, sync_on_compute=False).to(real.device)
         for images, is_real in ((real, True), (fake.to(real.device), False)):
             for xb in batches(images, batch_size=100, shuffle=False):
                 fid.update(xb.expand(-1, 3, -1, -1), real=is_real)

@@ -2,7 +2,9 @@
 
 Trains the autoencoder for one epoch through the real command line (``labkit.__main__.main``),
 then extends the same run to two epochs (``fit_in_run`` resumes from its checkpoint), then the
-MNIST GAN through ``fit`` for a few steps. Each rank saves what the test compares in ``OUT/rank<r>.pt``:
+MNIST GAN through ``fit`` for a few steps, the conditional WGAN-GP (labels, the penalty's double
+backward) likewise, and the MNIST GAN through the command line, whose rank 0 alone measures the
+samples' classifier Fréchet distance. Each rank saves what the test compares in ``OUT/rank<r>.pt``:
 the weights before and after each training, the history, and a checksum of the data shard it trained on.
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT
@@ -17,6 +19,7 @@ import torch
 from labkit import __main__ as cli
 from labkit import ae, data, gan, gan_nets
 from labkit.engine import device, distributed, loop, runs
+from labkit.gan_experiments import CGANSettings
 
 
 def weights(training) -> dict:
@@ -62,6 +65,17 @@ def main(out: Path) -> int:
     found["gan_before"] = weights(training)
     loop.fit(training, mnist.train_x[:512], epochs=1, batch_size=64, progress=False)  # 4 steps per rank
     found["gan_after"] = weights(training)
+
+    device.seed_everything(0)
+    cfg = CGANSettings(loss="wgan-gp", n_critic=2)
+    training = cfg.training(*cfg.networks())
+    found["wgan_before"] = weights(training)
+    x, y = mnist.train_x[:512], mnist.train_y[:512]
+    loop.fit(training, x, epochs=1, batch_size=64, progress=False, train_y=y)  # 4 critic, 2 G steps per rank
+    found["wgan_after"] = weights(training)
+    code = cli.main(["train", "gan", "--epochs", "1", "--out", str(out / "gan"), "--no-progress"])
+    if code != 0:
+        return code
     torch.save(found, out / f"rank{distributed.rank()}.pt")
     return 0
 

@@ -114,3 +114,21 @@ def test_a_single_process_is_unchanged(monkeypatch):
     assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (0, 1, True)
     record = {"epoch": 3, "seconds": 1.5, "train_loss": 0.25}
     assert distributed.average_record(record, torch.device("cpu")) is record
+
+
+def test_the_conditional_wgan_gp_critic_and_generator_stay_identical_on_every_rank(job):
+    """The gradient penalty's double backward and the labels under DistributedDataParallel."""
+    _, _, rank0, rank1 = job
+    assert _same(rank0["wgan_before"], rank1["wgan_before"]) == []
+    assert _same(rank0["wgan_after"], rank1["wgan_after"]) == []
+    trained = _same(rank0["wgan_before"], rank0["wgan_after"])
+    assert any(k.startswith("generator.") for k in trained) and any(k.startswith("discriminator.") for k in trained)
+
+
+def test_rank_0_alone_measures_the_gan_samples_without_waiting_for_the_others(job):
+    """torchmetrics' Fréchet distance gathers its states over the ranks by default: rank 0 measuring
+    alone then waited for ranks that had finished, and the command failed at its very end."""
+    result, out, _, _ = job
+    final = json.loads((out / "gan" / "metrics.json").read_text())["final"]
+    assert final["fid_classifier"] > 0 and 0 <= final["class_coverage"] <= 10
+    assert sum(line.startswith('{"model": "gan"') for line in result.stdout.splitlines()) == 1

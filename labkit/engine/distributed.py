@@ -52,8 +52,24 @@ def rank() -> int:
 
 
 def world_size() -> int:
-    """How many processes train together (1 without ``torchrun``)."""
-    return dist.get_world_size() if dist.is_initialized() else 1
+    """How many processes train together (1 without ``torchrun``, and inside ``alone()``)."""
+    return dist.get_world_size() if dist.is_initialized() and not _alone else 1
+
+
+_alone = False
+
+
+@contextmanager
+def alone():
+    """Within the block this process trains by itself, even under ``torchrun``: no sharding, no
+    DistributedDataParallel, no averaging over the ranks. For what rank 0 does while the others have
+    finished, such as training the digit classifier that measures a run's samples."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
 
 
 def is_main() -> bool:
