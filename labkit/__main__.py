@@ -2,8 +2,10 @@
 
 ``train`` trains one model headless and writes ``DIR/metrics.json`` with its figures beside it
 (default DIR: ``runs/MODEL``); ``LABKIT_SMOKE=1`` reduces epochs and data. A checkpoint is saved in
-DIR after every epoch: running the same command again resumes an interrupted run. ``report`` builds
-REPORT.md from the runs. ``doctor`` checks the environment and trains every model briefly on this device.
+DIR after every epoch: running the same command again resumes an interrupted run; ``--tensorboard``
+also writes TensorBoard event files into ``DIR/tensorboard`` (``labkit.engine.tensorboard``).
+``report`` builds REPORT.md from the runs. ``doctor`` checks the environment and trains every model
+briefly on this device.
 
 On several GPUs (Kaggle's two T4s): ``torchrun --nproc_per_node 2 -m labkit train MODEL ...`` trains
 with DistributedDataParallel, each process on its share of the data (``labkit.engine.distributed``);
@@ -17,7 +19,7 @@ import json
 import sys
 
 from . import experiments
-from .engine import distributed
+from .engine import distributed, tensorboard
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         dest="spectral_norm",
         help="GAN: spectral normalisation of the discriminator's layers (Miyato et al. 2018)",
     )
-    train.add_argument("--dataset", help="dcgan: abstract-art (default), cifar10 or mnist")
-    train.add_argument("--image-size", type=int, dest="image_size", help="dcgan: 64 or 32 for abstract-art")
+    train.add_argument("--dataset", help="mnist, fashion-mnist, kmnist, cifar10, abstract-art or an image folder")
+    train.add_argument("--image-size", type=int, dest="image_size", help="pixels a side, resized (default: the data's)")
     train.add_argument("--downsample", help="dcgan: discriminator downsampling, stride (default) or maxpool")
     train.add_argument("--n-images", type=int, dest="n_images", help="dcgan: train on at most N images")
     train.add_argument(
@@ -82,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
         help="compile the networks with torch.compile (slower first epoch; may pay off on a GPU)",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write every epoch's numbers and a picture to DIR/tensorboard for TensorBoard (needs tensorboard)",
+    )
     doctor = commands.add_parser("doctor", help="check the environment and train every model briefly on this device")
     doctor.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
     submit = commands.add_parser("submit", help="pack REPORT.md, figures, metrics and weights into one archive")
@@ -147,9 +154,16 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg = experiments.settings_for(args.model, **{k: v for k, v in overrides.items() if k in allowed})
             recipe = experiments.RECIPES[args.model][0]
-            with distributed.quiet_unless_main():
+            with distributed.quiet_unless_main(), tensorboard.log_every_run(args.tensorboard):
                 trained = recipe(cfg, out=args.out, device=args.device, progress=not args.no_progress)
-        except (ValueError, FileNotFoundError, PermissionError, FloatingPointError, OSError) as e:
+        except (
+            ValueError,
+            FileNotFoundError,
+            PermissionError,
+            FloatingPointError,
+            OSError,
+            tensorboard.TensorBoardMissing,
+        ) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         if distributed.is_main():

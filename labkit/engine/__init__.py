@@ -9,4 +9,5 @@ to learn the models (``labkit.engine.loop`` excepted: it is the one training loo
     device       picking the GPU (and saying why not), seeding every generator
     runs         a run's folder: settings, per-epoch history, figures and ``metrics.json``
     settings     smoke mode, the data and runs folders, checking settings
+    tensorboard  ``--tensorboard``: every epoch's numbers and a picture of progress, for TensorBoard
 """

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..data import ImageData
-from . import distributed, settings
+from . import distributed, settings, tensorboard
 from .checkpoint import FILE_NAME as CHECKPOINT_FILE
 from .loop import History, fit
 
@@ -182,16 +182,6 @@ def start_run(
     return run, distributed.init_from_env(pick_device(device))
 
 
-def start_mnist_run(
-    name: str, seed: int, out, device, data: ImageData | None = None
-) -> tuple[Run, torch.device, ImageData]:
-    """``start_run`` and MNIST on its device (``data`` when the caller has it loaded already)."""
-    from ..data import load_mnist
-
-    run, device = start_run(name, seed, out, device)
-    return run, device, (data.to(device) if data is not None else load_mnist(device))
-
-
 def cost(history: History, model: torch.nn.Module) -> dict:
     """Seconds per epoch (the first, warm-up epoch left out) and trainable parameters of a run."""
     from ..models import count_parameters
@@ -207,24 +197,33 @@ def fit_in_run(
     so that the same command resumes a run that was cut off (and refuses another run's checkpoint).
     ``labels=True`` passes the labels to the steps (the conditional models). Under ``torchrun`` only
     rank 0 goes on to the figures and metrics.json: recipes return when
-    ``labkit.engine.distributed.is_main()`` is false."""
+    ``labkit.engine.distributed.is_main()`` is false. Inside ``labkit.engine.tensorboard.log_every_run()``
+    (``--tensorboard``) rank 0 also writes TensorBoard event files into ``run.dir / "tensorboard"``."""
     if labels and (data.train_y is None or data.test_y is None):
         raise ValueError(f"{training.name} is conditioned on labels, and {data.label} has none")
     with_labels = {"train_y": data.train_y, "test_y": data.test_y} if labels else {}
-    return fit(
-        training,
-        data.train_x,
-        data.test_x,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        callbacks=callbacks,
-        progress=progress,
-        checkpoint=run.checkpoint_path,
-        config=asdict(cfg),
-        precision=cfg.precision,
-        compile=cfg.compile,
-        **with_labels,
+    logging = tensorboard.logging_every_run() and distributed.is_main()
+    loggers = (
+        [tensorboard.TensorBoardLogger.for_run(run, training, data, labels=labels, seed=cfg.seed)] if logging else []
     )
+    try:
+        return fit(
+            training,
+            data.train_x,
+            data.test_x,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            callbacks=[*callbacks, *loggers],
+            progress=progress,
+            checkpoint=run.checkpoint_path,
+            config=asdict(cfg),
+            precision=cfg.precision,
+            compile=cfg.compile,
+            **with_labels,
+        )
+    finally:
+        for logger in loggers:
+            logger.close()
 
 
 def load_metrics(folder: str | Path) -> dict:
