@@ -1,6 +1,7 @@
 """The autoencoder of notebook 01: the network, its training (mean squared error), its
 settings and its recipe (train, save the figures, record the run), as ``python -m labkit train ae``
-runs it. Notebook 01 writes the network out in a cell with the same layer names.
+runs it. Notebook 01 writes the network out in a cell with the same layer names. Colour images and other
+sizes than MNIST's 28 x 28 (``--dataset``, ``--image-size``) get ``ConvAutoencoder`` instead.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import plots
+from . import datasets, plots
+from .conv_nets import conv_decoder, conv_encoder, conv_plan, network_for
 from .data import ImageData
 from .engine import distributed, settings
 from .engine.loop import History, TrainingBase, evaluate
 from .engine.precision import PRECISIONS
-from .engine.runs import Trained, cost, fit_in_run, start_mnist_run
+from .engine.runs import Trained, cost, fit_in_run, start_run
 from .losses import bernoulli_nll_of_probabilities
 from .models import DEFAULT_HIDDEN, MNIST_SHAPE, FlatImageModel, mlp
 
@@ -58,6 +60,38 @@ class Autoencoder(FlatImageModel):
         return self.decode(self.encode(x))
 
 
+class ConvAutoencoder(FlatImageModel):
+    """The autoencoder for colour images and sizes other than 28 x 28: stride-2 convolutions down to a
+    grid of 4 to 7 pixels a side, a linear layer to the code, and the mirror image back
+    (``labkit.conv_nets``), a sigmoid on the output. For 3 x 32 x 32 and ``latent_dim`` 32:
+    (B, 3, 32, 32) -> (B, 128, 4, 4) -> (B, 32) -> (B, 128, 4, 4) -> (B, 3, 32, 32).
+    ``hidden`` (for ``FlatImageModel``) is the channels of the convolutions.
+    """
+
+    def __init__(self, latent_dim: int = 32, image_shape: Sequence[int] = (3, 32, 32)):
+        widths, _ = conv_plan(image_shape)
+        super().__init__(latent_dim, widths, image_shape)
+        features, n_features = conv_encoder(self.image_shape)
+        self.encoder = nn.Sequential(
+            features,  # (B, C, H, W) -> (B, n_features), e.g. (B, 2048) for 32 x 32
+            nn.Linear(n_features, latent_dim),  # (B, 32): the code
+        )
+        self.decoder = nn.Sequential(
+            conv_decoder(self.image_shape, latent_dim),  # (B, 32) -> (B, C, H, W) logits
+            nn.Sigmoid(),  # pixels in [0, 1]
+        )
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
 class AutoencoderTraining(TrainingBase):
     """Mean squared error between images and reconstructions (notebook 01, "Training")."""
 
@@ -83,7 +117,9 @@ class AutoencoderTraining(TrainingBase):
 
 @dataclass
 class AESettings:
-    """Defaults of notebook 01 (see its "Settings" cell for why these values)."""
+    """Defaults of notebook 01 (see its "Settings" cell for why these values). ``dataset`` and
+    ``image_size``: what to train on (``labkit.datasets``); 1 x 28 x 28 images train the MLP of
+    ``hidden``, any other shape ``ConvAutoencoder`` (which has no use for ``hidden``)."""
 
     epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=settings.SMOKE_EPOCHS))
     batch_size: int = 32
@@ -93,6 +129,8 @@ class AESettings:
     seed: int = 0
     precision: str = "auto"
     compile: bool = False
+    dataset: str = "mnist"
+    image_size: int | None = None
 
     def __post_init__(self):
         settings.whole_number("epochs", self.epochs, low=0)
@@ -100,12 +138,29 @@ class AESettings:
             settings.whole_number(name, getattr(self, name))
         settings.learning_rate("lr", self.lr)
         settings.one_of("precision", self.precision, PRECISIONS)
+        shape = datasets.check_dataset(self.dataset, self.image_size)
+        if shape != MNIST_SHAPE:
+            conv_plan(shape)  # an image size the convolutions cannot halve is refused now, not after loading
 
-    def training(self, device: torch.device | str = "cpu", model_class: type = Autoencoder) -> AutoencoderTraining:
+    @property
+    def run_name(self) -> str:
+        """``ae`` on MNIST, with the dataset added otherwise (``ae-cifar10``; ``labkit.datasets.run_suffix``)."""
+        return "ae" + datasets.run_suffix(self.dataset, self.image_size)
+
+    def training(
+        self,
+        device: torch.device | str = "cpu",
+        model_class: type = Autoencoder,
+        image_shape: Sequence[int] | None = None,
+    ) -> AutoencoderTraining:
         """A fresh autoencoder on ``device`` with its training, as these settings describe it;
-        ``model_class`` is the network to build (notebook 01 passes the one it defines)."""
-        model = model_class(latent_dim=self.latent_dim, hidden=self.hidden).to(device)
-        return AutoencoderTraining(model, lr=self.lr)
+        ``model_class`` is the network to build for 1 x 28 x 28 images (notebook 01 passes the one it
+        defines); ``image_shape`` (default: the dataset's) picks ``ConvAutoencoder`` for other shapes."""
+        shape = image_shape or datasets.image_shape(self.dataset, self.image_size)
+        model = network_for(
+            shape, model_class, Autoencoder, ConvAutoencoder, latent_dim=self.latent_dim, hidden=self.hidden
+        )
+        return AutoencoderTraining(model.to(device), lr=self.lr)
 
 
 def ae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
@@ -124,11 +179,13 @@ def run_ae(
     callbacks=(),
 ) -> Trained | None:
     """Train the autoencoder of notebook 01 and write its figures and metrics.json; returns the
-    trained run (None under torchrun on ranks other than 0). ``model_class``: the network to train;
-    ``data``: MNIST already loaded; ``callbacks``: e.g. a live plot."""
+    trained run (None under torchrun on ranks other than 0). The run is called ``cfg.run_name``.
+    ``model_class``: the network to train on 1 x 28 x 28 images; ``data``: the images already loaded
+    (default: ``cfg.dataset``); ``callbacks``: e.g. a live plot."""
     cfg = cfg or AESettings()
-    run, device, data = start_mnist_run("ae", cfg.seed, out, device, data)
-    training = cfg.training(device, model_class)
+    run, device = start_run(cfg.run_name, cfg.seed, out, device)
+    data = datasets.load_for(cfg, device, data)
+    training = cfg.training(device, model_class, data.image_shape)
     model = training.model
     history = fit_in_run(run, training, data, cfg, progress, callbacks)
     if not distributed.is_main():
@@ -143,9 +200,9 @@ def run_ae(
             plots.reconstruction_grid(x, model(x), title=f"AE reconstructions, {data.label}"), "reconstructions"
         )
         codes = model.encode(data.test_x)
-        run.save_figure(
-            plots.tsne_plot(codes, data.test_y, title=f"t-SNE of AE codes, {data.label}", seed=cfg.seed), "latent_tsne"
-        )
+        if data.test_y is not None:  # the picture colours the codes by class
+            title = f"t-SNE of AE codes, {data.label}"
+            run.save_figure(plots.tsne_plot(codes, data.test_y, title=title, seed=cfg.seed), "latent_tsne")
         random_codes = torch.randn(32, cfg.latent_dim, device=device) * codes.std(0) + codes.mean(0)
         run.save_figure(plots.image_grid(model.decode(random_codes), title="AE decoding random codes"), "random_codes")
     plots.close_all()

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import metrics, plots
+from . import datasets, metrics, plots
 from .data import ImageData, batches
 from .engine import distributed, settings
 from .engine.loop import History, TrainingBase, evaluate
 from .engine.precision import PRECISIONS
-from .engine.runs import Trained, cost, fit_in_run, start_mnist_run
+from .engine.runs import Trained, cost, fit_in_run, start_run
 from .models import DEFAULT_HIDDEN, MNIST_SHAPE, FlatImageModel, mlp
 from .vae import first_test_index, reparameterize, vae_loss
 
@@ -142,7 +142,9 @@ CVAE_BETA = 3.0
 @dataclass
 class CVAESettings:
     """Defaults of the conditional VAE: the VAE's (notebook 02, "Settings") with the label added and
-    ``beta`` = ``CVAE_BETA`` (see there why)."""
+    ``beta`` = ``CVAE_BETA`` (see there why). ``dataset`` and ``image_size``: what to train on
+    (``labkit.datasets``), a dataset with ten classes (mnist, fashion-mnist, kmnist, cifar10); the
+    network stays an MLP on the flattened pixels whatever their shape."""
 
     epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=settings.SMOKE_EPOCHS))
     batch_size: int = 32
@@ -152,6 +154,8 @@ class CVAESettings:
     seed: int = 0
     precision: str = "auto"
     compile: bool = False
+    dataset: str = "mnist"
+    image_size: int | None = None
 
     def __post_init__(self):
         settings.whole_number("epochs", self.epochs, low=0)
@@ -160,10 +164,27 @@ class CVAESettings:
         settings.number("beta", self.beta, at_least=0, what="a number >= 0 (1 is the plain cVAE)")
         settings.whole_number("latent_dim", self.latent_dim)
         settings.one_of("precision", self.precision, PRECISIONS)
+        datasets.check_dataset(self.dataset, self.image_size)
+        if not datasets.has_labels(self.dataset):
+            raise ValueError(
+                f"the conditional VAE learns p(x | z, y) and needs a class label for every image, and "
+                f"{self.dataset} has none: choose one of {', '.join(datasets.LABELLED)}, or train the plain "
+                "VAE (train vae), which needs no labels"
+            )
 
-    def training(self, device: torch.device | str = "cpu") -> ConditionalVAETraining:
-        """A fresh conditional VAE on ``device`` with its training, as these settings describe it."""
-        model = ConditionalVAE(latent_dim=self.latent_dim).to(device)
+    @property
+    def run_name(self) -> str:
+        """``cvae``, the dataset when it is not MNIST, and ``-beta<beta>`` when beta is not ``CVAE_BETA``."""
+        name = "cvae" + datasets.run_suffix(self.dataset, self.image_size)
+        return name if self.beta == CVAE_BETA else f"{name}-beta{self.beta:g}"
+
+    def training(
+        self, device: torch.device | str = "cpu", image_shape: Sequence[int] | None = None
+    ) -> ConditionalVAETraining:
+        """A fresh conditional VAE on ``device`` with its training, as these settings describe it, for
+        images of ``image_shape`` (default: the dataset's)."""
+        shape = image_shape or datasets.image_shape(self.dataset, self.image_size)
+        model = ConditionalVAE(latent_dim=self.latent_dim, image_shape=shape).to(device)
         return ConditionalVAETraining(model, lr=self.lr, beta=self.beta)
 
 
@@ -234,13 +255,14 @@ def run_cvae(
     data: ImageData | None = None,
     callbacks=(),
 ) -> Trained | None:
-    """Train the conditional VAE on MNIST and write its figures and metrics.json; returns the trained run
-    (None under torchrun on ranks other than 0). The run is called ``cvae`` (``-beta<beta>`` added when
-    beta is not ``CVAE_BETA``). ``data``: MNIST already loaded; ``callbacks``: e.g. a live plot."""
+    """Train the conditional VAE (on MNIST by default) and write its figures and metrics.json; returns the
+    trained run (None under torchrun on ranks other than 0). The run is called ``cfg.run_name``. ``data``:
+    the labelled images already loaded (default: ``cfg.dataset``); ``callbacks``: e.g. a live plot. The
+    sample quality (digit classifier) is measured on 1 x 28 x 28 images only (the MNIST family)."""
     cfg = cfg or CVAESettings()
-    name = "cvae" if cfg.beta == CVAE_BETA else f"cvae-beta{cfg.beta:g}"
-    run, device, data = start_mnist_run(name, cfg.seed, out, device, data)
-    training = cfg.training(device)
+    run, device = start_run(cfg.run_name, cfg.seed, out, device)
+    data = datasets.load_for(cfg, device, data)
+    training = cfg.training(device, data.image_shape)
     model = training.model
     history = fit_in_run(run, training, data, cfg, progress, callbacks, labels=True)
     if not distributed.is_main():
@@ -257,7 +279,8 @@ def run_cvae(
         )
         grid, _ = conditional_samples(model, 100, seed=cfg.seed)  # the digits 0-9 in turn, ten times
         grid = grid.view(10, N_CLASSES, *grid.shape[1:]).transpose(0, 1).flatten(0, 1)  # row d: ten draws of d
-        run.save_figure(plots.image_grid(grid, nrow=10, title=f"{title}: one row per digit 0-9"), "digit_grid")
+        kind = "digit" if data.image_shape == MNIST_SHAPE else "class"
+        run.save_figure(plots.image_grid(grid, nrow=10, title=f"{title}: one row per {kind} 0-9"), "digit_grid")
         seven = first_test_index(data, 7)
         x7, y7 = data.test_x[seven : seven + 1], data.test_y[seven : seven + 1]
         mu7, _ = model.encode(x7, y7)
@@ -268,6 +291,8 @@ def run_cvae(
             "style_transfer",
         )
     plots.close_all()
-    quality = cvae_sample_quality(model, data, settings.pick(*N_SAMPLES), seed=cfg.seed)
+    quality = {}  # the digit classifier reads 1 x 28 x 28 images only
+    if data.image_shape == MNIST_SHAPE:
+        quality = cvae_sample_quality(model, data, settings.pick(*N_SAMPLES), seed=cfg.seed)
     final = cvae_final(test, quality, history, model)
     return run.record(model="cvae", cfg=cfg, training=training, data=data, history=history, final=final, device=device)

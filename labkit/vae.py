@@ -1,7 +1,8 @@
 """The variational autoencoder of notebook 02: the reparameterisation, the KL term and the ELBO
 (each next to its paper), the network and its variants, its training (optimiser and step), its settings and
 its recipe, as ``python -m labkit train vae`` runs it. Notebook 02 writes the network and the loss
-out in cells with the same names.
+out in cells with the same names. Colour images and other sizes than MNIST's 28 x 28 (``--dataset``,
+``--image-size``) get ``ConvVAE`` instead.
 
 All values are per image: summed over pixels or latent dimensions, averaged over the batch, in nats.
 """
@@ -17,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import plots
+from . import datasets, plots
+from .conv_nets import conv_decoder, conv_encoder, conv_plan, network_for
 from .data import ImageData
 from .engine import distributed, settings
 from .engine.loop import History, TrainingBase, evaluate
 from .engine.precision import PRECISIONS
-from .engine.runs import Trained, cost, fit_in_run, start_mnist_run
+from .engine.runs import Trained, cost, fit_in_run, start_run
 from .losses import bernoulli_nll
 from .models import DEFAULT_HIDDEN, MNIST_SHAPE, NARROW_HIDDEN, FlatImageModel, mlp
 
@@ -112,6 +114,46 @@ class VAE(FlatImageModel):
         return self.decode(torch.randn(n, self.latent_dim, device=device))
 
 
+class ConvVAE(FlatImageModel):
+    """The VAE for colour images and sizes other than 28 x 28: the encoder's stride-2 convolutions end in
+    the two linear heads of q(z|x), the decoder mirrors them (``labkit.conv_nets``) and returns logits of
+    a Bernoulli p(x|z) per pixel and channel. Methods as ``VAE``'s. For 3 x 32 x 32 and ``latent_dim`` 32:
+    (B, 3, 32, 32) -> (B, 128, 4, 4) -> mu, logvar (B, 32); z (B, 32) -> (B, 128, 4, 4) -> (B, 3, 32, 32).
+    """
+
+    def __init__(self, latent_dim: int = 32, image_shape: Sequence[int] = (3, 32, 32)):
+        widths, _ = conv_plan(image_shape)
+        super().__init__(latent_dim, widths, image_shape)
+        self.encoder, n_features = conv_encoder(self.image_shape)  # (B, C, H, W) -> (B, n_features)
+        self.to_mu = nn.Linear(n_features, latent_dim)  # (B, 32)
+        self.to_logvar = nn.Linear(n_features, latent_dim)  # (B, 32)
+        self.decoder = conv_decoder(self.image_shape, latent_dim)  # (B, 32) -> (B, C, H, W) logits
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Parameters of q(z|x): mean and log-variance, each (B, latent_dim)."""
+        self._check_input(x)
+        h = self.encoder(x)
+        return self.to_mu(h), self.to_logvar(h)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Pixel probabilities (B, C, H, W) for latent points z (B, latent_dim)."""
+        return torch.sigmoid(self.decoder(z))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (reconstruction logits, mu, logvar); z is drawn with the reparameterisation trick."""
+        mu, logvar = self.encode(x)
+        return self.decode_logits(reparameterize(mu, logvar)), mu, logvar
+
+    @torch.no_grad()
+    def sample(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Decode n draws from the prior N(0, I): (n, C, H, W) pixel probabilities."""
+        device = device or next(self.parameters()).device
+        return self.decode(torch.randn(n, self.latent_dim, device=device))
+
+
 # The VAE variants of the course (notebook 02, "Three VAEs"):
 VAE_VARIANTS = {
     "default": dict(hidden=DEFAULT_HIDDEN, latent_dim=32),  # the kit's default
@@ -157,7 +199,9 @@ class VAETraining(TrainingBase):
 
 @dataclass
 class VAESettings:
-    """Defaults of notebook 02 (see its "Settings" cell for why these values)."""
+    """Defaults of notebook 02 (see its "Settings" cell for why these values). ``dataset`` and
+    ``image_size``: what to train on (``labkit.datasets``); 1 x 28 x 28 images train the MLP of
+    ``variant``, any other shape ``ConvVAE`` with the variant's ``latent_dim``."""
 
     variant: str = "default"
     epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=settings.SMOKE_EPOCHS))
@@ -167,6 +211,8 @@ class VAESettings:
     seed: int = 0
     precision: str = "auto"
     compile: bool = False
+    dataset: str = "mnist"
+    image_size: int | None = None
 
     def __post_init__(self):
         settings.one_of("variant", self.variant, VAE_VARIANTS)
@@ -175,12 +221,23 @@ class VAESettings:
         settings.learning_rate("lr", self.lr)
         settings.number("beta", self.beta, at_least=0, what="a number >= 0 (1 is the plain VAE)")
         settings.one_of("precision", self.precision, PRECISIONS)
+        shape = datasets.check_dataset(self.dataset, self.image_size)
+        if shape != MNIST_SHAPE:
+            conv_plan(shape)  # an image size the convolutions cannot halve is refused now, not after loading
 
-    def training(self, device: torch.device | str = "cpu", model_class: type = VAE, loss=vae_loss) -> VAETraining:
+    def training(
+        self,
+        device: torch.device | str = "cpu",
+        model_class: type = VAE,
+        loss=vae_loss,
+        image_shape: Sequence[int] | None = None,
+    ) -> VAETraining:
         """A fresh VAE of ``variant`` on ``device`` with its training, as these settings describe it;
-        ``model_class`` and ``loss`` are the network and the ELBO (notebook 02 passes its own)."""
-        model = model_class(**VAE_VARIANTS[self.variant]).to(device)
-        return VAETraining(model, lr=self.lr, beta=self.beta, loss=loss)
+        ``model_class`` and ``loss`` are the network for 1 x 28 x 28 images and the ELBO (notebook 02
+        passes its own); ``image_shape`` (default: the dataset's) picks ``ConvVAE`` for other shapes."""
+        shape = image_shape or datasets.image_shape(self.dataset, self.image_size)
+        model = network_for(shape, model_class, VAE, ConvVAE, **VAE_VARIANTS[self.variant])
+        return VAETraining(model.to(device), lr=self.lr, beta=self.beta, loss=loss)
 
 
 def vae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
@@ -207,11 +264,14 @@ def run_vae(
 ) -> Trained | None:
     """Train a VAE variant of notebook 02 and write its figures and metrics.json; returns the trained
     run (None under torchrun on ranks other than 0). The run is called ``vae``, ``vae-<variant>``, and
-    ``-beta<beta>`` is added when beta is not 1. ``model_class`` and ``loss``: the network and the
-    ELBO (notebook 02 passes its own); ``data``: MNIST already loaded; ``callbacks``: e.g. a live plot."""
+    ``-beta<beta>`` is added when beta is not 1, the dataset after ``vae`` when it is not MNIST
+    (``vae_run_name``). ``model_class`` and ``loss``: the network for 1 x 28 x 28 images and the ELBO
+    (notebook 02 passes its own); ``data``: the images already loaded (default: ``cfg.dataset``);
+    ``callbacks``: e.g. a live plot."""
     cfg = cfg or VAESettings()
-    run, device, data = start_mnist_run(vae_run_name(cfg), cfg.seed, out, device, data)
-    training = cfg.training(device, model_class, loss)
+    run, device = start_run(vae_run_name(cfg), cfg.seed, out, device)
+    data = datasets.load_for(cfg, device, data)
+    training = cfg.training(device, model_class, loss, data.image_shape)
     model = training.model
     history = fit_in_run(run, training, data, cfg, progress, callbacks)
     if not distributed.is_main():
@@ -229,13 +289,16 @@ def run_vae(
         run.save_figure(plots.image_grid(model.sample(32), title=f"{title}: samples from the prior"), "prior_samples")
         mu_all, _ = model.encode(data.test_x)
         if model.latent_dim == 2:
-            run.save_figure(plots.latent_scatter(mu_all, data.test_y, title=f"{title}: latent means"), "latent_scatter")
+            if data.test_y is not None:  # the scatter colours the means by class
+                scatter = plots.latent_scatter(mu_all, data.test_y, title=f"{title}: latent means")
+                run.save_figure(scatter, "latent_scatter")
             run.save_figure(
                 plots.manifold_grid(model.decode, title=f"{title}: decoded manifold", device=device), "manifold"
             )
         # A t-SNE of the latent means takes longer than ten epochs of training here; notebook 02
         # draws it, and notebook 04 draws it beside the AE's for the report.
-        a, b = first_test_index(data, 1), first_test_index(data, 7)
+        labelled = data.test_y is not None  # from a 1 to a 7; without labels between the first and last image
+        a, b = (first_test_index(data, 1), first_test_index(data, 7)) if labelled else (0, data.n_test - 1)
         path = plots.linear_path(mu_all[a], mu_all[b], steps=10)
         run.save_figure(plots.interpolation_strip(model.decode(path), title=f"{title}: interpolation"), "interpolation")
     plots.close_all()
@@ -244,8 +307,10 @@ def run_vae(
 
 
 def vae_run_name(cfg: VAESettings) -> str:
-    """``vae`` for the default variant, ``vae-<variant>`` otherwise, with ``-beta<beta>`` when beta is not 1."""
-    name = "vae" if cfg.variant == "default" else f"vae-{cfg.variant}"
+    """``vae``, then the dataset when it is not MNIST (``labkit.datasets.run_suffix``), ``-<variant>`` for
+    variants other than the default and ``-beta<beta>`` when beta is not 1: ``vae-cifar10-latent2-beta4``."""
+    name = "vae" + datasets.run_suffix(cfg.dataset, cfg.image_size)
+    name = name if cfg.variant == "default" else f"{name}-{cfg.variant}"
     return name if cfg.beta == 1 else f"{name}-beta{cfg.beta:g}"
 
 

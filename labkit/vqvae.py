@@ -4,9 +4,10 @@ network, its training, its settings and its recipe, as ``run_vqvae`` runs it.
 
 A convolutional encoder turns a 28 x 28 digit into a 7 x 7 grid of vectors z_e; each is replaced by its
 nearest entry of a learned codebook, so an image becomes 49 whole numbers in [0, n_codes), and the
-decoder draws the digit back from the codes. Reconstruction and the two codebook terms are per image
-(summed over pixels or over the grid and the code dimensions, averaged over the batch); the
-reconstruction is in nats.
+decoder draws the digit back from the codes. Other datasets and sizes (``--dataset``, ``--image-size``)
+get a grid of a quarter of the image side (8 x 8 for 32 x 32 images), in any number of channels.
+Reconstruction and the two codebook terms are per image (summed over pixels or over the grid and the
+code dimensions, averaged over the batch); the reconstruction is in nats.
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import plots
+from . import datasets, plots
 from .data import ImageData, batches
 from .engine import distributed, settings
 from .engine.loop import History, TrainingBase, evaluate
 from .engine.precision import PRECISIONS
-from .engine.runs import Trained, cost, fit_in_run, start_mnist_run
+from .engine.runs import Trained, cost, fit_in_run, start_run
 from .losses import bernoulli_nll
 from .models import MNIST_SHAPE, FlatImageModel
 
@@ -268,7 +269,8 @@ def codebook_usage(model: VQVAE, x: torch.Tensor) -> dict[str, float]:
 class VQVAESettings:
     """Defaults measured on the 4,000-digit offline subset: after 20 epochs the test MSE is about 0.005
     per pixel with 50-60 of the 64 codes in use. A code_dim of 8 or 16 left more codes dead and
-    reconstructed worse; beta is the paper's."""
+    reconstructed worse; beta is the paper's. ``dataset`` and ``image_size``: what to train on
+    (``labkit.datasets``), images whose side is a multiple of 4 (the grid is a quarter of it)."""
 
     epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=settings.SMOKE_EPOCHS))
     batch_size: int = 32
@@ -279,6 +281,8 @@ class VQVAESettings:
     seed: int = 0
     precision: str = "auto"
     compile: bool = False
+    dataset: str = "mnist"
+    image_size: int | None = None
 
     def __post_init__(self):
         settings.whole_number("epochs", self.epochs, low=0)
@@ -287,10 +291,23 @@ class VQVAESettings:
         settings.learning_rate("lr", self.lr)
         settings.number("beta", self.beta, at_least=0, what="a number >= 0 (the paper's is 0.25)")
         settings.one_of("precision", self.precision, PRECISIONS)
+        _, side, _ = datasets.check_dataset(self.dataset, self.image_size)
+        if side % 4:
+            raise ValueError(
+                f"the VQ-VAE halves the image side twice, so it needs a side that is a multiple of 4; {self.dataset} "
+                f"gives {side}x{side} images: choose an --image-size such as 28, 32 or 64"
+            )
 
-    def training(self, device: torch.device | str = "cpu") -> VQVAETraining:
-        """A fresh VQ-VAE on ``device`` with its training, as these settings describe it."""
-        model = VQVAE(n_codes=self.n_codes, code_dim=self.code_dim).to(device)
+    @property
+    def run_name(self) -> str:
+        """``vqvae`` on MNIST, with the dataset added otherwise (``labkit.datasets.run_suffix``)."""
+        return "vqvae" + datasets.run_suffix(self.dataset, self.image_size)
+
+    def training(self, device: torch.device | str = "cpu", image_shape: Sequence[int] | None = None) -> VQVAETraining:
+        """A fresh VQ-VAE on ``device`` with its training, as these settings describe it, for images of
+        ``image_shape`` (default: the dataset's)."""
+        shape = image_shape or datasets.image_shape(self.dataset, self.image_size)
+        model = VQVAE(n_codes=self.n_codes, code_dim=self.code_dim, image_shape=shape).to(device)
         return VQVAETraining(model, lr=self.lr, beta=self.beta)
 
 
@@ -309,11 +326,13 @@ def run_vqvae(
     callbacks=(),
 ) -> Trained | None:
     """Train the VQ-VAE and write its figures and metrics.json; returns the trained run (None under
-    torchrun on ranks other than 0). ``data``: MNIST already loaded; ``callbacks``: e.g. a live plot.
-    Warns when most of the codebook is dead (``codebook_usage_report``)."""
+    torchrun on ranks other than 0). The run is called ``cfg.run_name``. ``data``: the images already
+    loaded (default: ``cfg.dataset``); ``callbacks``: e.g. a live plot. Warns when most of the codebook
+    is dead (``codebook_usage_report``)."""
     cfg = cfg or VQVAESettings()
-    run, device, data = start_mnist_run("vqvae", cfg.seed, out, device, data)
-    training = cfg.training(device)
+    run, device = start_run(cfg.run_name, cfg.seed, out, device)
+    data = datasets.load_for(cfg, device, data)
+    training = cfg.training(device, data.image_shape)
     model = training.model
     history = fit_in_run(run, training, data, cfg, progress, callbacks)
     if not distributed.is_main():

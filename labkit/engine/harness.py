@@ -84,6 +84,11 @@ class Harness:
         self.batch_size = settings.whole_number("batch_size", batch_size)
         if train_x.shape[0] == 0:
             raise ValueError("train_x holds no images: check the data folder or the smoke-mode sizes")
+        if getattr(training, "drop_last", False) and train_x.shape[0] < batch_size:
+            raise ValueError(
+                f"{training.name} trains on whole batches only, and {train_x.shape[0]} training images are fewer "
+                f"than one batch of {batch_size}: lower batch_size (--batch-size) or add images"
+            )
         check_images(train_x, "train_x")
         if test_x is not None and len(test_x) > 0:
             check_images(test_x, "test_x")
