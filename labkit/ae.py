@@ -60,7 +60,7 @@ class Autoencoder(FlatImageModel):
         return self.decode(self.encode(x))
 
 
-class ConvAutoencoder(FlatImageModel):
+class ConvAutoencoder(Autoencoder):
     """The autoencoder for colour images and sizes other than 28 x 28: stride-2 convolutions down to a
     grid of 4 to 7 pixels a side, a linear layer to the code, and the mirror image back
     (``labkit.conv_nets``), a sigmoid on the output. For 3 x 32 x 32 and ``latent_dim`` 32:
@@ -70,7 +70,7 @@ class ConvAutoencoder(FlatImageModel):
 
     def __init__(self, latent_dim: int = 32, image_shape: Sequence[int] = (3, 32, 32)):
         widths, _ = conv_plan(image_shape)
-        super().__init__(latent_dim, widths, image_shape)
+        FlatImageModel.__init__(self, latent_dim, widths, image_shape)  # other layers, ``Autoencoder``'s methods
         features, n_features = conv_encoder(self.image_shape)
         self.encoder = nn.Sequential(
             features,  # (B, C, H, W) -> (B, n_features), e.g. (B, 2048) for 32 x 32
@@ -80,16 +80,6 @@ class ConvAutoencoder(FlatImageModel):
             conv_decoder(self.image_shape, latent_dim),  # (B, 32) -> (B, C, H, W) logits
             nn.Sigmoid(),  # pixels in [0, 1]
         )
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        self._check_input(x)
-        return self.encoder(x)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
 
 class AutoencoderTraining(TrainingBase):

@@ -243,6 +243,28 @@ def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.sort(keep)
 
 
+def arrays_to_image_data(
+    title: str, source: str, origin: str, arrays: tuple[np.ndarray, ...], device, smoke: bool
+) -> ImageData:
+    """(train images, train labels, test images, test labels) as uint8 (N, 28, 28) and integer arrays, made
+    resident ``ImageData`` on ``device`` (images (N, 1, 28, 28) in [0, 1]); ``smoke`` first cuts both splits
+    to a stratified ``SMOKE_SIZES``."""
+    x_train, y_train, x_test, y_test = arrays
+    if smoke:
+        keep_train, keep_test = stratified_subset(y_train, SMOKE_SIZES[0]), stratified_subset(y_test, SMOKE_SIZES[1])
+        x_train, y_train, x_test, y_test = (
+            x_train[keep_train],
+            y_train[keep_train],
+            x_test[keep_test],
+            y_test[keep_test],
+        )
+    to_images = lambda a: torch.from_numpy(np.array(a, dtype=np.uint8)).to(device).unsqueeze(1).float().div_(255)  # noqa: E731
+    to_labels = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device)  # noqa: E731
+    return ImageData(
+        title, source, origin, to_images(x_train), to_images(x_test), to_labels(y_train), to_labels(y_test)
+    )
+
+
 def load_mnist(
     device: torch.device | str = "cpu",
     *,
@@ -293,22 +315,8 @@ def load_mnist(
     if arrays is None:
         raise FileNotFoundError(f"MNIST could not be loaded from source {source!r}: " + "; ".join(tried))
 
-    x_train, y_train, x_test, y_test = arrays
     smoke = settings.smoke_mode() if smoke is None else smoke
-    if smoke:
-        keep_train = stratified_subset(y_train, SMOKE_SIZES[0])
-        keep_test = stratified_subset(y_test, SMOKE_SIZES[1])
-        x_train, y_train, x_test, y_test = (
-            x_train[keep_train],
-            y_train[keep_train],
-            x_test[keep_test],
-            y_test[keep_test],
-        )
-    to_images = lambda a: torch.from_numpy(np.array(a, dtype=np.uint8)).to(device).unsqueeze(1).float().div_(255)  # noqa: E731
-    to_labels = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device)  # noqa: E731
-    data = ImageData(
-        "MNIST", name, origin, to_images(x_train), to_images(x_test), to_labels(y_train), to_labels(y_test)
-    )
+    data = arrays_to_image_data("MNIST", name, origin, arrays, device, smoke)
     if verbose:
         if tried:
             print("labkit: " + "; ".join(tried))

@@ -15,12 +15,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import art, data
-from .data import SMOKE_SIZES, ImageData
+from .data import ImageData
 from .engine import settings
 from .image_folder import find_images, load_image_folder
 
@@ -159,21 +158,9 @@ def load_mnist_like(name: str, device: torch.device | str = "cpu", *, root=None,
         files, source = (data._find_idx_files(raw) if reason is None else None), "download"
         if files is None:
             raise FileNotFoundError(_how_to_get(name, raw, reason or f"no files in {raw} afterwards"))
-    x_train, y_train, x_test, y_test = data._mnist_from_files(files, title)
-    if settings.smoke_mode():
-        keep_train, keep_test = (
-            data.stratified_subset(y, n) for y, n in ((y_train, SMOKE_SIZES[0]), (y_test, SMOKE_SIZES[1]))
-        )
-        x_train, y_train, x_test, y_test = (
-            x_train[keep_train],
-            y_train[keep_train],
-            x_test[keep_test],
-            y_test[keep_test],
-        )
-    images = lambda a: torch.from_numpy(np.array(a, dtype=np.uint8)).to(device).unsqueeze(1).float().div_(255)  # noqa: E731
-    labels = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64)).to(device)  # noqa: E731
+    arrays = data._mnist_from_files(files, title)
     origin = str(raw) if source == "local" else f"torchvision download into {raw}"
-    return ImageData(title, source, origin, images(x_train), images(x_test), labels(y_train), labels(y_test))
+    return data.arrays_to_image_data(title, source, origin, arrays, device, settings.smoke_mode())
 
 
 def _how_to_get(name: str, raw: Path, failure: str | None) -> str:

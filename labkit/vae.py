@@ -114,7 +114,7 @@ class VAE(FlatImageModel):
         return self.decode(torch.randn(n, self.latent_dim, device=device))
 
 
-class ConvVAE(FlatImageModel):
+class ConvVAE(VAE):
     """The VAE for colour images and sizes other than 28 x 28: the encoder's stride-2 convolutions end in
     the two linear heads of q(z|x), the decoder mirrors them (``labkit.conv_nets``) and returns logits of
     a Bernoulli p(x|z) per pixel and channel. Methods as ``VAE``'s. For 3 x 32 x 32 and ``latent_dim`` 32:
@@ -123,35 +123,11 @@ class ConvVAE(FlatImageModel):
 
     def __init__(self, latent_dim: int = 32, image_shape: Sequence[int] = (3, 32, 32)):
         widths, _ = conv_plan(image_shape)
-        super().__init__(latent_dim, widths, image_shape)
+        FlatImageModel.__init__(self, latent_dim, widths, image_shape)  # other layers, ``VAE``'s methods
         self.encoder, n_features = conv_encoder(self.image_shape)  # (B, C, H, W) -> (B, n_features)
         self.to_mu = nn.Linear(n_features, latent_dim)  # (B, 32)
         self.to_logvar = nn.Linear(n_features, latent_dim)  # (B, 32)
         self.decoder = conv_decoder(self.image_shape, latent_dim)  # (B, 32) -> (B, C, H, W) logits
-
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Parameters of q(z|x): mean and log-variance, each (B, latent_dim)."""
-        self._check_input(x)
-        h = self.encoder(x)
-        return self.to_mu(h), self.to_logvar(h)
-
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Pixel probabilities (B, C, H, W) for latent points z (B, latent_dim)."""
-        return torch.sigmoid(self.decoder(z))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (reconstruction logits, mu, logvar); z is drawn with the reparameterisation trick."""
-        mu, logvar = self.encode(x)
-        return self.decode_logits(reparameterize(mu, logvar)), mu, logvar
-
-    @torch.no_grad()
-    def sample(self, n: int, device: torch.device | str | None = None) -> torch.Tensor:
-        """Decode n draws from the prior N(0, I): (n, C, H, W) pixel probabilities."""
-        device = device or next(self.parameters()).device
-        return self.decode(torch.randn(n, self.latent_dim, device=device))
 
 
 # The VAE variants of the course (notebook 02, "Three VAEs"):

@@ -100,7 +100,7 @@ def test_an_mnist_like_copy_is_read_back_exactly(data_root, name, folder, title,
 def test_smoke_mode_cuts_an_mnist_like_copy_to_a_stratified_subset(data_root, monkeypatch):
     write_copy(data_root, "KMNIST")
     monkeypatch.setenv("LABKIT_SMOKE", "1")
-    monkeypatch.setattr(datasets, "SMOKE_SIZES", (30, 10))
+    monkeypatch.setattr(data, "SMOKE_SIZES", (30, 10))
     d = datasets.load_dataset("kmnist", verbose=False)
     assert (d.n_train, d.n_test) == (30, 10)
     assert torch.bincount(d.train_y).tolist() == [3] * 10
