@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 import torch
 
-from . import gan, metrics, report
+from . import cvae, gan, metrics, report
 from .data import ImageData
 from .engine import settings
 from .engine.checkpoint import Checkpoint
@@ -24,12 +24,13 @@ from .plots import linear_path
 from .report import format_value
 
 COMPARED = ("ae", "vae", "gan")
+CONDITIONAL = ("cvae", "cgan")  # told which digit to draw: notebook 04, "The conditional models"
 INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose codes we walk between
 
 
 def make_training(name: str, cfg, device: torch.device | str):
-    """A fresh, untrained training of model ``name`` ("ae", "vae" or "gan") built from ``cfg``."""
-    if name == "gan":
+    """A fresh, untrained training of model ``name`` (one of ``COMPARED`` or ``CONDITIONAL``) built from ``cfg``."""
+    if name in ("gan", "cgan"):
         return cfg.training(*(m.to(device) for m in cfg.networks()))
     return cfg.training(device)
 
@@ -41,8 +42,8 @@ def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, pr
     epochs for these settings; otherwise runs the headless recipe, which resumes a partial run.
     A run folder whose checkpoint belongs to other settings or data is reported, not overwritten.
     """
-    if name not in COMPARED:
-        raise ValueError(f"unknown model {name!r}; notebook 04 compares {', '.join(COMPARED)}")
+    if name not in COMPARED + CONDITIONAL:
+        raise ValueError(f"unknown model {name!r}; notebook 04 compares {', '.join(COMPARED + CONDITIONAL)}")
     recipe, settings_class = RECIPES[name]
     cfg = cfg or settings_class()
     run = Run(name)
@@ -87,6 +88,25 @@ def samples(model: Trained, n: int, seed: int, reference: torch.Tensor | None = 
     codes = net.encode(reference)
     z = torch.randn(n, codes.shape[1], generator=g).to(device) * codes.std(0) + codes.mean(0)
     return net.decode(z).cpu()
+
+
+@torch.no_grad()
+def conditional_samples(model: Trained, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n digits in [0, 1] on the CPU from a conditional model, asked for the digits 0-9 in turn, and
+    those requested digits (n,)."""
+    if model.name == "cgan":
+        G = model.training.generator
+        return (gan.sample(G, n, seed=seed) + 1) / 2, gan.classes_in_turn(n, G.num_classes)
+    images, digits = cvae.conditional_samples(model.training.model, n, seed=seed)
+    return images.cpu(), digits.cpu()
+
+
+def conditional_quality(model: Trained, classifier, real: torch.Tensor, n: int, seed: int = 0) -> dict:
+    """``sample_quality`` of a conditional model's samples and its conditional accuracy: how often
+    the classifier reads each sample as the digit it was asked for (overall and per digit)."""
+    fake, digits = conditional_samples(model, n, seed)
+    on_device = fake.to(next(classifier.parameters()).device)
+    return {**sample_quality(classifier, real, fake), **cvae.conditional_accuracy(on_device, digits, classifier)}
 
 
 def sample_quality(classifier, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:

@@ -33,6 +33,8 @@ from .engine.runs import installed_version
 
 N_TRAIN, N_TEST = 512, 256  # MNIST images per check: an epoch is a few steps
 N_ART = 32  # 64x64 images for the DCGAN checks: one step of 32
+MODELS = ("ae", "vae", "cvae", "vqvae", "gan", "gan-wgan-gp", "cgan", "dcgan", "dcgan-wgan-gp-sn", "classifier")
+LABELLED = ("classifier", "cvae", "cgan")  # their steps take the labels too
 PACKAGES = (
     "torch",
     "torchvision",
@@ -107,7 +109,7 @@ def _training(model: str, dev: torch.device, channels_last: bool = False):
     from . import metrics
     from .ae import AESettings
     from .cvae import CVAESettings
-    from .gan_experiments import DCGANSettings, GANSettings
+    from .gan_experiments import CGANSettings, DCGANSettings, GANSettings
     from .vae import VAESettings
     from .vqvae import VQVAESettings
 
@@ -122,7 +124,7 @@ def _training(model: str, dev: torch.device, channels_last: bool = False):
         return cfg.training(*(m.to(dev) for m in cfg.networks()))
     if model.startswith("dcgan"):
         cfg = DCGANSettings(epochs=1, loss="wgan-gp" if "wgan-gp" in model else "bce", spectral_norm="-sn" in model)
-        G, D = (m.to(dev) for m in cfg.networks(3))
+        G, D = (m.to(dev) for m in cfg.networks())
         if channels_last:
             G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         return cfg.training(G, D)
@@ -130,6 +132,8 @@ def _training(model: str, dev: torch.device, channels_last: bool = False):
         return metrics.ClassifierTraining(metrics.DigitClassifier().to(dev))
     if model == "cvae":
         return CVAESettings(epochs=1).training(dev)
+    if model == "cgan":
+        return CGANSettings(epochs=1).training(*(m.to(dev) for m in CGANSettings().networks()))
     if model == "vqvae":
         return VQVAESettings(epochs=1).training(dev)
     raise ValueError(f"no doctor check for model {model!r}")
@@ -164,7 +168,7 @@ class Doctor:
                 compile=compile,
             )
         else:
-            labels = {"train_y": self.y, "test_y": self.test_y} if model in ("classifier", "cvae") else {}
+            labels = {"train_y": self.y, "test_y": self.test_y} if model in LABELLED else {}
             history = fit(
                 training, self.x, self.test_x, epochs=1, batch_size=64, progress=False, precision=precision, **labels
             )
@@ -262,7 +266,7 @@ def checks(doctor: Doctor) -> list[tuple[str, Callable[[], str] | str]]:
     dev = doctor.device
     auto = Precision(dev, "auto").mode
     rows: list[tuple[str, Callable[[], str] | str]] = []
-    for model in ("ae", "vae", "cvae", "vqvae", "gan", "gan-wgan-gp", "dcgan", "dcgan-wgan-gp-sn", "classifier"):
+    for model in MODELS:
         rows.append((f"{model}: one epoch, precision auto ({auto})", lambda m=model: doctor.epoch(m, "auto")))
         rows.append((f"{model}: one epoch, float16 forced (as on a T4)", lambda m=model: doctor.epoch(m, "fp16")))
     rows.append(("resume from a checkpoint", doctor.resume))

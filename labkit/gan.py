@@ -117,9 +117,11 @@ class GANTraining(TrainingBase):
         """n draws of z ~ N(0, I): (n, latent_dim)."""
         return torch.randn(n, self.latent_dim, device=device)
 
-    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def train_step(self, x: torch.Tensor, *labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One round of the game (Goodfellow et al. 2014, algorithm 1), as notebook 03 writes it out.
 
+        ``labels``: nothing, or the batch's class labels (B,) for a conditional GAN (``labkit.cgan``): then
+        G draws fakes of the same classes as the real batch, and D judges every image with its label.
         Each update is zero_grad / backward / step. ``precision.scaler`` is PyTorch's gradient scaler:
         in float16 it scales the loss up before backward so that small gradients do not underflow
         and skips a step whose gradients overflowed; in float32 and bfloat16 it does nothing."""
@@ -128,9 +130,9 @@ class GANTraining(TrainingBase):
         # 1. the discriminator: push D(x) towards real_label and D(G(z)) towards 0
         self.opt_d.zero_grad(set_to_none=True)
         with self.precision.autocast():
-            fake = self.generator(self.noise(len(x), x.device))
-            real_logits = self.discriminator(x).float()
-            fake_logits = self.discriminator(fake.detach()).float()  # detach: D's loss must not reach G
+            fake = self.generator(self.noise(len(x), x.device), *labels)
+            real_logits = self.discriminator(x, *labels).float()
+            fake_logits = self.discriminator(fake.detach(), *labels).float()  # detach: D's loss must not reach G
             d_loss = discriminator_loss(real_logits, fake_logits, self.real_label)
         scaler.scale(d_loss).backward()
         scaler.step(self.opt_d)
@@ -141,8 +143,8 @@ class GANTraining(TrainingBase):
             self.opt_g.zero_grad(set_to_none=True)
             with self.precision.autocast():
                 if step > 0:
-                    fake = self.generator(self.noise(len(x), x.device))
-                g_loss = generator_loss(self.discriminator(fake).float())
+                    fake = self.generator(self.noise(len(x), x.device), *labels)
+                g_loss = generator_loss(self.discriminator(fake, *labels).float())
             scaler.scale(g_loss).backward()  # D's weights get gradients too, but only G's optimiser steps
             scaler.step(self.opt_g)
             scaler.update()
@@ -192,12 +194,12 @@ class GANTraining(TrainingBase):
             )
 
     @torch.no_grad()
-    def eval_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def eval_step(self, x: torch.Tensor, *labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """D on held-out real images and fresh fakes: a held-out D(x) far below the training D(x)
         means D memorises the training images."""
         x = x * 2 - 1
-        real_logits = self.discriminator(x)
-        fake_logits = self.discriminator(self.generator(self.noise(x.shape[0], x.device)))
+        real_logits = self.discriminator(x, *labels)
+        fake_logits = self.discriminator(self.generator(self.noise(x.shape[0], x.device), *labels), *labels)
         return {
             "d_loss": discriminator_loss(real_logits, fake_logits, self.real_label),
             "d_real": torch.sigmoid(real_logits).mean(),
@@ -225,16 +227,33 @@ def batch_statistics(module: nn.Module):
             m.track_running_stats = track
 
 
+def classes_in_turn(n: int, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The labels 0, 1, ..., num_classes - 1, 0, 1, ... (n,): what a conditional generator draws by default."""
+    return torch.arange(n, device=device) % num_classes
+
+
 @torch.no_grad()
-def generate(generator: nn.Module, z: torch.Tensor) -> torch.Tensor:
-    """Images G(z) in [-1, 1] on the CPU, with batch norm on batch statistics (as G was trained)."""
+def generate(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Images G(z) in [-1, 1] on the CPU, with batch norm on batch statistics (as G was trained).
+    A conditional generator (one with ``num_classes``, ``labkit.cgan``) draws the classes ``labels``
+    (N,), by default ``classes_in_turn``."""
     with batch_statistics(generator):
-        return generator(z).float().cpu()
+        if not hasattr(generator, "num_classes"):
+            return generator(z).float().cpu()
+        if labels is None:
+            labels = classes_in_turn(len(z), generator.num_classes, z.device)
+        return generator(z, labels.to(z.device)).float().cpu()
 
 
-def sample(generator: nn.Module, n: int, seed: int | None = None, batch_size: int = 500) -> torch.Tensor:
-    """n images from G in [-1, 1] on the CPU (in batches of ``batch_size``); ``seed`` fixes the noise."""
+def sample(
+    generator: nn.Module, n: int, seed: int | None = None, batch_size: int = 500, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """n images from G in [-1, 1] on the CPU (in batches of ``batch_size``); ``seed`` fixes the noise;
+    ``labels``: the classes of a conditional generator's images (default: ``classes_in_turn``)."""
     device = next(generator.parameters()).device
     g = torch.Generator().manual_seed(seed) if seed is not None else None
     z = torch.randn(n, generator.latent_dim, generator=g).to(device)
-    return torch.cat([generate(generator, zb) for zb in z.split(batch_size)])
+    if labels is None and hasattr(generator, "num_classes"):
+        labels = classes_in_turn(n, generator.num_classes, device)
+    chunks = labels.split(batch_size) if labels is not None else [None] * len(z.split(batch_size))
+    return torch.cat([generate(generator, zb, yb) for zb, yb in zip(z.split(batch_size), chunks)])

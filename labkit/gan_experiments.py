@@ -1,5 +1,6 @@
-"""Default settings and headless recipes of notebook 03: the MLP GAN on MNIST (``gan``) and
-the DCGAN on abstract art, CIFAR-10 or MNIST (``dcgan``), as ``python -m labkit train gan|dcgan`` runs them.
+"""Default settings and headless recipes of notebook 03: the MLP GAN on MNIST (``gan``), the same GAN
+told which digit to draw (``cgan``, ``labkit.cgan``) and the DCGAN on abstract art (``dcgan``), as
+``python -m labkit train gan|cgan|dcgan`` runs them. Each takes any dataset of ``labkit.datasets``.
 
 The notebook walks through the same steps cell by cell and ends with ``save_gan_run``, so a notebook
 run and a command-line run leave the same metrics.json, figures and GIF.
@@ -13,16 +14,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import gan, gan_nets, metrics, plots, progression, wgan
-from .art import load_abstract_art, load_cifar10
-from .data import ImageData, load_mnist
+from . import cgan, datasets, gan, gan_nets, metrics, plots, progression, wgan
+from .data import ImageData
 from .engine import distributed, settings
 from .engine.loop import History, seconds_per_epoch
 from .engine.precision import PRECISIONS
 from .engine.runs import Run, Trained, fit_in_run, start_run
-from .models import count_parameters
+from .models import MNIST_SHAPE, count_parameters
 
-DATASETS = {"abstract-art": 64, "cifar10": 32, "mnist": 28}  # dataset -> default image size
 DCGAN_REAL_LABEL = 0.9  # one-sided label smoothing, on by default for the DCGAN
 LOSSES = ("bce", "wgan-gp")  # the minimax game on logits (Goodfellow et al. 2014), or WGAN-GP (labkit.wgan)
 N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)
@@ -37,6 +36,8 @@ class GANSettings:
     ``loss`` "wgan-gp" trains a critic with the gradient penalty (``labkit.wgan``; ``n_critic`` critic
     updates per G update, penalty weight ``gp_weight``); ``spectral_norm`` normalises D's layers
     (Miyato et al. 2018). Notebook 03, "Other losses: WGAN-GP and spectral normalisation".
+    ``dataset`` and ``image_size``: what to train on (``labkit.datasets``); the MLPs are built for its
+    image shape.
     """
 
     epochs: int = field(default_factory=lambda: settings.pick(full=100, smoke=settings.SMOKE_EPOCHS))
@@ -54,9 +55,12 @@ class GANSettings:
     seed: int = 0
     precision: str = "auto"
     compile: bool = False
+    dataset: str = "mnist"
+    image_size: int | None = None
 
     def __post_init__(self):
         settings.whole_number("epochs", self.epochs, low=0)
+        datasets.check_dataset(self.dataset, self.image_size)
         for name in ("batch_size", "latent_dim", "g_steps", "n_critic"):
             settings.whole_number(name, getattr(self, name))
         for name in ("lr", "lr_g", "lr_d"):
@@ -79,8 +83,14 @@ class GANSettings:
 
     @property
     def run_name(self) -> str:
-        """``gan``, with ``-wgan-gp`` for that loss and ``-sn`` for spectral normalisation."""
-        return "gan" + self.variant_suffix
+        """``gan``, the dataset when it is not MNIST (``labkit.datasets.run_suffix``), then ``-wgan-gp``
+        for that loss and ``-sn`` for spectral normalisation."""
+        return "gan" + datasets.run_suffix(self.dataset, self.image_size) + self.variant_suffix
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images these settings train on."""
+        return datasets.image_shape(self.dataset, self.image_size)
 
     @property
     def variant_suffix(self) -> str:
@@ -91,9 +101,9 @@ class GANSettings:
         """Whether D may use batch norm: not as a WGAN-GP critic, nor with spectral normalisation."""
         return self.loss == "bce" and not self.spectral_norm
 
-    def networks(self, channels: int = 1) -> tuple[nn.Module, nn.Module]:
-        """The course's MLP generator and discriminator for MNIST (``training`` adds spectral norm)."""
-        return gan_nets.mlp_gan(self.latent_dim)
+    def networks(self) -> tuple[nn.Module, nn.Module]:
+        """The course's MLP generator and discriminator for these images (``training`` adds spectral norm)."""
+        return gan_nets.mlp_gan(self.latent_dim, self.image_shape)
 
     @property
     def lrs(self) -> tuple[float, float]:
@@ -131,8 +141,9 @@ class GANSettings:
 @dataclass
 class DCGANSettings(GANSettings):
     """Defaults of the DCGAN of notebook 03 (Radford et al. 2016): abstract art at 64x64,
-    one-sided label smoothing on. ``dataset``: abstract-art, cifar10 or mnist; ``image_size``
-    defaults to the dataset's (64, 32, 28); ``downsample``: stride or maxpool (the CIFAR-10 variant);
+    one-sided label smoothing on. ``dataset``: any of ``labkit.datasets`` (abstract-art, cifar10,
+    mnist, ...); ``image_size``: 28, 32 or 64, by default the dataset's own when it is one of these and
+    64 otherwise (images are resized to it); ``downsample``: stride or maxpool (the CIFAR-10 variant);
     ``n_images`` caps the training images (None: all; smoke mode: 128 abstract-art images).
     ``real_label`` is 0.9 for the BCE loss and 1 (no labels to smooth) for WGAN-GP."""
 
@@ -147,12 +158,10 @@ class DCGANSettings(GANSettings):
         if self.loss == "wgan-gp" and self.real_label == DCGAN_REAL_LABEL:
             self.real_label = 1.0  # the default smoothing belongs to the BCE loss
         super().__post_init__()
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
-        allowed = (64, 32) if self.dataset == "abstract-art" else (DATASETS[self.dataset],)
-        if self.size not in allowed:
+        if self.size not in gan_nets.IMAGE_SIZES:
             raise ValueError(
-                f"image_size {self.image_size!r} does not fit {self.dataset}: use {' or '.join(map(str, allowed))}"
+                f"image_size {self.image_size!r}: the DCGAN networks are built for "
+                f"{', '.join(map(str, gan_nets.IMAGE_SIZES))} pixels (the images are resized to it)"
             )
         settings.whole_number("width", self.width)
         settings.one_of("downsample", self.downsample, gan_nets.DOWNSAMPLING)
@@ -161,30 +170,63 @@ class DCGANSettings(GANSettings):
 
     @property
     def size(self) -> int:
-        """The image size in use: ``image_size``, or the dataset's default when that is None."""
-        return self.image_size or DATASETS[self.dataset]
+        """The image size in use: ``image_size``, or the dataset's own when the networks have that size, else 64."""
+        own = datasets.image_shape(self.dataset)[1]
+        return self.image_size or (own if own in gan_nets.IMAGE_SIZES else 64)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return datasets.image_shape(self.dataset, self.size)
 
     @property
     def run_name(self) -> str:
-        """``dcgan`` on abstract art, ``dcgan-<dataset>`` otherwise, then the loss and norm suffix."""
-        return ("dcgan" if self.dataset == "abstract-art" else f"dcgan-{self.dataset}") + self.variant_suffix
+        """``dcgan`` on abstract art at 64 pixels, ``dcgan-<dataset>`` otherwise (``-<size>px`` when resized),
+        then the loss and norm suffix."""
+        data = datasets.run_suffix(self.dataset, self.image_size)
+        if self.dataset == "abstract-art":
+            data = data.removeprefix("-abstract-art")
+        elif self.dataset == "mnist":
+            data = "-mnist" + data
+        return "dcgan" + data + self.variant_suffix
 
-    def networks(self, channels: int = 3) -> tuple[gan_nets.DCGANGenerator, gan_nets.DCGANDiscriminator]:
+    def networks(self) -> tuple[gan_nets.DCGANGenerator, gan_nets.DCGANDiscriminator]:
         """The DCGAN pair for these settings; D without batch norm for WGAN-GP or spectral norm."""
         return gan_nets.dcgan(
-            self.size, channels, self.latent_dim, self.width, self.downsample, self.discriminator_norm
+            self.size, self.image_shape[0], self.latent_dim, self.width, self.downsample, self.discriminator_norm
         )
 
 
-def load_gan_data(cfg: DCGANSettings, device: torch.device | str = "cpu") -> ImageData:
-    """The images of ``cfg.dataset`` at ``cfg.size`` pixels, capped at ``cfg.n_images``."""
-    if cfg.dataset == "abstract-art":
-        return load_abstract_art(device, size=cfg.size, n_images=cfg.n_images, seed=cfg.seed)
-    data = load_cifar10(device) if cfg.dataset == "cifar10" else load_mnist(device)
-    if cfg.n_images is not None:
-        data.train_x = data.train_x[: cfg.n_images]
-        data.train_y = None if data.train_y is None else data.train_y[: cfg.n_images]
-    return data
+@dataclass
+class CGANSettings(GANSettings):
+    """Defaults of the conditional GAN (notebook 03, "The conditional GAN"): the MNIST GAN's, with the
+    label given to both networks (``labkit.cgan``). Every option of the MNIST GAN applies; the dataset
+    must have a class label per image."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not datasets.has_labels(self.dataset):
+            raise ValueError(
+                f"the conditional GAN draws G(z, y) for a class y and needs a label for every image, and "
+                f"{self.dataset} has none: choose one of {', '.join(datasets.LABELLED)}, or train the plain "
+                "GAN (train gan), which needs no labels"
+            )
+
+    @property
+    def run_name(self) -> str:
+        """``cgan``, the dataset when it is not MNIST, then ``-wgan-gp`` and ``-sn`` as for ``gan``."""
+        return "cgan" + datasets.run_suffix(self.dataset, self.image_size) + self.variant_suffix
+
+    def networks(self) -> tuple[nn.Module, nn.Module]:
+        """The conditional MLP generator and discriminator for these images."""
+        return cgan.conditional_gan(self.latent_dim, self.image_shape)
+
+
+def load_gan_data(cfg: GANSettings, device: torch.device | str = "cpu") -> ImageData:
+    """The images of ``cfg.dataset`` at the settings' size (``labkit.datasets.load_dataset``), capped at
+    ``cfg.n_images`` for the DCGAN; data without a test split keeps every image for training."""
+    size = cfg.size if isinstance(cfg, DCGANSettings) else cfg.image_size
+    n_images = cfg.n_images if isinstance(cfg, DCGANSettings) else None
+    return datasets.load_dataset(cfg.dataset, device, image_size=size, n_images=n_images, held_out=0, seed=cfg.seed)
 
 
 def save_gan_run(
@@ -225,10 +267,15 @@ def save_gan_run(
         **{k: history.last[f"train_{k}"] for k in ("wasserstein", "gp") if f"train_{k}" in history.last},
         **metrics.diversity_ratio((fake + 1) / 2, real[:n_check].cpu()),
     }
-    if data.name == "MNIST":
+    judged_by_classifier = data.image_shape == MNIST_SHAPE and data.test_y is not None  # the MNIST family
+    if judged_by_classifier:
         final.update(metrics.digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed))
-    elif data.name != "MNIST":
+    elif data.image_shape[0] == 3:
         final.update(metrics.inception_fid(real[:n_check], (fake + 1) / 2))
+    if hasattr(G, "num_classes"):  # the conditional GAN: does it draw the class it is asked for?
+        if judged_by_classifier:
+            final.update(cgan.cgan_sample_quality(G, data, fake, seed=cfg.seed))
+        run.save_figure(cgan.digit_rows(G, seed=cfg.seed), "digit_grid")
     plots.close_all()
     used = {"lr_g": cfg.lrs[0], "lr_d": cfg.lrs[1]}  # what was used, not None for "same as lr"
     if isinstance(cfg, DCGANSettings):
@@ -244,7 +291,8 @@ def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     training = cfg.training(G, D)
     recorder = progression.FixedNoise(G, n=64, seed=cfg.seed)
-    history = fit_in_run(run, training, data, cfg, progress, callbacks=[recorder])
+    conditional = hasattr(G, "num_classes")  # the conditional GAN's steps get the labels
+    history = fit_in_run(run, training, data, cfg, progress, callbacks=[recorder], labels=conditional)
     if not distributed.is_main():
         return None  # under torchrun, rank 0 evaluates and writes the run
     return save_gan_run(
@@ -255,11 +303,22 @@ def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device
 def run_gan(
     cfg: GANSettings | None = None, out: str | Path | None = None, device: str | None = None, progress: bool = True
 ) -> dict:
-    """Train the MLP GAN on MNIST and write its figures, GIF and metrics.json."""
+    """Train the MLP GAN (on MNIST by default) and write its figures, GIF and metrics.json."""
     cfg = cfg or GANSettings()
     run, device = start_run(cfg.run_name, cfg.seed, out, device)
-    data = load_mnist(device)
+    data = load_gan_data(cfg, device)
     return _train("gan", run, cfg, data, *cfg.networks(), device, progress)
+
+
+def run_cgan(
+    cfg: CGANSettings | None = None, out: str | Path | None = None, device: str | None = None, progress: bool = True
+) -> dict:
+    """Train the conditional MLP GAN (on MNIST by default) and write its figures (one row per class), GIF
+    and metrics.json."""
+    cfg = cfg or CGANSettings()
+    run, device = start_run(cfg.run_name, cfg.seed, out, device)
+    data = load_gan_data(cfg, device)
+    return _train("cgan", run, cfg, data, *cfg.networks(), device, progress)
 
 
 def run_dcgan(
@@ -269,7 +328,7 @@ def run_dcgan(
     cfg = cfg or DCGANSettings()
     run, device = start_run(cfg.run_name, cfg.seed, out, device)
     data = load_gan_data(cfg, device)
-    return _train("dcgan", run, cfg, data, *cfg.networks(data.image_shape[0]), device, progress)
+    return _train("dcgan", run, cfg, data, *cfg.networks(), device, progress)
 
 
-RECIPES_GAN = {"gan": (run_gan, GANSettings), "dcgan": (run_dcgan, DCGANSettings)}
+RECIPES_GAN = {"gan": (run_gan, GANSettings), "cgan": (run_cgan, CGANSettings), "dcgan": (run_dcgan, DCGANSettings)}

@@ -240,6 +240,8 @@ class MLPDiscriminator(nn.Module):
         return self.net(x)
 
 
-def mlp_gan(latent_dim: int = LATENT_DIM) -> tuple[MLPGenerator, MLPDiscriminator]:
-    """The course's MLP generator and discriminator pair for 28x28 MNIST."""
-    return MLPGenerator(latent_dim), MLPDiscriminator()
+def mlp_gan(
+    latent_dim: int = LATENT_DIM, image_shape: Sequence[int] = (1, 28, 28)
+) -> tuple[MLPGenerator, MLPDiscriminator]:
+    """The course's MLP generator and discriminator pair, for 28x28 MNIST unless ``image_shape`` says otherwise."""
+    return MLPGenerator(latent_dim, image_shape=image_shape), MLPDiscriminator(image_shape=image_shape)

@@ -68,12 +68,17 @@ PARTS = (
             "with the scatter of the latent means.",
             "What changes when beta grows (beta-VAE): the KL, the reconstruction, the scatter and the manifold? "
             "Which beta would you choose for sampling new digits, and which for reconstructing them?",
+            "How often does the conditional VAE draw the digit it is asked for, overall and per digit, and which "
+            "digits does it confuse? What does the style-transfer row show that z keeps once the label carries "
+            "the class?",
+            "How does the VQ-VAE's test MSE compare with the AE's and the VAE's, and how many of its codes does "
+            "it use (perplexity, usage)? What would you try if half of the codebook were never chosen?",
         ),
     ),
     Part(
         "gan",
         "Part 3: GANs (notebook 03)",
-        ("dcgan", "gan"),
+        ("dcgan", "gan", "cgan"),
         (
             "Describe the D(x) and D(G(z)) curves of your DCGAN run: who was winning when, and did training "
             "settle? Quote D(x), D(G(z)) and both losses at three epochs and relate them to 2 ln 2 and ln 2.",
@@ -89,6 +94,9 @@ PARTS = (
             "Compare WGAN-GP and spectral normalisation with the plain GAN on the classifier Fréchet distance and "
             "the classes covered: what does each change in what D is allowed to be? Is the difference larger than "
             "the spread between seeds in the three-seed table of `benchmarks/gan_variants.py`?",
+            "Compare the conditional GAN with the MNIST GAN on the conditional accuracy, the classifier Fréchet "
+            "distance and the classes covered. Does being told the digit make G's job easier? Can a conditional "
+            "G still collapse, and where would you look for it?",
         ),
     ),
     Part(
@@ -114,9 +122,14 @@ CHECKLIST = (
     ("vae", "vae", "figure", "prior_samples", "VAE samples from the prior"),
     ("vae", "vae", "figure", "interpolation", "VAE interpolation between two digits"),
     ("vae", "vae-latent2", "figure", "manifold", "decoded manifold of the latent-2 VAE"),
+    ("vae", "cvae", "final", "conditional_accuracy", "cVAE conditional accuracy"),
+    ("vae", "cvae", "figure", "digit_grid", "cVAE samples, one row per digit"),
+    ("vae", "vqvae", "final", "codebook_perplexity", "VQ-VAE codebook perplexity"),
     ("gan", "dcgan", "figure", "progression", "DCGAN fixed-noise progression"),
     ("gan", "dcgan", "final", "seconds_per_epoch", "DCGAN seconds per epoch"),
     ("gan", "gan", "figure", "progression", "MNIST GAN fixed-noise progression"),
+    ("gan", "cgan", "final", "conditional_accuracy", "conditional GAN conditional accuracy"),
+    ("gan", "cgan", "figure", "digit_grid", "conditional GAN samples, one row per digit"),
     ("compare", "compare", "final", "table", "measured comparison table"),
 )
 

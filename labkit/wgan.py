@@ -10,6 +10,8 @@ image's score to the others in its batch (section 4 of the paper).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -34,7 +36,9 @@ def wasserstein_generator_loss(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(
+    critic: nn.Module | Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor, fake: torch.Tensor
+) -> torch.Tensor:
     """The mean over images of (||grad_x D(x_hat)||_2 - 1)^2, without the weight lambda.
 
     x_hat = eps * real + (1 - eps) * fake with one eps ~ U[0, 1] per image (Gulrajani et al. 2017,
@@ -42,6 +46,7 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
     of one score with respect to one whole image. (Taking it over the channels alone, pixel by
     pixel, penalises another quantity.) ``create_graph`` keeps the penalty differentiable, so the
     critic's optimiser step lowers it. Run it outside autocast: the double backward stays in float32.
+    ``critic``: D, or a function of the images alone (a conditional critic with the labels bound to it).
     """
     if real.shape != fake.shape:
         raise ValueError(
@@ -88,17 +93,20 @@ class WGANGPTraining(GANTraining):
         self.gp_weight = settings.number("gp_weight", gp_weight, at_least=0, what="a number >= 0 (10 in the paper)")
         self.critic_steps = 0
 
-    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def train_step(self, x: torch.Tensor, *labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``labels`` as for ``GANTraining.train_step``: the penalty then scores each interpolate with
+        the label of the real and fake image it lies between."""
         x = x * 2 - 1  # [0, 1] -> [-1, 1], the range of G's tanh
         scaler = self.precision.scaler
         # 1. the critic: score real images above fakes, with gradients of norm 1 in between
         self.opt_d.zero_grad(set_to_none=True)
         with self.precision.autocast():
-            fake = self.generator(self.noise(len(x), x.device)).detach()
-            real_scores = self.discriminator(x).float()
-            fake_scores = self.discriminator(fake).float()
+            fake = self.generator(self.noise(len(x), x.device), *labels).detach()
+            real_scores = self.discriminator(x, *labels).float()
+            fake_scores = self.discriminator(fake, *labels).float()
             d_loss = critic_loss(real_scores, fake_scores)
-        gp = gradient_penalty(self.discriminator, x, fake.float())  # float32, outside autocast
+        critic = lambda images: self.discriminator(images, *labels)  # noqa: E731 (D with the batch's labels, if any)
+        gp = gradient_penalty(critic, x, fake.float())  # float32, outside autocast
         scaler.scale(d_loss + self.gp_weight * gp).backward()
         scaler.step(self.opt_d)
         scaler.update()
@@ -107,9 +115,8 @@ class WGANGPTraining(GANTraining):
         if self.critic_steps % self.n_critic == 0:
             self.opt_g.zero_grad(set_to_none=True)
             with self.precision.autocast():
-                g_loss = wasserstein_generator_loss(
-                    self.discriminator(self.generator(self.noise(len(x), x.device))).float()
-                )
+                fresh = self.generator(self.noise(len(x), x.device), *labels)
+                g_loss = wasserstein_generator_loss(self.discriminator(fresh, *labels).float())
             scaler.scale(g_loss).backward()  # the critic gets gradients too, but only G's optimiser steps
             scaler.step(self.opt_g)
             scaler.update()
@@ -126,10 +133,10 @@ class WGANGPTraining(GANTraining):
         """The BCE game's "D has won" warning does not apply: a critic is meant to be trained to optimality."""
 
     @torch.no_grad()
-    def eval_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def eval_step(self, x: torch.Tensor, *labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """The critic on held-out real images and fresh fakes: the held-out Wasserstein estimate."""
         x = x * 2 - 1
-        real_scores = self.discriminator(x).float()
-        fake_scores = self.discriminator(self.generator(self.noise(x.shape[0], x.device))).float()
+        real_scores = self.discriminator(x, *labels).float()
+        fake_scores = self.discriminator(self.generator(self.noise(x.shape[0], x.device), *labels), *labels).float()
         d_loss = critic_loss(real_scores, fake_scores)
         return {"d_loss": d_loss, "wasserstein": -d_loss, "d_real": real_scores.mean(), "d_fake": fake_scores.mean()}

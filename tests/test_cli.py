@@ -35,6 +35,11 @@ def run_cli(*args, tmp_path, smoke="1"):
             {"real_images", "gan_curves", "progression", "progression_gif", "samples"},
         ),
         (
+            "cgan",
+            {"fid_classifier", "class_coverage", "conditional_accuracy", "conditional_accuracy_per_digit"},
+            {"real_images", "gan_curves", "progression", "progression_gif", "samples", "digit_grid"},
+        ),
+        (
             "cvae",
             {"test_neg_elbo_nats", "conditional_accuracy", "conditional_accuracy_per_digit", "fid_classifier"},
             {"loss_curves", "reconstructions", "digit_grid", "style_transfer"},

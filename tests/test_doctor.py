@@ -12,7 +12,8 @@ def test_the_doctor_passes_every_check_on_this_cpu_under_cudas_rules(cuda_autoca
     lines = []
     assert doctor.main("cpu", out=lines.append) == 0, "\n".join(lines)
     table, text = lines, "\n".join(lines)
-    for model in ("ae", "vae", "cvae", "vqvae", "gan", "gan-wgan-gp", "dcgan", "dcgan-wgan-gp-sn", "classifier"):
+    every = ("ae", "vae", "cvae", "vqvae", "gan", "gan-wgan-gp", "cgan", "dcgan", "dcgan-wgan-gp-sn", "classifier")
+    for model in every:
         assert f"{model}: one epoch, precision auto (fp32)" in text
         assert any(
             line.startswith(f"{model}: one epoch, float16 forced") and " pass " in line and "fp16:" in line
@@ -24,7 +25,7 @@ def test_the_doctor_passes_every_check_on_this_cpu_under_cudas_rules(cuda_autoca
         line.startswith("2-process DDP") and "skip" in line and "needs 2 GPUs, 0 visible" in line for line in table
     )
     assert "precision 'auto' picks        fp32" in text and "device used                   cpu" in text
-    assert "21 passed, 0 failed, 1 skipped" in text
+    assert "23 passed, 0 failed, 1 skipped" in text
 
 
 def test_a_failing_check_is_a_fail_row_with_its_reason_and_the_exit_status_says_so(monkeypatch):

@@ -67,7 +67,7 @@ def test_discriminator_says_which_size_it_was_built_for():
         (lambda: gan.GANTraining(*gan_nets.mlp_gan(), real_label=0.0), "real_label"),
         (lambda: gan.GANTraining(*gan_nets.mlp_gan(), real_label=1.1), "real_label"),
         (lambda: GANSettings(lr=0), "lr"),
-        (lambda: DCGANSettings(dataset="cifar10", image_size=64), "does not fit cifar10"),
+        (lambda: DCGANSettings(dataset="cifar10", image_size=48), "built for 28, 32, 64 pixels"),
         (lambda: DCGANSettings(dataset="imagenet"), "unknown dataset"),
     ],
 )
@@ -80,6 +80,10 @@ def test_dcgan_settings_follow_the_dataset_when_it_is_changed_later():
     cfg = replace(DCGANSettings(), dataset="cifar10")  # what the command line does with --dataset
     assert cfg.size == 32 and cfg.run_name == "dcgan-cifar10"
     assert DCGANSettings().size == 64 and DCGANSettings(image_size=32).size == 32
+    assert DCGANSettings(image_size=32).run_name == "dcgan-32px"  # never the 64-pixel run's folder
+    assert replace(cfg, dataset="mnist").run_name == "dcgan-mnist"
+    assert DCGANSettings(dataset="fashion-mnist", loss="wgan-gp").run_name == "dcgan-fashion-mnist-wgan-gp"
+    assert DCGANSettings(dataset="fashion-mnist").image_shape == (1, 28, 28)
     assert GANSettings(lr=1e-3, lr_d=4e-4).lrs == (1e-3, 4e-4)
 
 

@@ -22,7 +22,7 @@ from labkit.engine import checkpoint as ckpt
 from labkit.engine import device
 from labkit.engine.loop import evaluate, fit
 from labkit.engine.precision import Precision
-from labkit.gan_experiments import DCGANSettings, GANSettings
+from labkit.gan_experiments import CGANSettings, DCGANSettings, GANSettings
 from labkit.vae import VAETraining, make_vae
 from labkit.vqvae import VQVAESettings
 
@@ -44,7 +44,7 @@ def test_the_emulation_refuses_binary_cross_entropy_under_autocast_as_cuda_does(
     assert CUDA_AUTOCAST_REFUSAL.startswith("torch.nn.functional.binary_cross_entropy")
 
 
-LABELLED = ("classifier", "cvae")  # trainings whose steps take the labels too
+LABELLED = ("classifier", "cvae", "cgan", "cgan-wgan-gp-sn")  # trainings whose steps take the labels too
 
 
 def _every_training():
@@ -61,7 +61,7 @@ def _every_training():
 
     def dcgan(x, **options):
         cfg = DCGANSettings(epochs=1, dataset="mnist", width=16, **options)
-        return cfg.training(*cfg.networks(1))
+        return cfg.training(*cfg.networks())
 
     def wgan_gp(x):  # the gradient penalty's double backward, with float16's gradient scaler
         cfg = GANSettings(epochs=1, loss="wgan-gp", n_critic=2)
@@ -69,6 +69,10 @@ def _every_training():
 
     def classifier(x):
         return metrics.ClassifierTraining(metrics.DigitClassifier())
+
+    def cgan(x, **options):  # the labels reach both networks, and the penalty's critic
+        cfg = CGANSettings(epochs=1, **options)
+        return cfg.training(*cfg.networks())
 
     return {
         "cvae": lambda x: CVAESettings(epochs=1).training(),
@@ -81,6 +85,8 @@ def _every_training():
         "dcgan-wgan-gp-sn": lambda x: dcgan(x, loss="wgan-gp", spectral_norm=True),
         "dcgan-sn": lambda x: dcgan(x, spectral_norm=True),
         "classifier": classifier,
+        "cgan": cgan,
+        "cgan-wgan-gp-sn": lambda x: cgan(x, loss="wgan-gp", n_critic=2, spectral_norm=True),
     }
 
 

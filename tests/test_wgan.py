@@ -85,16 +85,16 @@ def test_the_networks_leave_batch_norm_out_of_a_critic_or_a_spectrally_normalise
     def norms(D):
         return sum(isinstance(m, nn.BatchNorm2d) for m in D.modules())
 
-    assert norms(DCGANSettings(dataset="mnist").networks(1)[1]) == 1
-    assert norms(DCGANSettings(dataset="mnist", loss="wgan-gp").networks(1)[1]) == 0
-    assert norms(DCGANSettings(dataset="mnist", spectral_norm=True).networks(1)[1]) == 0
+    assert norms(DCGANSettings(dataset="mnist").networks()[1]) == 1
+    assert norms(DCGANSettings(dataset="mnist", loss="wgan-gp").networks()[1]) == 0
+    assert norms(DCGANSettings(dataset="mnist", spectral_norm=True).networks()[1]) == 0
     assert GANSettings(loss="wgan-gp", spectral_norm=True).run_name == "gan-wgan-gp-sn"
     assert DCGANSettings(dataset="cifar10", spectral_norm=True).run_name == "dcgan-cifar10-sn"
 
 
 def test_spectral_norm_makes_every_layers_largest_singular_value_one():
     torch.manual_seed(0)
-    _, D = DCGANSettings(dataset="mnist", width=8, spectral_norm=True).networks(1)
+    _, D = DCGANSettings(dataset="mnist", width=8, spectral_norm=True).networks()
     gan_nets.add_spectral_norm(D)  # again: layers already normalised are left as they are
     layers = [m for m in D.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     assert layers and all(len(m.parametrizations.weight) == 1 for m in layers)
