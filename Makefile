@@ -23,11 +23,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	mkdir -p runs/notebooks
-	for nb in notebooks/*.ipynb; do \
-	  $(BIN)/jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=-1 \
-	    --output-dir runs/notebooks "$$nb" || exit 1; \
-	done
+	$(BIN)/python -m labkit notebooks --out runs/notebooks
 	@echo "Executed notebooks in runs/notebooks/; figures and metrics.json in runs/<model>/"
 
 test: setup

@@ -107,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
         help="flag two Discussions at least this similar (TF-IDF cosine, default 0.8)",
     )
     grade.add_argument("--device", default="cpu", help="device for re-evaluating the weights (default cpu)")
+    notebooks = commands.add_parser(
+        "notebooks", help="execute the four notebooks headless in order (make run), saying what runs and how long"
+    )
+    notebooks.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default notebooks/)")
+    notebooks.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks")
     report = commands.add_parser("report", help="build REPORT.md from the runs")
     report.add_argument("--runs", help="folder of runs (default runs/ or $LABKIT_RUNS)")
     report.add_argument(
@@ -200,6 +205,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"wrote {book} and {class_report}")
+    elif args.command == "notebooks":
+        from .run_notebooks import run_notebooks
+
+        try:
+            return run_notebooks(args.notebooks, args.out)
+        except (RuntimeError, FileNotFoundError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     elif args.command == "report":
         from .report import build_report
 

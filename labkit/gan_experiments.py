@@ -23,6 +23,8 @@ from .engine.runs import Run, Trained, fit_in_run, start_run
 from .models import MNIST_SHAPE, count_parameters
 
 DCGAN_REAL_LABEL = 0.9  # one-sided label smoothing, on by default for the DCGAN
+DCGAN_EPOCHS = 100  # the course's full settings for the DCGAN ...
+DCGAN_CPU_EPOCHS = 8  # ... and what fits on a CPU: one epoch of the 2,872 64x64 images takes 80 s on 2 cores
 LOSSES = ("bce", "wgan-gp")  # the minimax game on logits (Goodfellow et al. 2014), or WGAN-GP (labkit.wgan)
 N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)
 
@@ -144,9 +146,13 @@ class DCGANSettings(GANSettings):
     one-sided label smoothing on. ``dataset``: any of ``labkit.datasets`` (abstract-art, cifar10,
     mnist, ...); ``image_size``: 28, 32 or 64, by default the dataset's own when it is one of these and
     64 otherwise (images are resized to it); ``downsample``: stride or maxpool (the CIFAR-10 variant);
-    ``n_images`` caps the training images (None: all; smoke mode: 128 abstract-art images).
+    ``n_images`` caps the training images (None: all; smoke mode: 128 abstract-art images). ``epochs``:
+    100, or ``DCGAN_CPU_EPOCHS`` on a machine without a GPU, where 100 take hours (``epochs_note`` says so).
     ``real_label`` is 0.9 for the BCE loss and 1 (no labels to smooth) for WGAN-GP."""
 
+    epochs: int = field(
+        default_factory=lambda: settings.pick(full=DCGAN_EPOCHS, smoke=settings.SMOKE_EPOCHS, cpu=DCGAN_CPU_EPOCHS)
+    )
     real_label: float = DCGAN_REAL_LABEL
     dataset: str = "abstract-art"
     image_size: int | None = None
@@ -167,6 +173,17 @@ class DCGANSettings(GANSettings):
         settings.one_of("downsample", self.downsample, gan_nets.DOWNSAMPLING)
         if self.n_images is not None:
             settings.whole_number("n_images", self.n_images)
+
+    @property
+    def epochs_note(self) -> str | None:
+        """The sentence that says plainly when this DCGAN trains fewer epochs than the course's because
+        it runs on a CPU; None otherwise."""
+        if settings.smoke_mode() or self.epochs >= DCGAN_EPOCHS or not settings.training_on_cpu():
+            return None
+        return (
+            f"CPU: {self.epochs} of the course's {DCGAN_EPOCHS} DCGAN epochs (one epoch takes minutes on a CPU); "
+            f"a GPU runtime (Colab, Kaggle) runs all {DCGAN_EPOCHS}"
+        )
 
     @property
     def size(self) -> int:
@@ -278,10 +295,20 @@ def save_gan_run(
         run.save_figure(cgan.digit_rows(G, seed=cfg.seed), "digit_grid")
     plots.close_all()
     used = {"lr_g": cfg.lrs[0], "lr_d": cfg.lrs[1]}  # what was used, not None for "same as lr"
+    note = None
     if isinstance(cfg, DCGANSettings):
         used["image_size"] = cfg.size
+        note = cfg.epochs_note
     return run.record(
-        model=model, cfg=cfg, training=training, data=data, history=history, final=final, device=device, **used
+        model=model,
+        cfg=cfg,
+        training=training,
+        data=data,
+        history=history,
+        final=final,
+        device=device,
+        note=note,
+        **used,
     )
 
 
@@ -327,6 +354,8 @@ def run_dcgan(
     """Train the DCGAN (abstract art by default) and write its figures, GIF and metrics.json."""
     cfg = cfg or DCGANSettings()
     run, device = start_run(cfg.run_name, cfg.seed, out, device)
+    if cfg.epochs_note:
+        print(f"labkit: {cfg.epochs_note}")
     data = load_gan_data(cfg, device)
     return _train("dcgan", run, cfg, data, *cfg.networks(), device, progress)
 

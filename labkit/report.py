@@ -294,6 +294,8 @@ def _run_section(name: str, record: dict, figures: dict[str, str]) -> list[str]:
         f"{' (smoke mode)' if record.get('smoke') else ''}",
         "",
     ]
+    if record.get("note"):
+        lines += [f"*{record['note']}.*", ""]
     hyper = record.get("hyperparameters", {})
     if hyper:
         lines += ["Hyperparameters:", ""] + markdown_table(sorted(hyper.items()), ("setting", "value")) + [""]

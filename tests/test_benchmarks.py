@@ -98,3 +98,22 @@ def test_the_gan_variants_benchmark_summarises_each_variant_over_its_seeds(tmp_p
         assert summary["fid_classifier"]["sd"] == pytest.approx(abs(fids[0] - fids[1]) / 2**0.5)
     assert result["variants"]["WGAN-GP"]["scores"] == "critic" and result["epochs"] == 1
     assert 0 < result["real_floor_fid_classifier"] < min(r["fid_classifier"] for r in result["runs"])
+
+
+def test_time_to_quality_finds_the_first_epoch_at_the_target_and_its_pca_process_gives_sklearns_mse(
+    tmp_path, mnist_offline
+):
+    import numpy as np
+    from sklearn.decomposition import PCA
+    from time_to_quality import PCA_PROCESS, first_epoch_at_most, timed
+
+    assert first_epoch_at_most([140.0, 125.5, 121.0, 119.0], 121.0) == 3  # 1-based, "at most" includes it
+    assert first_epoch_at_most([140.0, 130.0], 121.0) is None
+    raw = write_mnist(mnist_offline, tmp_path)
+    _, printed = timed([sys.executable, "-c", PCA_PROCESS, str(raw), "8"], dict(os.environ), tmp_path)
+    train = (mnist_offline.train_x.flatten(1).numpy() * 255).round().astype(np.float32) / 255
+    test = (mnist_offline.test_x.flatten(1).numpy() * 255).round().astype(np.float32) / 255
+    pca = PCA(n_components=8, random_state=0).fit(train)
+    expected = float(((pca.inverse_transform(pca.transform(test)) - test) ** 2).mean())
+    assert float(printed.strip()) == pytest.approx(expected, rel=1e-4)
+    assert 0.02 < expected < 0.06  # 8 components of MNIST: between PCA-32's 0.017 and the mean image's

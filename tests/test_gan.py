@@ -366,3 +366,25 @@ def test_a_long_run_animates_at_most_max_frames_keeping_the_first_and_last_epoch
         gif.seek(9)
         last = gif.convert("L").getpixel((20, 40))
     assert first < 10 and last > 245  # epoch 1 (black images) and epoch 60 (white images)
+
+
+def test_on_a_cpu_the_dcgan_trains_fewer_epochs_and_says_so_in_its_run_and_the_report(monkeypatch, tmp_path):
+    from labkit import report
+    from labkit.engine import settings as engine_settings
+    from labkit.gan_experiments import DCGAN_CPU_EPOCHS, DCGAN_EPOCHS
+
+    monkeypatch.setenv("LABKIT_SMOKE", "0")
+    monkeypatch.setattr(engine_settings, "training_on_cpu", lambda: True)
+    cpu = DCGANSettings()
+    assert cpu.epochs == DCGAN_CPU_EPOCHS < DCGAN_EPOCHS
+    note = cpu.epochs_note
+    assert note.startswith(f"CPU: {DCGAN_CPU_EPOCHS} of the course's {DCGAN_EPOCHS} DCGAN epochs")
+    assert GANSettings().epochs == 100  # the MNIST GAN is cheap: it keeps its full settings
+    assert DCGANSettings(epochs=100).epochs_note is None  # asked for all of them: nothing to say
+    monkeypatch.setattr(engine_settings, "training_on_cpu", lambda: False)
+    assert DCGANSettings().epochs == DCGAN_EPOCHS and DCGANSettings().epochs_note is None
+    monkeypatch.setenv("LABKIT_SMOKE", "1")
+    monkeypatch.setattr(engine_settings, "training_on_cpu", lambda: True)
+    assert DCGANSettings().epochs_note is None  # smoke mode is reduced anyway, and says so itself
+    section = "\n".join(report._run_section("dcgan", {"model": "dcgan", "epochs": 8, "note": note}, {}))
+    assert f"*{note}.*" in section

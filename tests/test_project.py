@@ -66,6 +66,7 @@ def test_every_package_labkit_imports_is_declared():
         "ipywidgets": "ipywidgets",
     }  # IPython comes with ipywidgets
     optional = {"kagglehub", "kaggle"}  # the extra labkit[kaggle], imported lazily
+    optional |= {"nbclient", "nbformat"}  # `python -m labkit notebooks` (make run), from the dev extra
     missing = {n for n in third_party - optional if module_to_package.get(n, n).lower() not in declared}
     assert not missing, f"labkit imports {sorted(missing)} without declaring them in pyproject.toml"
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+import tqdm.auto
+import tqdm.std
 
 from ..data import batches
 from . import distributed, settings
@@ -22,6 +24,13 @@ from .checkpoint import Checkpoint
 from .precision import Precision
 
 NAN_CHECK_EVERY = 25  # steps between checks for a non-finite loss (each check waits for the GPU)
+
+
+def progress_bar(*args, **kwargs):
+    """tqdm's progress bar: a widget in Jupyter, text elsewhere, and text too when ``LABKIT_PLAIN_PROGRESS``
+    is set (``python -m labkit notebooks`` sets it, and shows the kernel's bar in its terminal)."""
+    bar = tqdm.std.tqdm if os.environ.get("LABKIT_PLAIN_PROGRESS") else tqdm.auto.tqdm
+    return bar(*args, **kwargs)
 
 
 class TrainingDiverged(FloatingPointError):
@@ -146,7 +155,7 @@ class Harness:
 
     def epochs(self) -> Iterator[int]:
         """The epochs still to run, with a progress bar."""
-        self.epoch_bar = tqdm(
+        self.epoch_bar = progress_bar(
             range(len(self.history) + 1, self.target + 1),
             desc=f"{self.training.name} epochs",
             disable=not self.progress,
@@ -166,7 +175,7 @@ class Harness:
             shuffle=True,
             drop_last=self.training.drop_last,
         )
-        for batch in tqdm(
+        for batch in progress_bar(
             steps, total=self.n_batches, desc=f"epoch {epoch}", leave=False, disable=not self.progress, unit="batch"
         ):
             yield batch if isinstance(batch, tuple) else (batch,)

@@ -127,14 +127,17 @@ class Run:
         history: History,
         final: dict,
         device: torch.device | str,
+        note: str | None = None,
         **used,
     ) -> Trained:
         """Write ``metrics.json`` as every recipe and notebook does, and return the trained run.
 
         The hyperparameters are the settings as used: ``asdict(cfg)`` with the precision that
-        ``auto`` chose and the values in ``used`` (for example the GAN's two learning rates)."""
+        ``auto`` chose and the values in ``used`` (for example the GAN's two learning rates).
+        ``note``: a sentence the report shows under the run's title (the DCGAN's epochs on a CPU)."""
         hyperparameters = {**asdict(cfg), "precision": training.precision.mode, **used}
         self.write_metrics(
+            **({"note": note} if note else {}),
             model=model,
             epochs=len(history),
             seed=cfg.seed,

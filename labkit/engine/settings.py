@@ -44,9 +44,22 @@ def offline() -> bool:
     return os.environ.get("LABKIT_OFFLINE", "").strip().lower() in _TRUE
 
 
-def pick(full: T, smoke: T) -> T:
-    """Return ``smoke`` in smoke mode and ``full`` otherwise: ``EPOCHS = pick(full=20, smoke=2)``."""
-    return smoke if smoke_mode() else full
+def pick(full: T, smoke: T, cpu: T | None = None) -> T:
+    """Return ``smoke`` in smoke mode and ``full`` otherwise: ``EPOCHS = pick(full=20, smoke=2)``.
+    ``cpu``, if given, replaces ``full`` when the device labkit would train on is the CPU (no GPU, or
+    ``LABKIT_DEVICE=cpu``): for the one model whose full settings take hours there (the DCGAN)."""
+    if smoke_mode():
+        return smoke
+    if cpu is not None and training_on_cpu():
+        return cpu
+    return full
+
+
+def training_on_cpu() -> bool:
+    """Whether ``labkit.pick_device()`` would choose the CPU here."""
+    from .device import pick_device
+
+    return pick_device(verbose=False).type == "cpu"
 
 
 def project_root() -> Path | None:
