@@ -15,9 +15,11 @@ import pytest
 import torch
 
 from labkit import ae, grade, report, submit, vae
+from labkit.cvae import CVAESettings, run_cvae
 from labkit.data import load_mnist
 from labkit.engine.loop import fit
-from labkit.gan_experiments import GANSettings, run_gan
+from labkit.gan_experiments import CGANSettings, GANSettings, run_cgan, run_gan
+from labkit.vqvae import VQVAESettings, run_vqvae
 
 PARTS = [p.key for p in report.PARTS]
 HONEST = {
@@ -44,6 +46,9 @@ def course(tmp_path_factory):
         ae.run_ae(ae.AESettings(epochs=1), device="cpu", progress=False)
         vae.run_vae(vae.VAESettings(epochs=1), device="cpu", progress=False)
         run_gan(GANSettings(epochs=1), device="cpu", progress=False)
+        run_cgan(CGANSettings(epochs=1), device="cpu", progress=False)
+        run_cvae(CVAESettings(epochs=1), device="cpu", progress=False)
+        run_vqvae(VQVAESettings(epochs=1), device="cpu", progress=False)
         report.build_report(root / "runs")
         other = root / "other-ae"
         cfg = ae.AESettings(epochs=2)
@@ -199,7 +204,9 @@ def test_honest_submissions_are_graded_without_flags_and_their_numbers_verified(
     for name in HONEST:
         row = graded["rows"][name]
         assert row["status"] == "graded" and row["flags"] == "", row["flags"]
-        assert {"ae test_mse", "vae test_neg_elbo_nats", "gan fid_classifier"} <= set(row["verified"].split("; "))
+        verified = set(row["verified"].split("; "))
+        assert {"ae test_mse", "vae test_neg_elbo_nats", "gan fid_classifier"} <= verified
+        assert {"cvae test_neg_elbo_nats", "vqvae test_mse", "cgan fid_classifier, conditional_accuracy"} <= verified
         assert row["ae AE test MSE per pixel"] == "present" and row["compare measured comparison table"] == "missing"
         assert float(row["ae_test_mse"]) > 0 and int(row["words_ae"]) > 10
 
@@ -213,6 +220,30 @@ def test_a_swapped_checkpoint_does_not_reproduce_its_metrics(graded):
     flags = graded["rows"]["erin"]["flags"]
     assert "ae: its weights give test_mse = " in flags and "not the weights that made these numbers" in flags
     assert "vae" not in flags and "gan" not in flags
+
+
+def test_a_conditional_accuracy_its_weights_do_not_give_is_flagged(course, tmp_path):
+    """A cGAN after one epoch draws the asked-for digit far less often than 0.99: a metrics.json (and
+    REPORT.md) claiming 0.99 is caught by running the generator again."""
+    folder = _student_folder(course, tmp_path, "heidi", "My conditional GAN draws the digit it is asked for.")
+    metrics_path = folder / "runs" / "cgan" / "metrics.json"
+    record = json.loads(metrics_path.read_text())
+    true_value = record["final"]["conditional_accuracy"]
+    assert true_value < 0.8
+    record["final"]["conditional_accuracy"] = 0.99
+    metrics_path.write_text(json.dumps(record))
+    text = (folder / "REPORT.md").read_text()
+    (folder / "REPORT.md").write_text(
+        text.replace(f"| conditional_accuracy | {report.table_cell(true_value)} |", "| conditional_accuracy | 0.99 |")
+    )
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _submit(folder, inbox / "heidi.zip")
+    book, _ = grade.grade(inbox, tmp_path / "grades", reference=course / "runs")
+    row = next(csv.DictReader(open(book)))
+    assert "cgan: its weights give conditional_accuracy = " in row["flags"] and "says 0.99" in row["flags"]
+    assert "REPORT.md says cgan" not in row["flags"]  # the report was edited consistently: only the weights tell
+    assert "cgan fid_classifier" not in row["verified"] and "ae test_mse" in row["verified"]
 
 
 def test_two_students_with_the_same_discussion_are_both_flagged(graded):
