@@ -360,7 +360,9 @@ def build_report(runs_dir: str | Path | None = None, out: str | Path | None = No
             figures = _copy_figures(name, runs[name], runs_dir, figures_dir, out.parent)
             lines += _run_section(name, runs[name], figures)
         if part.key == "gan" and (benchmark := find_gan_variants(runs_dir)) is not None:
-            lines += gan_variants_section(json.loads(benchmark.read_text()), benchmark.name)
+            root = settings.project_root()
+            shown = benchmark.relative_to(root) if root and benchmark.is_relative_to(root) else benchmark.name
+            lines += gan_variants_section(json.loads(benchmark.read_text()), str(shown))
         if not present and not extra:
             lines += [f"_No run yet: {', '.join(part.runs)}._", ""]
         start, end = _discussion_markers(part.key)
