@@ -93,89 +93,70 @@ def emit(row: dict, out) -> None:
         out.flush()
 
 
-def part_vae(root: Path, work: Path, repeats: int, device, out) -> dict:
-    script = run_examples(root, work / "search-examples", SCRIPT_EPOCHS, device)
-    target = script["test_loss_nats"]
-    _, search = labkit_train("vae", SEARCH_EPOCHS, root, work / "search-labkit", device)
-    curve = [r["test_neg_elbo"] for r in search["history"]]
+def race(part: str, model: str, target: float, keys: tuple[str, str], baseline, root, work, repeats, device, out):
+    """The fewest epochs at which ``labkit train MODEL`` reaches ``target`` (its per-epoch ``keys[0]`` from
+    one search run), then ``repeats`` interleaved timings of that process (checked on ``final[keys[1]]``)
+    and of ``baseline`` (a function of a work folder giving seconds, its value and its epochs)."""
+    _, search = labkit_train(model, SEARCH_EPOCHS, root, work / "search", device)
+    curve = [r[keys[0]] for r in search["history"]]
     epochs = first_epoch_at_most(curve, target)
-    emit({"part": "vae", "search": "labkit vae test -ELBO per epoch", "target_nats": target, "curve": curve}, out)
+    emit({"part": part, "search": f"labkit {model} {keys[0]} per epoch", "target": target, "curve": curve}, out)
     if epochs is None:
-        return {"part": "vae", "reached": False, "target_nats": target, "best_nats": min(curve)}
-    sides = {"pytorch_examples": [], "labkit": []}
+        return {"part": part, "reached": False, "target": target, "best": min(curve)}
+    name = baseline.__name__
+    sides = {name: [], "labkit": []}
     for repeat in range(repeats):
-        for side in ("labkit", "pytorch_examples") if repeat % 2 == 0 else ("pytorch_examples", "labkit"):
+        for side in ("labkit", name) if repeat % 2 == 0 else (name, "labkit"):
             if side == "labkit":
-                seconds, metrics = labkit_train("vae", epochs, root, work / f"labkit-{repeat}", device)
-                loss = metrics["final"]["test_neg_elbo_nats"]
+                seconds, metrics = labkit_train(model, epochs, root, work / f"labkit-{repeat}", device)
+                value, ran = metrics["final"][keys[1]], epochs
             else:
-                row = run_examples(root, work / f"examples-{repeat}", SCRIPT_EPOCHS, device)
-                seconds, loss = row["seconds"], row["test_loss_nats"]
+                seconds, value, ran = baseline(work / f"{name}-{repeat}")
             sides[side].append(seconds)
-            emit(
-                {
-                    "part": "vae",
-                    "process": side,
-                    "repeat": repeat,
-                    "epochs": epochs if side == "labkit" else SCRIPT_EPOCHS,
-                    "seconds": seconds,
-                    "test_loss_nats": loss,
-                    "reached": loss <= target,
-                },
-                out,
-            )
+            row = {"part": part, "process": side, "repeat": repeat, "epochs": ran, "seconds": seconds}
+            emit({**row, keys[1]: value, "reached": value <= target}, out)
     medians = {side: statistics.median(v) for side, v in sides.items()}
     return {
-        "part": "vae",
-        "target_nats": target,
+        "part": part,
+        "target": target,
         "labkit_epochs": epochs,
-        "script_epochs": SCRIPT_EPOCHS,
         **{f"{s}_seconds": m for s, m in medians.items()},
-        "ratio_script_over_labkit": medians["pytorch_examples"] / medians["labkit"],
+        f"ratio_{name}_over_labkit": medians[name] / medians["labkit"],
     }
+
+
+def part_vae(root: Path, work: Path, repeats: int, device, out) -> dict:
+    """The VAE against the pytorch/examples script's 10 epochs, its test loss the target."""
+
+    def pytorch_examples(folder: Path) -> tuple[float, float, int]:
+        row = run_examples(root, folder, SCRIPT_EPOCHS, device)
+        return row["seconds"], row["test_loss_nats"], SCRIPT_EPOCHS
+
+    _, target, _ = pytorch_examples(work / "target")
+    return race(
+        "vae",
+        "vae",
+        target,
+        ("test_neg_elbo", "test_neg_elbo_nats"),
+        pytorch_examples,
+        root,
+        work,
+        repeats,
+        device,
+        out,
+    )
 
 
 def part_ae(root: Path, work: Path, repeats: int, device, out) -> dict:
-    raw = root / "MNIST" / "raw"
-    pca_command = [sys.executable, "-c", PCA_PROCESS, str(raw), str(PCA_COMPONENTS)]
-    _, printed = timed(pca_command, dict(os.environ), HERE.parent)
-    target = float(printed.strip().splitlines()[-1])
-    _, search = labkit_train("ae", SEARCH_EPOCHS, root, work / "search-ae", device)
-    curve = [r["test_loss"] for r in search["history"]]
-    epochs = first_epoch_at_most(curve, target)
-    emit({"part": "ae", "search": "labkit ae test MSE per epoch", "target_mse": target, "curve": curve}, out)
-    if epochs is None:
-        return {"part": "ae", "reached": False, "target_mse": target, "best_mse": min(curve)}
-    sides = {"pca": [], "labkit": []}
-    for repeat in range(repeats):
-        for side in ("labkit", "pca") if repeat % 2 == 0 else ("pca", "labkit"):
-            if side == "labkit":
-                seconds, metrics = labkit_train("ae", epochs, root, work / f"ae-{repeat}", device)
-                mse = metrics["final"]["test_mse"]
-            else:
-                seconds, printed = timed(pca_command, dict(os.environ), HERE.parent)
-                mse = float(printed.strip().splitlines()[-1])
-            sides[side].append(seconds)
-            emit(
-                {
-                    "part": "ae",
-                    "process": side,
-                    "repeat": repeat,
-                    "epochs": epochs if side == "labkit" else None,
-                    "seconds": seconds,
-                    "test_mse": mse,
-                    "reached": mse <= target,
-                },
-                out,
-            )
-    medians = {side: statistics.median(v) for side, v in sides.items()}
-    return {
-        "part": "ae",
-        "target_mse": target,
-        "labkit_epochs": epochs,
-        **{f"{s}_seconds": m for s, m in medians.items()},
-        "ratio_pca_over_labkit": medians["pca"] / medians["labkit"],
-    }
+    """The AE against PCA with 32 components in its own process, PCA's test MSE the target."""
+    command = [sys.executable, "-c", PCA_PROCESS, str(root / "MNIST" / "raw"), str(PCA_COMPONENTS)]
+
+    def pca(folder: Path) -> tuple[float, float, None]:
+        seconds, printed = timed(command, dict(os.environ), HERE.parent)
+        return seconds, float(printed.strip().splitlines()[-1]), None
+
+    _, target, _ = pca(work)
+    return race("ae", "ae", target, ("test_loss", "test_mse"), pca, root, work, repeats, device, out)
 
 
 def gan_search(mnist: data.ImageData, device) -> list[tuple[int, float]]:
