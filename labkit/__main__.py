@@ -1,4 +1,5 @@
-"""Command line: ``python -m labkit train MODEL [--epochs N] [--seed S] [--out DIR]``, ``report`` and ``doctor``.
+"""Command line: ``python -m labkit train MODEL [--epochs N] [--seed S] [--out DIR]``, ``report``, ``doctor``,
+``notebooks`` (what ``make run`` runs), ``submit`` and ``grade``.
 
 ``train`` trains one model headless and writes ``DIR/metrics.json`` with its figures beside it
 (default DIR: ``runs/MODEL``); ``LABKIT_SMOKE=1`` reduces epochs and data. A checkpoint is saved in

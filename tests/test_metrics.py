@@ -130,8 +130,9 @@ def test_inception_fid_reports_a_failed_download_and_passes_images_through_when_
     assert result["inception_fid_not_computed"].startswith("the Inception weights could not be loaded (<urlopen")
 
     class MeanGap:  # a stand-in with FID's interface: real/fake batches in, one number out
-        def __init__(self, feature, normalize):
-            assert (feature, normalize) == (2048, True)
+        def __init__(self, feature, normalize, sync_on_compute):
+            # sync_on_compute=False: under torchrun rank 0 measures alone (no gather over finished ranks)
+            assert (feature, normalize, sync_on_compute) == (2048, True, False)
             self.sums = {True: 0.0, False: 0.0}
 
         def to(self, device):
