@@ -23,9 +23,9 @@ from .data import ImageData, batches
 from .engine import distributed, settings
 from .engine.loop import History, TrainingBase, evaluate
 from .engine.precision import PRECISIONS
-from .engine.runs import Trained, cost, fit_in_run, start_run
+from .engine.runs import Trained, fit_in_run, start_run
 from .models import DEFAULT_HIDDEN, MNIST_SHAPE, FlatImageModel, mlp
-from .vae import first_test_index, reparameterize, vae_loss
+from .vae import first_test_index, reparameterize, vae_final, vae_loss
 
 N_CLASSES = 10  # the ten digits
 N_SAMPLES = (1000, 250)  # generated digits the classifier scores (full, smoke): the same number of each digit
@@ -235,15 +235,9 @@ def cvae_sample_quality(model: ConditionalVAE, data: ImageData, n: int, seed: in
 
 
 def cvae_final(test: dict, quality: dict, history: History, model: nn.Module) -> dict:
-    """The ``final`` entry of a cVAE's metrics.json: ``evaluate`` on the test split and the sample quality."""
-    return {
-        "test_neg_elbo_nats": test["neg_elbo"],
-        "test_recon_nats": test["recon"],
-        "test_kl_nats": test["kl"],
-        "test_mse": test["mse"],
-        **quality,
-        **cost(history, model),
-    }
+    """The ``final`` entry of a cVAE's metrics.json: the VAE's (``evaluate`` on the test split, the cost)
+    and the sample quality."""
+    return {**vae_final(test, history, model), **quality}
 
 
 def run_cvae(
