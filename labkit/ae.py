@@ -18,7 +18,7 @@ from torch import nn
 from . import datasets, plots
 from .conv_nets import conv_decoder, conv_encoder, conv_plan, network_for
 from .data import ImageData
-from .engine import distributed, settings
+from .engine import distributed, optim, settings
 from .engine.loop import History, TrainingBase, evaluate
 from .engine.precision import PRECISIONS
 from .engine.runs import Trained, cost, fit_in_run, start_run
@@ -90,7 +90,7 @@ class AutoencoderTraining(TrainingBase):
     def __init__(self, model: nn.Module, lr: float = 1e-3):
         self.model = model
         self.modules = {"model": model}
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate("lr", lr))
+        self.optimizer = optim.adam(model.parameters(), lr=settings.learning_rate("lr", lr))
         self.optimizers = {"optimizer": self.optimizer}
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from torch import nn
 
 from . import datasets, metrics, plots
 from .data import ImageData, batches
-from .engine import distributed, settings
+from .engine import distributed, optim, settings
 from .engine.loop import History, TrainingBase, evaluate
 from .engine.precision import PRECISIONS
 from .engine.runs import Trained, fit_in_run, start_run
@@ -113,7 +113,7 @@ class ConditionalVAETraining(TrainingBase):
         self.model = model
         self.beta = settings.number("beta", beta, at_least=0, what="a number >= 0 (1 is the plain cVAE)")
         self.modules = {"model": model}
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate("lr", lr))
+        self.optimizer = optim.adam(model.parameters(), lr=settings.learning_rate("lr", lr))
         self.optimizers = {"optimizer": self.optimizer}
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine import settings
+from .engine import optim, settings
 from .engine.loop import History, TrainingBase
 from .gan_nets import LATENT_DIM
 
@@ -104,12 +104,8 @@ class GANTraining(TrainingBase):
         self.g_steps = settings.whole_number("g_steps (generator updates per discriminator update)", g_steps)
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas must be two numbers in [0, 1) such as (0.5, 0.999), got {betas!r}")
-        self.opt_g = torch.optim.Adam(
-            generator.parameters(), lr=settings.learning_rate("lr_g", lr_g), betas=tuple(betas)
-        )
-        self.opt_d = torch.optim.Adam(
-            discriminator.parameters(), lr=settings.learning_rate("lr_d", lr_d), betas=tuple(betas)
-        )
+        self.opt_g = optim.adam(generator.parameters(), lr=settings.learning_rate("lr_g", lr_g), betas=betas)
+        self.opt_d = optim.adam(discriminator.parameters(), lr=settings.learning_rate("lr_d", lr_d), betas=betas)
         self.optimizers = {"generator": self.opt_g, "discriminator": self.opt_d}
         self.warned = False
 

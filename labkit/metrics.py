@@ -133,6 +133,8 @@ class ClassifierTraining(TrainingBase):
     def __init__(self, model: DigitClassifier, lr: float = 1e-3):
         self.model = model
         self.modules = {"model": model}
+        # PyTorch's default Adam, not ``engine.optim.adam``: the classifier is the measuring instrument of the
+        # Fréchet distances; its training stays as it was when the figures in benchmarks/results were measured.
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
         self.optimizers = {"optimizer": self.optimizer}
 

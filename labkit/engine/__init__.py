@@ -4,6 +4,7 @@ to learn the models (``labkit.engine.loop`` excepted: it is the one training loo
     loop         ``fit`` and ``evaluate``: the training loop of the course, on one screen
     harness      what wraps the loop: checks before training, resume, several GPUs, the NaN watch
     precision    float32, bfloat16 or float16 (with its gradient scaler) on each device
+    optim        Adam, fused where the device has a fused kernel
     checkpoint   saving every epoch, resuming, refusing checkpoints that need code to load
     distributed  several processes under ``torchrun`` (DistributedDataParallel)
     device       picking the GPU (and saying why not), seeding every generator

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .optim import load_optimizer_state
+
 FORMAT = "labkit-checkpoint"
 VERSION = 1
 FILE_NAME = "checkpoint.pt"
@@ -246,7 +248,7 @@ class Checkpoint:
         for name, module in training.modules.items():
             module.load_state_dict(state["modules"][name])
         for name, optimizer in getattr(training, "optimizers", {}).items():
-            optimizer.load_state_dict(state["optimizers"][name])
+            load_optimizer_state(optimizer, state["optimizers"][name])  # this device's Adam, fused or not
         precision = getattr(training, "precision", None)
         if precision is not None and state["scaler"]:
             precision.scaler.load_state_dict(state["scaler"])
