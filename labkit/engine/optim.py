@@ -2,11 +2,11 @@
 Optimization"), in PyTorch's *fused* implementation wherever the parameters' device has one.
 
 Adam's update is a handful of element-wise operations per parameter tensor. PyTorch's default
-implementation on a CPU runs them one tensor and one operation at a time from Python; the fused one
-does the whole update of all tensors in one kernel. For the course's small models that is most of a
-step's time on a CPU: measured on a 2-core CPU, the default VAE's epoch took 0.49 s with the default
-Adam and 0.33 s fused (``benchmarks/vae_defaults.py``). The numbers it computes are Adam's, up to
-rounding. Notebook 02's "Settings" cell has the measured table.
+implementation on a CPU runs them as separate operations, one tensor at a time; the fused one computes a
+tensor's whole update in one pass. For the course's small models that was a third of a step's time on a
+CPU: measured on a 2-core CPU, the default VAE's epoch took 0.49 s with the default Adam and 0.33 s fused
+(``benchmarks/vae_defaults.py``). The numbers it computes are Adam's, up to rounding. Notebook 02's
+"Settings" cell has the measured table.
 """
 
 from __future__ import annotations
