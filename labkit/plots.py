@@ -103,7 +103,8 @@ def loss_curves(
         if log_y:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:  # a run of 0 epochs has no curves to name
+            ax.legend()
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()

@@ -21,12 +21,12 @@ from torch import nn
 from . import datasets, plots
 from .conv_nets import conv_decoder, conv_encoder, conv_plan, network_for
 from .data import ImageData
-from .engine import distributed, settings
+from .engine import distributed, optim, settings
 from .engine.loop import History, TrainingBase, evaluate
 from .engine.precision import PRECISIONS
 from .engine.runs import Trained, cost, fit_in_run, start_run
 from .losses import bernoulli_nll
-from .models import DEFAULT_HIDDEN, MNIST_SHAPE, NARROW_HIDDEN, FlatImageModel, mlp
+from .models import DEFAULT_HIDDEN, MNIST_SHAPE, NARROW_HIDDEN, FlatImageModel, mlp, start_at_mean_image
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -155,7 +155,7 @@ class VAETraining(TrainingBase):
         self.loss = loss  # (x_logits, x, mu, logvar, beta) -> parts; notebook 02 passes the one it defines
         self.beta = settings.number("beta", beta, at_least=0, what="a number >= 0 (1 is the plain VAE)")
         self.modules = {"model": model}
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate("lr", lr))
+        self.optimizer = optim.adam(model.parameters(), lr=settings.learning_rate("lr", lr))
         self.optimizers = {"optimizer": self.optimizer}
 
     def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -249,6 +249,7 @@ def run_vae(
     data = datasets.load_for(cfg, device, data)
     training = cfg.training(device, model_class, loss, data.image_shape)
     model = training.model
+    start_at_mean_image(model.decoder, data.train_x)  # the untrained decoder draws the average image
     history = fit_in_run(run, training, data, cfg, progress, callbacks)
     if not distributed.is_main():
         return None  # under torchrun, rank 0 evaluates and writes the run

@@ -76,3 +76,46 @@ def test_model_summary_lists_layers_shapes_and_total():
     text = model_summary(Autoencoder(hidden=NARROW_HIDDEN), (1, 1, 28, 28))
     assert "(1, 32)" in text and "(1, 1, 28, 28)" in text
     assert "222,384" in text
+
+
+def test_a_decoder_started_at_the_mean_image_draws_the_mean_digit(mnist_offline):
+    from labkit.models import start_at_mean_image
+
+    model = make_vae("default")
+    start_at_mean_image(model.decoder, mnist_offline.train_x)
+    last = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()  # only the bias speaks: the output is the same for every code
+        drawn = model.decode(torch.randn(3, 32))
+    mean = mnist_offline.train_x.mean(0)
+    torch.testing.assert_close(drawn, mean.clamp(1e-3, 1 - 1e-3).expand(3, 1, 28, 28), rtol=0, atol=1e-5)
+    assert float(drawn[0, 0, 0, 0]) == pytest.approx(1e-3)  # a corner pixel is never inked: clamped, not -inf
+    assert float(drawn.max()) > 0.5  # the middle of the digits
+
+
+def test_a_convolutional_decoder_starts_at_each_channels_mean_colour():
+    from labkit.models import start_at_mean_image
+    from labkit.vae import ConvVAE
+
+    model = ConvVAE(latent_dim=8, image_shape=(3, 32, 32))
+    images = torch.stack([torch.full((32, 32), v) for v in (0.2, 0.5, 0.8)]).expand(6, 3, 32, 32)
+    start_at_mean_image(model.decoder, images)
+    bias = [m for m in model.decoder.modules() if isinstance(m, torch.nn.ConvTranspose2d)][-1].bias
+    torch.testing.assert_close(torch.sigmoid(bias), torch.tensor([0.2, 0.5, 0.8]))
+
+
+def test_images_that_do_not_fit_the_decoder_are_refused_with_both_sizes():
+    from labkit.models import start_at_mean_image
+
+    with pytest.raises(ValueError, match="784 outputs but the images have 3072 pixels"):
+        start_at_mean_image(make_vae("default").decoder, torch.rand(4, 3, 32, 32))
+
+
+def test_the_vae_recipe_starts_its_decoder_at_the_mean_training_image(mnist_offline):
+    """Zero epochs: the recipe's model is as it starts."""
+    from labkit import vae
+
+    trained = vae.run_vae(vae.VAESettings(epochs=0, variant="narrow"), device="cpu", progress=False, data=mnist_offline)
+    bias = trained.training.model.decoder[0][-1].bias
+    expected = torch.logit(mnist_offline.train_x.mean(0).flatten().clamp(1e-3, 1 - 1e-3))
+    torch.testing.assert_close(bias, expected)
