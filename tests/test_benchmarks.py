@@ -117,3 +117,36 @@ def test_time_to_quality_finds_the_first_epoch_at_the_target_and_its_pca_process
     expected = float(((pca.inverse_transform(pca.transform(test)) - test) ** 2).mean())
     assert float(printed.strip()) == pytest.approx(expected, rel=1e-4)
     assert 0.02 < expected < 0.06  # 8 components of MNIST: between PCA-32's 0.017 and the mean image's
+
+
+def test_the_vae_defaults_benchmark_tables_every_setting_and_shows_what_each_lever_changes(tmp_path):
+    out, data_root = tmp_path / "vae_defaults.json", tmp_path / "data"
+    data_root.mkdir()
+    env = {**os.environ, "LABKIT_SMOKE": "1", "LABKIT_OFFLINE": "1", "LABKIT_DATA": str(data_root)}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "vae_defaults.py"), "--epochs", "1", "--repeats", "1", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    from vae_defaults import SETTINGS
+
+    assert [t["setting"] for t in result["table"]] == list(SETTINGS) and len(result["runs"]) == len(SETTINGS)
+    runs = {r["setting"]: r for r in result["runs"]}
+    default_adam, fused, mean_start = (runs[name] for name in list(SETTINGS)[1:4])
+    # the fused Adam takes Adam's steps: the same loss up to rounding
+    assert fused["final_test_neg_elbo"] == pytest.approx(default_adam["final_test_neg_elbo"], abs=0.5)
+    # starting at the mean image: far lower after one epoch (on the smoke digits about 25 nats)
+    assert mean_start["final_test_neg_elbo"] < fused["final_test_neg_elbo"] - 10
+    assert f"| {list(SETTINGS)[3]} |" in done.stdout
+
+
+def test_the_floor_process_pays_what_every_pytorch_training_pays():
+    from time_to_quality import FLOOR_PROCESS
+
+    check = FLOOR_PROCESS + "import sys\nprint('torch._dynamo' in sys.modules, float(weight))\n"
+    printed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
+    assert printed.split()[0] == "True"  # Adam's first step imported torch._dynamo
+    assert float(printed.split()[1]) == pytest.approx(1e-3)  # one Adam step of lr 1e-3 towards 1
