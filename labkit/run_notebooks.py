@@ -22,7 +22,7 @@ TIMINGS_FILE = "timings.json"  # in --out: each notebook's minutes, per device, 
 # Minutes at full settings on the reference machine (2 CPU cores, no GPU, the offline data), measured by
 # `make run` on a fresh clone: the estimate before a first run on a CPU. Other devices get theirs after
 # their first run. Notebook 03 is the DCGAN's 30 CPU epochs (24 s each) and the MNIST GANs.
-REFERENCE_CPU_MINUTES = {"01_ae": 0.35, "02_vae": 1.51, "03_gan_abstract_art": 17.82, "04_compare": 0.24}
+REFERENCE_CPU_MINUTES = {"01_ae": 0.29, "02_vae": 1.47, "03_gan_abstract_art": 17.03, "04_compare": 0.25}
 
 
 def _device_kind() -> str:
