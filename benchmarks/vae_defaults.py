@@ -31,7 +31,16 @@ from labkit.engine.loop import fit
 from labkit.engine.runs import installed_version
 from labkit.vae import VAESettings
 
-BASE = {"batch_size": 32, "lr": 1e-3, "fused": True, "mean_start": True, "schedule": None, "matmul": "highest"}
+BASE = {
+    "batch_size": 32,
+    "lr": 1e-3,
+    "fused": True,
+    "mean_start": True,
+    "schedule": None,
+    "matmul": "highest",
+    "ramp": None,
+    "compile": False,
+}
 SETTINGS = {
     "the handout's batch 128, lr 1e-3, PyTorch's default Adam": {
         "batch_size": 128,
@@ -44,6 +53,8 @@ SETTINGS = {
     "batch 64, lr 2e-3": {"batch_size": 64, "lr": 2e-3},
     "batch 128, lr 4e-3": {"batch_size": 128, "lr": 4e-3},
     "one-cycle schedule, peak lr 2e-3": {"lr": 2e-3, "schedule": "one-cycle"},
+    "batch-size ramp: 128 for 2 epochs, then 32": {"ramp": (128, 2)},
+    "torch.compile (its compile time counted)": {"compile": True},
     "float32 matmul precision 'medium'": {"matmul": "medium"},
 }
 
@@ -53,7 +64,7 @@ def train_once(name: str, mnist: data.ImageData, epochs: int, dev, target: float
     s = {**BASE, **SETTINGS[name]}
     devices.seed_everything(0)
     training = VAESettings(batch_size=s["batch_size"], lr=s["lr"]).training(dev)
-    if not s["fused"]:  # PyTorch's default Adam implementation, as the kit had it before
+    if not s["fused"]:  # PyTorch's default Adam implementation
         training.optimizer = training.optimizers["optimizer"] = torch.optim.Adam(
             training.model.parameters(), lr=s["lr"]
         )
@@ -67,16 +78,22 @@ def train_once(name: str, mnist: data.ImageData, epochs: int, dev, target: float
     previous = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision(s["matmul"])
     try:
-        start, elapsed = time.perf_counter(), []
-        history = fit(
-            training,
-            mnist.train_x,
-            mnist.test_x,
-            epochs=epochs,
-            batch_size=s["batch_size"],
-            progress=False,
-            callbacks=[lambda epoch, record, history: elapsed.append(time.perf_counter() - start)],
-        )
+        start, elapsed, history = time.perf_counter(), [], None
+        # a ramp trains its first epochs at a larger batch, then continues the same history at the setting's
+        ramp = [(s["ramp"][0], min(s["ramp"][1], epochs))] if s["ramp"] else []
+        stages = [*ramp, (s["batch_size"], epochs)]
+        for batch_size, until in stages:
+            history = fit(
+                training,
+                mnist.train_x,
+                mnist.test_x,
+                epochs=until,
+                batch_size=batch_size,
+                history=history,
+                progress=False,
+                compile=s["compile"],
+                callbacks=[lambda epoch, record, history: elapsed.append(time.perf_counter() - start)],
+            )
     finally:
         torch.set_float32_matmul_precision(previous)
     curve = history.series("test_neg_elbo")

@@ -3,8 +3,8 @@ Optimization"), in PyTorch's *fused* implementation wherever the parameters' dev
 
 Adam's update is a handful of element-wise operations per parameter tensor. PyTorch's default
 implementation on a CPU runs them as separate operations, one tensor at a time; the fused one computes a
-tensor's whole update in one pass. For the course's small models that was a third of a step's time on a
-CPU: measured on a 2-core CPU, the default VAE's epoch took 0.49 s with the default Adam and 0.33 s fused
+tensor's whole update in one pass. For the course's small models that is a quarter of a step's time on
+a CPU: measured on a 2-core CPU, the default VAE's epoch took 0.53 s with the default Adam and 0.39 s fused
 (``benchmarks/vae_defaults.py``). The numbers it computes are Adam's, up to rounding. Notebook 02's
 "Settings" cell has the measured table.
 """
