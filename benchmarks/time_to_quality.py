@@ -9,7 +9,7 @@ imports, data, training, the test passes and every figure) that reach a stated q
   against ``python -m labkit train vae`` at its defaults with the fewest epochs whose test -ELBO is
   at most the script's 10-epoch test loss on the same images. Ratio: script seconds / labkit seconds.
   A third process, the *floor*, only imports torch and takes one Adam step: script seconds / floor seconds
-  is the best ratio any process could reach (``ratio_ceiling``).
+  is the best ratio any process could reach (``ratio_ceiling_pytorch_examples_over_floor``).
 * **ae**: PCA with 32 components (scikit-learn, in its own process) against ``python -m labkit train ae``
   with the fewest epochs whose test MSE is below PCA-32's. Ratio: PCA seconds / labkit seconds.
 * **gan**: ``python -m labkit train gan`` with the fewest epochs (a multiple of 5) whose classifier

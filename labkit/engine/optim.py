@@ -28,7 +28,8 @@ def fused_supported(params: Sequence[torch.Tensor]) -> bool:
 
 def adam(params: Iterable[torch.Tensor], lr: float, betas: Sequence[float] = (0.9, 0.999)) -> torch.optim.Adam:
     """``torch.optim.Adam`` over ``params``, fused where ``fused_supported`` (build the model on its device
-    first). Every training of the kit makes its optimisers here."""
+    first). Every training of the kit makes its optimisers here, but for the digit classifier of
+    ``labkit.metrics``, which keeps the implementation its Fréchet distances were measured with."""
     params = list(params)
     return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=fused_supported(params) or None)
 
