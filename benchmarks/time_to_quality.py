@@ -109,39 +109,35 @@ def race(
     part: str, model: str, target: float, keys: tuple[str, str], baseline, root, work, repeats, device, out, also=()
 ):
     """The fewest epochs at which ``labkit train MODEL`` reaches ``target`` (its per-epoch ``keys[0]`` from
-    one search run), then ``repeats`` interleaved timings of that process (checked on ``final[keys[1]]``)
-    and of ``baseline`` (a function of a work folder giving seconds, its value and its epochs); the processes
-    of ``also`` (functions of a work folder giving seconds) join the rotation, timed but not compared."""
+    one search run), then ``repeats`` interleaved timings of that process (checked on ``final[keys[1]]``),
+    of ``baseline`` and of the processes of ``also``: each a function of a work folder giving seconds, its
+    value and its epochs (value None: timed, not checked). The ratio compares ``baseline`` with labkit."""
     _, search = labkit_train(model, SEARCH_EPOCHS, root, work / "search", device)
     curve = [r[keys[0]] for r in search["history"]]
     epochs = first_epoch_at_most(curve, target)
     emit({"part": part, "search": f"labkit {model} {keys[0]} per epoch", "target": target, "curve": curve}, out)
     if epochs is None:
         return {"part": part, "reached": False, "target": target, "best": min(curve)}
-    name = baseline.__name__
-    others = {process.__name__: process for process in also}
-    sides = {"labkit": [], name: [], **{other: [] for other in others}}
+
+    def labkit(folder: Path) -> tuple[float, float, int]:
+        seconds, metrics = labkit_train(model, epochs, root, folder, device)
+        return seconds, metrics["final"][keys[1]], epochs
+
+    processes = {process.__name__: process for process in (labkit, baseline, *also)}
+    sides = {side: [] for side in processes}
     for repeat in range(repeats):
         for side in list(sides) if repeat % 2 == 0 else list(reversed(sides)):
-            if side in others:
-                sides[side].append(others[side](work / f"{side}-{repeat}"))
-                emit({"part": part, "process": side, "repeat": repeat, "seconds": sides[side][-1]}, out)
-                continue
-            if side == "labkit":
-                seconds, metrics = labkit_train(model, epochs, root, work / f"labkit-{repeat}", device)
-                value, ran = metrics["final"][keys[1]], epochs
-            else:
-                seconds, value, ran = baseline(work / f"{name}-{repeat}")
+            seconds, value, ran = processes[side](work / f"{side}-{repeat}")
             sides[side].append(seconds)
             row = {"part": part, "process": side, "repeat": repeat, "epochs": ran, "seconds": seconds}
-            emit({**row, keys[1]: value, "reached": value <= target}, out)
+            emit({**row, keys[1]: value, "reached": value <= target} if value is not None else row, out)
     medians = {side: statistics.median(v) for side, v in sides.items()}
     return {
         "part": part,
         "target": target,
         "labkit_epochs": epochs,
         **{f"{s}_seconds": m for s, m in medians.items()},
-        f"ratio_{name}_over_labkit": medians[name] / medians["labkit"],
+        f"ratio_{baseline.__name__}_over_labkit": medians[baseline.__name__] / medians["labkit"],
     }
 
 
@@ -153,8 +149,8 @@ def part_vae(root: Path, work: Path, repeats: int, device, out) -> dict:
         row = run_examples(root, folder, SCRIPT_EPOCHS, device)
         return row["seconds"], row["test_loss_nats"], SCRIPT_EPOCHS
 
-    def floor(folder: Path) -> float:
-        return timed([sys.executable, "-c", FLOOR_PROCESS], dict(os.environ), HERE.parent)[0]
+    def floor(folder: Path) -> tuple[float, None, None]:
+        return timed([sys.executable, "-c", FLOOR_PROCESS], dict(os.environ), HERE.parent)[0], None, None
 
     _, target, _ = pytorch_examples(work / "target")
     keys = ("test_neg_elbo", "test_neg_elbo_nats")
