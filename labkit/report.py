@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engine import settings
-from .engine.runs import METRICS_FILE
+from .engine.runs import METRICS_FILE, read_record
 
 PLACEHOLDER = "_Write your discussion here._"
 FIGURES_DIR_SUFFIX = "_files"
@@ -153,14 +153,9 @@ def read_discussions(report_path: Path) -> dict[str, str]:
 
 
 def load_runs(runs_dir: Path) -> dict[str, dict]:
-    """Every ``<runs_dir>/<name>/metrics.json``, by run name; unreadable files are reported."""
-    runs = {}
-    for path in sorted(runs_dir.glob(f"*/{METRICS_FILE}")):
-        try:
-            runs[path.parent.name] = json.loads(path.read_text())
-        except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
-            raise ValueError(f"{path} cannot be read ({e}); delete it or rerun that notebook") from e
-    return runs
+    """Every ``<runs_dir>/<name>/metrics.json``, by run name, each checked by ``engine.runs.read_record``:
+    a file that cannot be read, or is not shaped like a run's record, raises ``ValueError`` naming it."""
+    return {path.parent.name: read_record(path) for path in sorted(runs_dir.glob(f"*/{METRICS_FILE}"))}
 
 
 GAN_VARIANTS_FILE = "gan_variants.json"  # written by benchmarks/gan_variants.py

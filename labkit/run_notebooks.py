@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .engine import settings
+from .engine import files, settings
 
 NOTEBOOKS = ("01_ae", "02_vae", "03_gan_abstract_art", "04_compare")
 TIMINGS_FILE = "timings.json"  # in --out: each notebook's minutes, per device, from the last run
@@ -121,7 +121,7 @@ def _execute(i: int, n: int, name: str, path: Path, out: Path, minutes: dict[str
     try:
         _executor(notebook, path.parent).execute()
     except CellExecutionError as e:
-        nbformat.write(notebook, out / path.name)
+        _write_notebook(notebook, out / path.name)
         print(f"[{i}/{n}] {name}: FAILED after {(time.perf_counter() - started) / 60:.1f} min", flush=True)
         print(str(e).strip().splitlines()[-1] if str(e).strip() else repr(e), file=sys.stderr)
         print(f"the executed part is in {out / path.name}", file=sys.stderr)
@@ -142,4 +142,12 @@ def _record(out: Path, kind: str, minutes: dict[str, float]) -> None:
     path = out / TIMINGS_FILE
     known = json.loads(path.read_text()) if path.is_file() else {}
     known[f"{kind}, {'smoke' if settings.smoke_mode() else 'full'}"] = minutes
-    path.write_text(json.dumps(known, indent=1) + "\n")
+    files.write_text(path, json.dumps(known, indent=1) + "\n")
+
+
+def _write_notebook(notebook, path: Path) -> None:
+    """An executed notebook, written whole or not at all (``labkit.engine.files``)."""
+    import nbformat
+
+    with files.atomic_writer(path, "w") as f:
+        nbformat.write(notebook, f)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..data import ImageData
-from . import distributed, settings, tensorboard
+from . import distributed, files, settings, tensorboard
 from .checkpoint import FILE_NAME as CHECKPOINT_FILE
 from .loop import History, fit
 
@@ -77,8 +77,7 @@ class Run:
 
     def save_figure(self, fig, name: str) -> Path:
         """Save a matplotlib figure as ``<name>.png`` in the run folder and remember it."""
-        path = self.dir / f"{name}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        path = files.save_figure(fig, self.dir / f"{name}.png", dpi=110, bbox_inches="tight")
         self.figures[name] = path.name
         return path
 
@@ -95,7 +94,7 @@ class Run:
         hyperparameters: dict,
         **extra,
     ) -> Path:
-        """Write ``metrics.json`` atomically (temporary file, then rename)."""
+        """Write ``metrics.json`` atomically (``labkit.engine.files``: a full disk leaves the old one)."""
         record = {
             "model": model,
             "epochs": epochs,
@@ -111,11 +110,7 @@ class Run:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **extra,
         }
-        path = self.dir / METRICS_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2, default=float))
-        os.replace(tmp, path)
-        return path
+        return files.write_text(self.dir / METRICS_FILE, json.dumps(record, indent=2, default=float))
 
     def record(
         self,
@@ -229,6 +224,62 @@ def fit_in_run(
             logger.close()
 
 
+# The parts of a metrics.json that readers index into, and the JSON type each must have. Any of them
+# may be missing (records written by older versions, or by hand in a test); none may be another type.
+RECORD_TYPES = {
+    "model": str,
+    "epochs": int,
+    "device": str,
+    "smoke": bool,
+    "dataset": dict,
+    "hyperparameters": dict,
+    "history": list,
+    "final": dict,
+    "figures": dict,
+    "environment": dict,
+    "note": str,
+}
+_JSON_NAMES = {str: "a string", int: "a whole number", bool: "true or false", dict: "an object", list: "a list"}
+
+
+def record_problem(record) -> str | None:
+    """What makes ``record`` (a parsed metrics.json) unfit to read, or None when it is fit.
+
+    Checked once, where a record is read (``read_record``), so that the report, the submission
+    and the grader can index into it without meeting a list where an object belongs. Values in
+    ``final`` may be anything JSON holds: each reader decides what it accepts there (the gradebook
+    takes only finite numbers)."""
+    if not isinstance(record, dict):
+        return f"it holds {_JSON_NAMES.get(type(record), type(record).__name__)}, not an object of named entries"
+    for key, kind in RECORD_TYPES.items():
+        value = record.get(key)
+        if value is None:
+            continue
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            return f'its "{key}" is {json.dumps(value)[:60]}, where {_JSON_NAMES[kind]} belongs'
+    if not all(isinstance(row, dict) for row in record.get("history") or []):
+        return 'its "history" holds an entry that is not an object of per-epoch numbers'
+    for name, filename in (record.get("figures") or {}).items():
+        if not isinstance(filename, str) or Path(filename).name != filename or filename in ("", ".", ".."):
+            return f'its figure "{name}" is {json.dumps(filename)[:60]}, where a file name in the run folder belongs'
+    return None
+
+
+def read_record(path: str | Path) -> dict:
+    """Read and check one metrics.json (``record_problem``); ``ValueError`` naming the file and
+    what to do when it cannot be read or does not have the shape of a labkit run."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        raise ValueError(f"{path} cannot be read ({e}); delete it or rerun that notebook") from e
+    problem = record_problem(record)
+    if problem:
+        raise ValueError(f"{path} is not a labkit run's metrics.json: {problem}. Delete it or rerun that notebook")
+    return record
+
+
 def load_metrics(folder: str | Path) -> dict:
     """Read a run's metrics.json, with a clear error when the run has not been made yet."""
     path = Path(folder) / METRICS_FILE
@@ -237,4 +288,4 @@ def load_metrics(folder: str | Path) -> dict:
             f"no {METRICS_FILE} in {Path(folder)}: run the notebook or "
             f"`python -m labkit train ...` with --out {Path(folder)} first"
         )
-    return json.loads(path.read_text())
+    return read_record(path)
