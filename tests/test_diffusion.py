@@ -1,0 +1,197 @@
+"""The diffusion family's core against known answers: diffusers' DDPM and DDIM schedulers (the same betas,
+alphas-cumprod, noising and one step from the same inputs), the closed form of q(x_t | x_0) against the
+forward steps iterated, exact recovery of x_0 by DDIM and Euler from a network that knows the answer, the
+flow-matching loss at the exact velocity, and classifier-free guidance at w = 0 and w = 1."""
+
+import math
+
+import pytest
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+
+from labkit.diffusion import losses, samplers
+from labkit.diffusion.schedule import NoiseSchedule, flow_interpolate
+from labkit.diffusion.unet import UNet
+
+DIFFUSERS_SCHEDULE = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_the_schedules_are_diffusers_own(kind):
+    ours = NoiseSchedule(kind, 1000)
+    theirs = DDPMScheduler(num_train_timesteps=1000, beta_schedule=DIFFUSERS_SCHEDULE[kind])
+    torch.testing.assert_close(ours.betas.float(), theirs.betas.float(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(ours.alphas_cumprod.float(), theirs.alphas_cumprod.float(), rtol=1e-4, atol=1e-7)
+    x0, noise = torch.rand(6, 1, 8, 8) * 2 - 1, torch.randn(6, 1, 8, 8)
+    t = torch.tensor([0, 1, 250, 500, 998, 999])
+    torch.testing.assert_close(ours.q_sample(x0, t, noise), theirs.add_noise(x0, noise, t), rtol=1e-4, atol=1e-5)
+
+
+def test_the_closed_form_matches_the_forward_steps_iterated():
+    """q(x_t | x_0) in one step has the mean and variance of t + 1 single steps
+    x_s = sqrt(1 - beta_s) x_{s-1} + sqrt(beta_s) noise, measured over 20,000 chains."""
+    schedule = NoiseSchedule("linear", 1000)
+    torch.manual_seed(0)
+    x0 = torch.full((20_000, 1, 1, 1), 0.7)
+    for t in (0, 99, 499):
+        x = x0.clone()
+        for s in range(t + 1):
+            x = (1 - schedule.betas[s]).sqrt() * x + schedule.betas[s].sqrt() * torch.randn_like(x)
+        a = schedule.alphas_cumprod[t]
+        closed = schedule.q_sample(x0, torch.full((len(x0),), t), torch.randn_like(x0))
+        for draws in (x, closed):
+            assert draws.mean().item() == pytest.approx(0.7 * a.sqrt().item(), abs=0.02)
+            assert draws.var().item() == pytest.approx(1 - a.item(), abs=0.02)
+
+
+def test_a_ddpm_step_is_diffusers_step():
+    schedule = NoiseSchedule("linear", 1000)
+    theirs = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    theirs.set_timesteps(1000)
+    torch.manual_seed(1)
+    x, eps = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
+    for t in (999, 500, 1):  # diffusers draws its noise from the generator as torch.randn does
+        noise = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(t))
+        expected = theirs.step(eps, t, x, generator=torch.Generator().manual_seed(t)).prev_sample
+        # diffusers multiplies its alphas in float32, labkit in float64: at t = 999 the estimate of x_0 divides
+        # by sqrt(alpha-bar) = 0.006, which turns their rounding (1e-4 relative) into 1e-3 of a pixel
+        tolerance = 2e-3 if t == 999 else 1e-4
+        ours = samplers.ddpm_step(eps, t, x, schedule, noise)
+        torch.testing.assert_close(ours, expected, rtol=tolerance, atol=tolerance)
+    expected = theirs.step(eps, 0, x).prev_sample  # the last step adds no noise
+    torch.testing.assert_close(samplers.ddpm_step(eps, 0, x, schedule, None), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine"])
+def test_ddim_steps_and_timesteps_are_diffusers(kind):
+    schedule = NoiseSchedule(kind, 1000)
+    theirs = DDIMScheduler(num_train_timesteps=1000, beta_schedule=DIFFUSERS_SCHEDULE[kind], clip_sample=False)
+    theirs.set_timesteps(10)
+    times = samplers.ddim_timesteps(schedule, 10)
+    assert times == theirs.timesteps.tolist() == [900, 800, 700, 600, 500, 400, 300, 200, 100, 0]
+    torch.manual_seed(2)
+    x, eps = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
+    for t, t_prev in zip(times, times[1:] + [-1]):
+        expected = theirs.step(eps, t, x, eta=0.0).prev_sample
+        torch.testing.assert_close(samplers.ddim_step(eps, t, t_prev, x, schedule), expected, rtol=1e-4, atol=1e-5)
+
+
+class Oracle(torch.nn.Module):
+    """A "network" that knows the one image it must produce: it returns the true noise of x_t (for the eps
+    objective) or the true velocity towards ``target`` (flow), so a correct sampler lands on ``target``."""
+
+    def __init__(self, target: torch.Tensor, objective: str, schedule: NoiseSchedule | None = None):
+        super().__init__()
+        self.target, self.objective, self.schedule = target, objective, schedule
+
+    def forward(self, x, time, labels=None):
+        if self.objective == "eps":
+            t = (time * self.schedule.steps).round().long()
+            a = self.schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
+            return (x - a.sqrt() * self.target) / (1 - a).sqrt()
+        t = time.view(-1, 1, 1, 1)
+        noise = (x - t * self.target) / (1 - t)  # invert x_t = t x1 + (1 - t) noise
+        return self.target - noise
+
+
+@pytest.mark.parametrize(
+    "objective, sampler, steps",
+    [("eps", "ddim", 1), ("eps", "ddim", 8), ("flow", "euler", 1), ("flow", "euler", 8), ("flow", "heun", 4)],
+)
+def test_ddim_and_the_flow_samplers_recover_x0_from_a_network_that_knows_it(objective, sampler, steps):
+    target = torch.rand(4, 1, 8, 8) * 2 - 1
+    schedule = NoiseSchedule("cosine", 1000) if objective == "eps" else None
+    out = samplers.sample(
+        Oracle(target, objective, schedule), (4, 1, 8, 8), objective=objective, sampler=sampler, steps=steps,
+        schedule=schedule, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    torch.testing.assert_close(out, target, rtol=0, atol=1e-4)
+
+
+def test_ddpm_with_the_true_noise_ends_near_x0():
+    """Ancestral sampling adds fresh noise at every step, so it lands near (not exactly on) the target."""
+    schedule = NoiseSchedule("linear", 1000)
+    target = torch.rand(64, 1, 4, 4) * 2 - 1
+    out = samplers.sample(
+        Oracle(target, "eps", schedule), target.shape, objective="eps", sampler="ddpm", steps=1000,
+        schedule=schedule, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    assert (out - target).abs().mean() < 0.02
+
+
+def test_the_flow_matching_loss_is_zero_for_the_exact_velocity_and_not_otherwise():
+    x1 = torch.rand(8, 1, 6, 6) * 2 - 1
+    torch.manual_seed(3)
+    state = torch.get_rng_state()
+
+    def exact(x_t, t, labels):  # the velocity of the straight path through x_t that ends at x1
+        t = t.view(-1, 1, 1, 1)
+        return x1 - (x_t - t * x1) / (1 - t)
+
+    assert losses.flow_matching_loss(exact, x1).item() == pytest.approx(0, abs=1e-8)
+    torch.set_rng_state(state)
+    assert losses.flow_matching_loss(lambda x, t, y: torch.zeros_like(x), x1).item() > 0.5
+    torch.testing.assert_close(flow_interpolate(x1, torch.zeros_like(x1), torch.ones(8)), x1)
+
+
+def test_the_eps_loss_is_zero_for_the_true_noise():
+    schedule = NoiseSchedule("cosine", 1000)
+    x0 = torch.rand(8, 1, 6, 6) * 2 - 1
+    oracle = Oracle(x0, "eps", schedule)
+    assert losses.eps_loss(oracle, schedule, x0).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_guidance_weight_zero_is_the_unconditional_prediction_and_one_the_conditional():
+    torch.manual_seed(4)
+    net = UNet((1, 8, 8), width=8, mults=(1, 2), num_classes=10).eval()
+    torch.nn.init.normal_(net.head[-1].weight)  # a network whose prediction depends on the label
+    x, time, labels = torch.randn(5, 1, 8, 8), torch.rand(5), torch.tensor([0, 3, 5, 7, 9])
+    with torch.no_grad():
+        unconditional, conditional = net(x, time, torch.full((5,), 10)), net(x, time, labels)
+        assert not torch.allclose(unconditional, conditional)
+        torch.testing.assert_close(samplers.guided(net, x, time, labels, 0.0, 10), unconditional)
+        torch.testing.assert_close(samplers.guided(net, x, time, labels, 1.0, 10), conditional)
+        w3 = samplers.guided(net, x, time, labels, 3.0, 10)
+        torch.testing.assert_close(w3, unconditional + 3 * (conditional - unconditional), rtol=1e-4, atol=1e-5)
+
+
+def test_label_dropout_replaces_the_asked_fraction_with_the_null_label():
+    labels = torch.arange(10).repeat(1000)
+    dropped = losses.drop_labels(labels, 0.2, 10, generator=torch.Generator().manual_seed(0))
+    assert (dropped == 10).float().mean().item() == pytest.approx(0.2, abs=0.02)
+    kept = dropped != 10
+    assert torch.equal(dropped[kept], labels[kept])
+    assert losses.drop_labels(labels, 0.0, 10) is labels
+
+
+@pytest.mark.parametrize(
+    "objective, sampler, steps, message",
+    [
+        ("eps", "euler", 8, "--sampler euler does not sample a model trained with --objective eps"),
+        ("flow", "ddim", 8, "choose euler or heun"),
+        ("flow", "heun", 0, "--sample-steps must be a whole number of at least 1"),
+        ("flow", "euler", -3, "at least 1"),
+        ("eps", "ddim", 2000, "more than the model's 1000 noise levels"),
+        ("score", "ddim", 8, "unknown objective 'score'"),
+    ],
+)
+def test_a_sampler_that_does_not_fit_is_a_clear_error(objective, sampler, steps, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        samplers.check_sampler(objective, sampler, steps, 1000)
+
+
+def test_network_evaluations_per_sample():
+    assert samplers.network_evaluations("ddim", 8) == 8
+    assert samplers.network_evaluations("heun", 8) == 15
+    assert samplers.network_evaluations("euler", 4, guided_labels=True) == 8
+
+
+def test_the_unet_keeps_the_image_shape_and_refuses_sizes_it_cannot_halve():
+    for shape in ((1, 28, 28), (3, 32, 32), (3, 64, 64)):
+        net = UNet(shape, width=8)
+        assert net(torch.randn(2, *shape), torch.rand(2)).shape == (2, *shape)
+    with pytest.raises(ValueError, match="must divide by 4"):
+        UNet((1, 30, 30))
+    parameters = sum(p.numel() for p in UNet().parameters())
+    assert 5e5 < parameters < 1.5e6, parameters
+    assert math.isfinite(parameters)
