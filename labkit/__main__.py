@@ -20,7 +20,8 @@ import json
 import sys
 
 from . import experiments
-from .engine import distributed, tensorboard
+from .engine import distributed, runs, tensorboard
+from .engine.device import DeviceUnavailable, pick_device
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -157,8 +158,16 @@ def main(argv: list[str] | None = None) -> int:
         if unused:
             print(f"error: {', '.join(unused)} does not apply to {args.model}", file=sys.stderr)
             return 2
+        if args.epochs == 0:
+            print(
+                "error: --epochs 0 trains nothing, and the run would record an untrained model: give --epochs 1 "
+                "or more (a run that was cut off resumes from the checkpoint in its folder)",
+                file=sys.stderr,
+            )
+            return 2
         try:
             cfg = experiments.settings_for(args.model, **{k: v for k, v in overrides.items() if k in allowed})
+            pick_device(args.device, verbose=False)  # a device that is not here: refused before anything is written
             recipe = experiments.RECIPES[args.model][0]
             with distributed.quiet_unless_main(), tensorboard.log_every_run(args.tensorboard):
                 trained = recipe(cfg, out=args.out, device=args.device, progress=not args.no_progress)
@@ -170,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             OSError,
             tensorboard.TensorBoardMissing,
         ) as e:
+            runs.remove_unused_runs()  # a run that failed before writing anything leaves no empty folder
             print(f"error: {e}", file=sys.stderr)
             return 2
         if distributed.is_main():
@@ -177,13 +187,18 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "doctor":
         from .doctor import main as doctor
 
+        try:
+            pick_device(args.device, verbose=False)
+        except DeviceUnavailable as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         return doctor(args.device)
     elif args.command == "submit":
         from .submit import build_submission
 
         try:
             path, warnings = build_submission(args.runs, args.out, allow_smoke=args.allow_smoke)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, OSError) as e:  # OSError: a full disk, a folder that cannot be written
             print(f"error: {e}", file=sys.stderr)
             return 2
         for warning in warnings:
@@ -193,7 +208,13 @@ def main(argv: list[str] | None = None) -> int:
         from .grade import SIMILARITY, grade
 
         try:
-            course = json.loads(open(args.course).read()) if args.course else None
+            course = None
+            if args.course:
+                with open(args.course, encoding="utf-8") as f:
+                    try:
+                        course = json.load(f)
+                    except ValueError as e:
+                        raise ValueError(f"--course {args.course} is not a JSON file ({e})") from None
             book, class_report = grade(
                 args.submissions,
                 args.out,
@@ -219,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             path = build_report(args.runs, args.out)
-        except (ValueError, FileNotFoundError) as e:
+        except (ValueError, OSError) as e:  # OSError: a full disk, a folder that cannot be written
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"wrote {path}")

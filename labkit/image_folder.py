@@ -20,14 +20,39 @@ CACHE_PREFIX = "abstract-art"  # cache files are named <prefix>-<size>px-<key>.p
 
 
 def find_images(folder: str | Path) -> list[Path]:
-    """Image files (by suffix, any case) anywhere under ``folder``, sorted; hidden files left out."""
+    """Image files (by suffix, any case) anywhere under ``folder``, sorted; hidden files left out, and links
+    that lead to files outside ``folder`` too (``links_outside`` lists those)."""
+    return _scan(folder)[0]
+
+
+def links_outside(folder: str | Path) -> list[Path]:
+    """The image files under ``folder`` that are symbolic links to files outside it: never read, so that a
+    folder of images cannot pull in files from elsewhere on the disk."""
+    return _scan(folder)[1]
+
+
+def _scan(folder: str | Path) -> tuple[list[Path], list[Path]]:
+    """(image files inside ``folder``, links among them that resolve outside it), both sorted."""
     folder = Path(folder)
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    inside = folder.resolve()
+    images, outside = [], []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or any(
+            part.startswith(".") for part in path.relative_to(folder).parts
+        ):
+            continue
+        if not path.is_file():
+            continue
+        (images if path.resolve().is_relative_to(inside) else outside).append(path)
+    return images, outside
+
+
+def _outside_note(folder: Path, outside: list[Path]) -> str:
+    """What the loader says about links it did not follow: how many, and one of them."""
+    example = outside[0]
+    return (
+        f"skipped {len(outside)} link{'s' if len(outside) != 1 else ''} under {folder} to files outside it "
+        f"(e.g. {example.relative_to(folder)} -> {example.resolve()}); copy such files into the folder to use them"
     )
 
 
@@ -53,10 +78,13 @@ def decode_image(path: str | Path, size: int) -> np.ndarray:
 
 
 def _try_decode(path: Path, size: int) -> np.ndarray | str:
+    """The decoded image, or why not: the file's name, the error's type and the first line of its
+    message (the file's full path in it shortened to its name)."""
     try:
         return decode_image(path, size)
     except Exception as e:  # noqa: BLE001 - any undecodable file is skipped and counted
-        return f"{path.name}: {type(e).__name__}"
+        detail = str(e).splitlines()[0].replace(str(path), path.name)[:120] if str(e).strip() else ""
+        return f"{path.name}: {type(e).__name__}" + (f" ({detail})" if detail else "")
 
 
 def _cache_file(files: list[Path], folder: Path, size: int, cache_dir: Path) -> Path:
@@ -67,19 +95,32 @@ def _cache_file(files: list[Path], folder: Path, size: int, cache_dir: Path) -> 
 
 
 def load_image_folder(
-    folder: str | Path, size: int = 64, cache_dir: str | Path | None = None, verbose: bool = True
+    folder: str | Path,
+    size: int = 64,
+    cache_dir: str | Path | None = None,
+    verbose: bool = True,
+    *,
+    if_none_decode: str = "",
 ) -> tuple[torch.Tensor, list[str], int]:
     """Decode every image under ``folder`` once into a uint8 tensor (N, 3, size, size).
 
     Returns ``(images, names, n_skipped)``; ``names`` are the decoded files relative to ``folder``.
     Undecodable files (empty, truncated, an HTML page saved as .jpg) are skipped and counted in one
-    warning. With ``cache_dir`` the tensor is saved there and reused while the files are unchanged.
-    Notebook 03, "The data".
+    warning; links to files outside ``folder`` are never read, and counted in another. When no file
+    decodes at all the error names a few with the reason and the formats read, and says
+    ``if_none_decode`` (what to do; by default, for a folder of one's own images: save them again in
+    one of those formats). With ``cache_dir`` the tensor is saved there and reused while the files are
+    unchanged. Notebook 03, "The data".
     """
     folder = Path(folder)
-    files = find_images(folder)
+    files, outside = _scan(folder)
+    if outside:
+        warnings.warn(f"labkit: {_outside_note(folder, outside)}", stacklevel=2)
     if not files:
-        raise FileNotFoundError(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}")
+        raise FileNotFoundError(
+            f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {folder}"
+            + (f" other than links to files outside it ({_outside_note(folder, outside)})" if outside else "")
+        )
     cache = _cache_file(files, folder, size, Path(cache_dir)) if cache_dir is not None else None
     if cache is not None and cache.is_file():
         try:
@@ -104,8 +145,15 @@ def load_image_folder(
         )
     if not good:
         raise ValueError(
-            f"none of the {len(files)} image files under {folder} could be decoded; "
-            "delete the folder and download the data again"
+            f"none of the {len(files)} image files under {folder} could be decoded as an image ("
+            + "; ".join(problems[:2])
+            + ("; ..." if len(problems) > 2 else "")
+            + f"). labkit reads the formats Pillow decodes, by suffix: {', '.join(sorted(IMAGE_SUFFIXES))}. "
+            + (
+                if_none_decode
+                or "Check that the files open in an image viewer and save them again as .png or .jpg "
+                "(a file renamed to .jpg is not converted)."
+            )
         )
     images = torch.from_numpy(np.stack([r for _, r in good])).permute(0, 3, 1, 2).contiguous()
     names = [str(p.relative_to(folder)) for p, _ in good]

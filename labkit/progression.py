@@ -4,6 +4,7 @@ epoch; its frames become a figure (one row per epoch) and an animated GIF.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from . import plots
-from .engine import settings
+from .engine import files, settings
 from .engine.loop import History
 from .gan import generate
 
@@ -110,13 +111,14 @@ def progression_gif(
     ``max_frames``, evenly spaced, first and last kept: 100 epochs would make a file of megabytes),
     each labelled with its epoch (the label also keeps Pillow from merging two identical frames).
     Loops forever. ``scale`` enlarges small images (default: x2 below 48 pixels). Notebook 03,
-    "Watching G learn"."""
+    "Watching G learn". Written atomically (``labkit.engine.files``): a full disk leaves the previous
+    GIF, never one cut short."""
     if not frames:
         raise ValueError("no frames to animate: train with the FixedNoise callback first")
     scale = scale or (2 if frames[0].shape[-1] < 48 else 1)
     pictures = [
         _frame_image(frames[i][:n_show], nrow, f"epoch {epochs[i]}", scale) for i in _pick_rows(len(frames), max_frames)
     ]
-    path = Path(path)
-    pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=ms_per_frame, loop=0)
-    return path
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=ms_per_frame, loop=0)
+    return files.write_bytes(path, buffer.getvalue())

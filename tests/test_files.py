@@ -73,12 +73,27 @@ def test_a_figure_cut_off_by_a_full_disk_leaves_the_previous_png(tmp_path, monke
     assert path.read_bytes() == good and os.listdir(tmp_path) == ["curves.png"]
 
 
+def test_a_written_file_keeps_the_permissions_of_the_one_it_replaces_or_gets_the_usual_ones(tmp_path):
+    shared = tmp_path / "gradebook.csv"
+    shared.write_text("old")
+    os.chmod(shared, 0o664)
+    files.write_text(shared, "new")
+    assert shared.stat().st_mode & 0o777 == 0o664
+    umask = os.umask(0o022)
+    try:
+        files.write_text(tmp_path / "new.md", "text")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "new.md").stat().st_mode & 0o777 == 0o644  # as open() makes it, not mkstemp's 0o600
+
+
 @pytest.mark.parametrize(
     "record, problem",
     [
         ([1, 2, 3], "a list, not an object"),
         ({"model": "ae", "final": "0.01"}, '"final" is "0.01", where an object belongs'),
-        ({"model": "ae", "epochs": True}, '"epochs" is true, where a whole number belongs'),
+        ({"model": "ae", "epochs": True}, '"epochs" is true, where a whole number or a string belongs'),
+        ({"model": "ae", "smoke": 1}, '"smoke" is 1, where true or false belongs'),
         ({"model": "ae", "history": [{"loss": 1.0}, 3]}, "not an object of per-epoch numbers"),
         ({"model": "ae", "figures": {"curves": "../../secret.png"}}, "where a file name in the run folder"),
         ({"model": "ae", "figures": {"curves": "/etc/passwd"}}, "where a file name in the run folder"),
@@ -94,6 +109,8 @@ def test_a_record_of_the_wrong_shape_is_named_with_what_is_wrong(tmp_path, recor
 
 
 def test_a_record_of_the_right_shape_reads_back_and_missing_parts_are_allowed(tmp_path):
+    comparison = {"model": "compare", "epochs": "ae 20, vae 20, gan 100", "smoke": False}
+    assert record_problem(comparison) is None  # notebook 04 writes each model's epochs
     record = {"model": "vae", "epochs": 2, "seed": None, "final": {"test_neg_elbo_nats": 140.1, "table": "| a |"}}
     record["figures"] = {"loss_curves": "loss_curves.png"}
     assert record_problem(record) is None and record_problem({}) is None

@@ -286,7 +286,9 @@ def test_loader_keeps_exactly_the_decodable_files_and_counts_the_rest(good, brok
                     image_folder.load_image_folder(folder, size, cache_dir=cache, verbose=False)
             message = str(error.value)
             assert str(folder) in message and f"none of the {n_files} image files" in message
-            assert "download the data again" in message  # says what to do
+            assert "could be decoded as an image" in message and ".png, .tif" in message  # the formats read
+            assert "save them again as .png or .jpg" in message  # says what to do with one's own files
+            assert sorted([*bad, *unknown])[0] in message  # names a file
             messages = labkit_warnings(caught)
             assert len(messages) == 1 and f"skipped {n_files} of {n_files} image files" in messages[0]
             assert not cache.exists()  # nothing cached for a folder without images
@@ -370,7 +372,8 @@ def test_decode_image_gives_an_rgb_square_or_raises_an_ordinary_exception(blob, 
         try:
             out = image_folder.decode_image(path, size)
         except Exception as e:  # noqa: BLE001 - the documented failure; anything else (SystemExit...) fails the test
-            assert image_folder._try_decode(path, size) == f"{path.name}: {type(e).__name__}"  # skipped and named
+            reason = image_folder._try_decode(path, size)  # skipped and named, with the reason on one line
+            assert reason.startswith(f"{path.name}: {type(e).__name__}") and "\n" not in reason
         else:
             assert isinstance(out, np.ndarray) and out.shape == (size, size, 3) and out.dtype == np.uint8
             assert np.array_equal(image_folder._try_decode(path, size), out)

@@ -6,25 +6,31 @@ kill never leaves a broken file, and read so that a file can never run code.
 the weights and optimiser states of every module, the gradient scaler, the per-epoch history, the
 state of every random number generator (python, NumPy, torch, CUDA) and the state of callbacks
 such as the GAN's fixed noise, plus a description of the run (model, module shapes, settings,
-data) that is compared before anything is loaded.
+data) that is compared before anything is loaded, and a SHA-256 digest of all of it: a file whose bytes
+changed on disk after it was written (a failing disk, a copy cut short, an edit) is refused by name
+instead of resuming with wrong weights.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
 import pickle
 import random
+import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import files
 from .optim import load_optimizer_state
 
 FORMAT = "labkit-checkpoint"
 VERSION = 1
 FILE_NAME = "checkpoint.pt"
+DIGEST_KEY = "sha256"  # the entry holding ``content_digest`` of everything else in the checkpoint
 
 
 class CheckpointError(ValueError):
@@ -123,22 +129,66 @@ def mismatch(saved: dict, current: dict) -> list[str]:
     return problems
 
 
+# --------------------------------------------------------------------------- digest of the contents
+
+
+def content_digest(state: Mapping) -> str:
+    """SHA-256 (hex) of a checkpoint's contents, every entry but the digest itself.
+
+    The walk is fixed: mappings by sorted key, sequences in order, each value tagged with its kind
+    (and a length where its size varies), so that two different contents never feed the same bytes.
+    A tensor contributes its dtype, shape and the bytes of its elements (on the CPU, in row-major
+    order: the same whichever device saved it), a number its exact ``repr``. Loading with
+    ``weights_only`` gives back the types that were saved, so the digest of a loaded file equals the
+    one recorded when it was written unless its bytes changed on disk."""
+    digest = hashlib.sha256()
+    _feed(digest, {key: value for key, value in state.items() if key != DIGEST_KEY})
+    return digest.hexdigest()
+
+
+def _feed(digest, value) -> None:
+    def text(tag: str, content: str) -> None:
+        data = content.encode("utf-8")
+        digest.update(f"{tag}{len(data)}:".encode())
+        digest.update(data)
+
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().resolve_conj().resolve_neg().contiguous()
+        text("tensor", f"{tensor.dtype}{tuple(tensor.shape)}")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, Mapping):
+        items = sorted(value.items(), key=lambda item: (type(item[0]).__name__, repr(item[0])))
+        text("mapping", str(len(items)))
+        for key, item in items:
+            _feed(digest, key)
+            _feed(digest, item)
+    elif isinstance(value, (list, tuple)):
+        text("sequence", str(len(value)))
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, str):
+        text("str", value)
+    else:  # None, bool, int, float (repr is exact), and the few other types weights_only loads
+        text(type(value).__name__, repr(value))
+
+
 # --------------------------------------------------------------------------- writing and reading
 
 
 def atomic_save(obj, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over it:
-    a kill at any moment leaves either the old file or the new one, never half of one."""
+    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed over it
+    (``labkit.engine.files.atomic_writer``): a kill at any moment leaves either the old file or the new
+    one, never half of one, and a full disk leaves the old one and no temporary file.
+
+    A labkit checkpoint (a dict of ``FORMAT``) is written with the ``content_digest`` of what it
+    holds now, which ``safe_load`` checks."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        obj = {**obj, DIGEST_KEY: content_digest(obj)}
     try:
-        with open(tmp, "wb") as f:
+        with files.atomic_writer(path, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise OSError(
             e.errno,
             f"could not write the checkpoint {path} ({e.strerror or e}); the previous "
@@ -147,10 +197,26 @@ def atomic_save(obj, path: str | Path) -> Path:
     return path
 
 
+def _refusal_reason(message: str) -> str:
+    """The sentence of PyTorch's refusal that names what the file asked for (``GLOBAL posix.system``,
+    an unsupported operation), whole: PyTorch's message around it only says how to load the file
+    anyway, which is what must not be done with a file of unknown origin."""
+    lines = [line.strip().removeprefix("WeightsUnpickler error:").strip() for line in message.splitlines()]
+    lines = [line for line in lines if line]
+    named = [line for line in lines if re.search(r"global|unsupported|operand|blocked", line, re.IGNORECASE)]
+    line = (named or lines or ["the file was refused"])[0]
+    sentence = re.match(r"(.+?[.!?])(?:\s|$)", line)
+    return sentence.group(1) if sentence else f"{line}."
+
+
 def safe_load(path: str | Path) -> dict:
     """Load a checkpoint to the CPU with ``torch.load(weights_only=True)``: tensors, numbers, strings
     and containers only. A file that needs anything else (it could run code when unpickled) is
     refused with ``CheckpointError`` and nothing in it is executed.
+
+    The contents must match the SHA-256 digest recorded when the file was written
+    (``content_digest``): a file whose bytes changed since is refused, naming it. Checkpoints
+    written before labkit recorded digests have none; they load as they always did.
 
     Everything lands on the CPU whatever device saved it: ``load_state_dict`` then copies weights
     to wherever the model lives, and the random generators can only be restored from CPU tensors.
@@ -161,8 +227,8 @@ def safe_load(path: str | Path) -> dict:
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refused to load {path}: it contains Python objects that are not plain weights, and unpickling "
-            f"them could run arbitrary code ({str(e).splitlines()[0][:200]}). labkit only loads checkpoints "
-            "it wrote itself. If you did not make this file, delete it."
+            f"them could run arbitrary code. PyTorch says: {_refusal_reason(str(e))} labkit only loads "
+            "checkpoints it wrote itself. If you did not make this file, delete it."
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(
@@ -175,7 +241,43 @@ def safe_load(path: str | Path) -> dict:
             f"{path} was written by checkpoint format version {state.get('version')}, this "
             f"labkit reads version {VERSION}. Delete it to train again."
         )
+    if DIGEST_KEY in state and state[DIGEST_KEY] != content_digest(state):
+        raise CheckpointError(
+            f"{path} is damaged: its contents no longer match the SHA-256 digest labkit recorded when it wrote "
+            "the file, so its bytes changed on disk since (a failing disk, a copy cut short, an edit). Nothing "
+            "was loaded from it. Put back a copy of the file you kept, or delete it to train the run again "
+            "from scratch."
+        )
     return state
+
+
+# What every checkpoint that ``Checkpoint.save`` wrote holds, and the type of each entry.
+CONTENTS = {
+    "run": dict,
+    "epochs_done": int,
+    "history": list,
+    "modules": dict,
+    "optimizers": dict,
+    "scaler": dict,
+    "callbacks": dict,
+    "rng": dict,
+}
+RUN_DESCRIPTION = {"objective": str, "shapes": dict, "config": dict, "train_images": list}
+
+
+def contents_problem(state: dict) -> str | None:
+    """What a loaded checkpoint lacks of what ``Checkpoint.save`` writes (or holds in another type),
+    or None when it is complete. A file labkit wrote always is: a problem means the file was made
+    or changed by something else."""
+    for key, kind in CONTENTS.items():
+        if key not in state:
+            return f'it has no "{key}" entry'
+        if not isinstance(state[key], kind) or (kind is int and isinstance(state[key], bool)):
+            return f'its "{key}" entry is a {type(state[key]).__name__}, where a {kind.__name__} belongs'
+    wrong = [key for key, kind in RUN_DESCRIPTION.items() if not isinstance(state["run"].get(key), kind)]
+    if wrong:
+        return f"its description of the run lacks {', '.join(wrong)} (or holds them in another form)"
+    return None
 
 
 class Checkpoint:
@@ -226,16 +328,25 @@ class Checkpoint:
             "callbacks": {key: cb.state_dict() for key, cb in _stateful(callbacks)},
             "rng": rng_state(),
         }
-        return atomic_save(state, self.path)
+        return atomic_save(state, self.path)  # with the digest of its contents
 
     def load(self) -> dict:
-        """The checkpoint's contents, loaded safely to the CPU (see ``safe_load``)."""
-        return safe_load(self.path)
+        """The checkpoint's contents, loaded safely to the CPU (see ``safe_load``) and checked to hold
+        everything ``save`` writes."""
+        state = safe_load(self.path)
+        self._check_contents(state)
+        return state
+
+    def _check_contents(self, state: dict) -> None:
+        problem = contents_problem(state)
+        if problem:
+            raise CheckpointError(f"{self.path} is not a complete labkit checkpoint: {problem}. {_REMEDY}")
 
     def restore(self, state: dict, training, history, callbacks=(), train_x: torch.Tensor | None = None) -> int:
         """Put a loaded checkpoint ``state`` into ``training``, ``history`` (replaced in place) and
-        ``callbacks``; return the number of epochs it holds. A checkpoint of another run is refused
-        before anything is changed."""
+        ``callbacks``; return the number of epochs it holds. A checkpoint of another run, or one whose
+        tensors do not fit the run it describes, is refused before anything is changed."""
+        self._check_contents(state)
         problems = mismatch(
             state["run"], describe(training, self.config, train_x if train_x is not None else torch.empty(0))
         )
@@ -245,19 +356,87 @@ class Checkpoint:
                 + "; ".join(problems)
                 + ". Choose another output folder, or delete the checkpoint to train from scratch."
             )
-        for name, module in training.modules.items():
-            module.load_state_dict(state["modules"][name])
-        for name, optimizer in getattr(training, "optimizers", {}).items():
-            load_optimizer_state(optimizer, state["optimizers"][name])  # this device's Adam, fused or not
-        precision = getattr(training, "precision", None)
-        if precision is not None and state["scaler"]:
-            precision.scaler.load_state_dict(state["scaler"])
-        for key, callback in _stateful(callbacks):
-            if key in state["callbacks"]:
-                callback.load_state_dict(state["callbacks"][key])
+        problem = stored_tensors_problem(state, training)
+        if problem:
+            raise CheckpointError(
+                f"{self.path} does not hold what it describes: {problem}. The file was changed after labkit "
+                f"wrote it, and nothing was loaded from it. {_REMEDY}"
+            )
+        try:
+            for name, module in training.modules.items():
+                module.load_state_dict(state["modules"][name])
+            for name, optimizer in getattr(training, "optimizers", {}).items():
+                load_optimizer_state(optimizer, state["optimizers"][name])  # this device's Adam, fused or not
+            precision = getattr(training, "precision", None)
+            if precision is not None and state["scaler"]:
+                precision.scaler.load_state_dict(state["scaler"])
+            for key, callback in _stateful(callbacks):
+                if key in state["callbacks"]:
+                    callback.load_state_dict(state["callbacks"][key])
+            set_rng_state(state["rng"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:  # what the checks above cannot see
+            raise CheckpointError(
+                f"{self.path} could not be loaded into this run ({type(e).__name__}: {e}). The file was changed "
+                f"after labkit wrote it. {_REMEDY}"
+            ) from e
         history[:] = state["history"]
-        set_rng_state(state["rng"])
         return state["epochs_done"]
+
+
+_REMEDY = "Put back a copy of the file you kept, or delete it to train the run again from scratch."
+
+
+def _shape(value) -> tuple[int, ...] | None:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else None
+
+
+def stored_tensors_problem(state: dict, training) -> str | None:
+    """What keeps the tensors in ``state`` from loading into ``training`` (a module or an optimiser
+    missing, a tensor missing, left over or of another shape), or None when they fit. Checked before
+    anything is loaded, so that a refused checkpoint changes nothing; ``load_state_dict`` would
+    otherwise stop halfway with PyTorch's error."""
+    for name, module in training.modules.items():
+        saved = state["modules"].get(name)
+        if not isinstance(saved, Mapping):
+            return f'it holds no weights of the module "{name}"'
+        expected = module.state_dict()
+        for key, value in expected.items():
+            if key not in saved:
+                return f"the tensor {name}.{key} is missing"
+            if _shape(saved[key]) != tuple(value.shape):
+                return (
+                    f"the tensor {name}.{key} has shape {_shape(saved[key])}, where this run's model "
+                    f"(and the checkpoint's own description) has {tuple(value.shape)}"
+                )
+        extra = sorted(set(saved) - set(expected))
+        if extra:
+            return f"the module {name} holds tensors this model does not have ({', '.join(map(str, extra[:3]))})"
+    for name, optimizer in getattr(training, "optimizers", {}).items():
+        saved = state["optimizers"].get(name)
+        if not (
+            isinstance(saved, Mapping)
+            and isinstance(saved.get("state"), Mapping)
+            and isinstance(saved.get("param_groups"), list)
+            and all(isinstance(g, Mapping) and isinstance(g.get("params"), list) for g in saved["param_groups"])
+        ):
+            return f'it holds no state of the optimiser "{name}"'
+        groups = saved["param_groups"]
+        sizes = [len(group["params"]) for group in groups]
+        if sizes != [len(group["params"]) for group in optimizer.param_groups]:
+            return f"the optimiser {name} was saved for parameter groups of sizes {sizes}"
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        ids = [i for group in groups for i in group["params"]]
+        for param_id, param in zip(ids, params):
+            entry = saved["state"].get(param_id, {})
+            if not isinstance(entry, Mapping):
+                return f"the optimiser {name}'s state of parameter {param_id} is not a set of named values"
+            for key, value in entry.items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and tuple(value.shape) != tuple(param.shape):
+                    return (
+                        f"the optimiser {name}'s {key} of parameter {param_id} has shape {tuple(value.shape)}, "
+                        f"where the parameter has {tuple(param.shape)}"
+                    )
+    return None
 
 
 def _stateful(callbacks) -> list[tuple[str, object]]:

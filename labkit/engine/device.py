@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 
 import numpy as np
 import torch
@@ -78,31 +79,86 @@ def unsupported_gpu(index: int = 0) -> str | None:
     )
 
 
-def pick_device(prefer: str | None = None, *, verbose: bool = True) -> torch.device:
+class DeviceUnavailable(ValueError, RuntimeError):
+    """A device was asked for (``--device``, ``LABKIT_DEVICE``, ``pick_device("...")``) that this machine cannot
+    train on. A ``ValueError`` like every other bad setting, so that the command line reports it in one line;
+    also a ``RuntimeError``, so that code catching the error ``pick_device`` always raised keeps working."""
+
+
+# The devices that can be asked for by name: "cuda" and "cuda:N" for NVIDIA GPUs, "mps" for Apple's, "cpu".
+_DEVICE_NAME = re.compile(r"(cpu|mps|cuda)(?::(\d+))?")
+DEVICE_CHOICES = "cpu, cuda (an NVIDIA GPU; cuda:N picks GPU number N), or mps (the GPU of an Apple silicon Mac)"
+
+
+def mps_available() -> bool:
+    """Whether Apple's MPS backend (the GPU of an Apple silicon Mac) can be used by this torch."""
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def available_devices() -> list[str]:
+    """The devices labkit can train on here, as ``pick_device`` accepts them: ``cpu`` always, then each
+    CUDA GPU this torch supports (``cuda:0``, ...) and ``mps`` on an Apple silicon Mac."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count()) if unsupported_gpu(i) is None]
+    if mps_available():
+        found.append("mps")
+    return found
+
+
+def check_device(name: str, asked_by: str = "") -> torch.device:
+    """``name`` (cpu, cuda, cuda:N, mps; any case) as a ``torch.device`` when this machine can train on it;
+    otherwise ``DeviceUnavailable`` saying what is missing, which devices there are here and how to get a GPU.
+    ``asked_by`` says where the name came from (``LABKIT_DEVICE``), for the message."""
+    wanted = name.strip().lower()
+    asked = f"device {name!r}" + (f" ({asked_by})" if asked_by else "")
+    here = f"devices here: {', '.join(available_devices())}"
+    match = _DEVICE_NAME.fullmatch(wanted)
+    if match is None or (match[2] is not None and match[1] != "cuda"):
+        raise DeviceUnavailable(f"{asked} is not a device name: choose {DEVICE_CHOICES} ({here}).")
+    kind, index = match[1], int(match[2] or 0)
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailable(
+                f"{asked} was asked for but no CUDA GPU is visible ({here}). For a GPU, {gpu_advice()}; "
+                "or ask for 'cpu' (or leave the device out to use the best one here)."
+            )
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise DeviceUnavailable(
+                f"{asked} was asked for but this machine has {count} CUDA GPU{'s' if count != 1 else ''}, "
+                f"numbered from 0 ({here}): ask for one of those."
+            )
+        problem = unsupported_gpu(index)
+        if problem:
+            raise DeviceUnavailable(f"{asked} was asked for but {problem}: {gpu_advice()}, or ask for 'cpu'.")
+    if kind == "mps" and not mps_available():
+        raise DeviceUnavailable(
+            f"{asked} was asked for but Apple's MPS backend is not available: it needs a Mac with Apple silicon "
+            f"and macOS 12.3 or later ({here}). For a GPU elsewhere, {gpu_advice()}; or ask for 'cpu'."
+        )
+    return torch.device(wanted)
+
+
+def pick_device(prefer: str | torch.device | None = None, *, verbose: bool = True) -> torch.device:
     """Choose CUDA, then Apple's MPS, then the CPU, and say once which one and why.
 
     ``prefer`` (or ``$LABKIT_DEVICE``) forces one, e.g. ``"cpu"``; asking for a device that is
-    not present is an error that says what is available.
+    not present, or for a name that is no device, is a ``DeviceUnavailable`` error that says which
+    devices there are here (``check_device``).
     """
-    wanted = (prefer or os.environ.get("LABKIT_DEVICE", "")).strip().lower()
+    prefer = "" if prefer is None else str(prefer)  # a torch.device works too
+    from_environment = not prefer.strip()
+    wanted = (os.environ.get("LABKIT_DEVICE", "") if from_environment else prefer).strip()
     cuda_ok = torch.cuda.is_available()
     cuda_problem = unsupported_gpu() if cuda_ok else None
-    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if wanted:
-        if wanted.startswith("cuda") and not cuda_ok:
-            raise RuntimeError(
-                f"device {wanted!r} was asked for but no CUDA GPU is visible: {gpu_advice()}, or ask for 'cpu'."
-            )
-        if wanted.startswith("cuda") and cuda_problem:
-            raise RuntimeError(f"device {wanted!r} was asked for but {cuda_problem}: {gpu_advice()}, or ask for 'cpu'.")
-        if wanted == "mps" and not mps_ok:
-            raise RuntimeError("device 'mps' was asked for but Apple's MPS backend is not available; ask for 'cpu'.")
-        device, why = torch.device(wanted), "as asked"
+        device, why = check_device(wanted, "LABKIT_DEVICE" if from_environment else ""), "as asked"
     elif cuda_ok and cuda_problem:
         device, why = torch.device("cpu"), f"{cuda_problem}; training on the CPU instead. For a GPU, {gpu_advice()}"
     elif cuda_ok:
         device, why = torch.device("cuda"), f"CUDA GPU found: {torch.cuda.get_device_name(0)}"
-    elif mps_ok:
+    elif mps_available():
         device, why = torch.device("mps"), "Apple GPU (MPS) found"
     else:
         device, why = torch.device("cpu"), "no GPU found (training is slower but works)"

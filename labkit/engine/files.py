@@ -18,6 +18,18 @@ from pathlib import Path
 from typing import IO
 
 
+def _mode_for(path: Path) -> int:
+    """The permissions the written file gets: those of the file it replaces, else what ``open`` would give
+    a new file (0o666 less the umask). A temporary file starts private (0o600), which would lock a shared
+    course folder's other users out of every file labkit rewrites."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
     try:
@@ -48,6 +60,7 @@ def atomic_writer(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, _mode_for(path))
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()

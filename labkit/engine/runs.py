@@ -6,6 +6,7 @@ Notebooks and ``python -m labkit train`` write the same format (see COURSE.md, "
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import tempfile
@@ -21,6 +22,8 @@ from .checkpoint import FILE_NAME as CHECKPOINT_FILE
 from .loop import History, fit
 
 METRICS_FILE = "metrics.json"
+
+_OPENED: list[Run] = []  # runs that made their folder in this process (``remove_unused_runs``)
 
 
 def installed_version(package: str) -> str:
@@ -53,22 +56,40 @@ class Run:
     """The folder one training run writes to (default ``runs/<name>``), created up front.
 
     ``save_figure`` writes PNGs beside ``metrics.json``; ``write_metrics`` writes the record.
-    A folder that cannot be written is reported before any training starts.
+    A folder that cannot be written is reported before any training starts. A run that fails
+    before writing anything removes the folders it created (``remove_if_unused``), never a
+    folder that was there before it.
     """
 
     def __init__(self, name: str, out: str | Path | None = None):
         self.name = name
         self.dir = Path(out) if out is not None else settings.runs_root() / name
+        self.created = _missing_folders(self.dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=self.dir, prefix=".write-test-"):
                 pass
         except OSError as e:
+            self.remove_if_unused()
             raise PermissionError(
                 f"cannot write to the output folder {self.dir} ({e.strerror or e}). Choose a writable "
                 "folder with --out DIR (on Kaggle: under /kaggle/working) or set LABKIT_RUNS."
             ) from e
+        if self.created:
+            _OPENED.append(self)
         self.figures: dict[str, str] = {}
+
+    def remove_if_unused(self) -> bool:
+        """Remove the folders this run created, deepest first, as long as they are empty: what a run
+        that failed before writing anything leaves. True when the run's folder is gone."""
+        for folder in self.created:
+            try:
+                folder.rmdir()
+            except FileNotFoundError:
+                continue
+            except OSError:  # not empty (something was written), or not ours to remove
+                break
+        return not self.dir.exists()
 
     @property
     def checkpoint_path(self) -> Path:
@@ -94,7 +115,10 @@ class Run:
         hyperparameters: dict,
         **extra,
     ) -> Path:
-        """Write ``metrics.json`` atomically (``labkit.engine.files``: a full disk leaves the old one)."""
+        """Write ``metrics.json`` atomically (``labkit.engine.files``: a full disk leaves the old one).
+
+        The file is strict JSON, which every tool reads: a number that is not finite (the seconds
+        per epoch of a run that trained no epoch, a NaN loss) is written as ``null``, "not measured"."""
         record = {
             "model": model,
             "epochs": epochs,
@@ -110,7 +134,8 @@ class Run:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **extra,
         }
-        return files.write_text(self.dir / METRICS_FILE, json.dumps(record, indent=2, default=float))
+        text = json.dumps(strict_json(record), indent=2, allow_nan=False)
+        return files.write_text(self.dir / METRICS_FILE, text)
 
     def record(
         self,
@@ -167,6 +192,38 @@ class Trained:
         return sum(sum(p.numel() for p in m.parameters() if p.requires_grad) for m in self.training.modules.values())
 
 
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first: what ``mkdir(parents=True)``
+    will create."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def remove_unused_runs() -> list[Path]:
+    """Remove the folders of the runs opened in this process that were left empty (the run failed
+    before writing anything; ``Run.remove_if_unused``); return the run folders removed. A command
+    that failed calls this before it reports the error, so that it leaves nothing behind."""
+    removed = [run.dir for run in _OPENED if run.dir.exists() and run.remove_if_unused()]
+    _OPENED.clear()
+    return removed
+
+
+def strict_json(value):
+    """``value`` with every number that is not finite replaced by None (JSON's null), and tensors and
+    NumPy numbers turned into Python floats: what ``json.dumps(..., allow_nan=False)`` accepts."""
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    number = float(value)  # a float, a 0-d tensor, a NumPy number
+    return number if math.isfinite(number) else None
+
+
 def start_run(
     name: str, seed: int, out: str | Path | None = None, device: str | None = None
 ) -> tuple[Run, torch.device]:
@@ -175,9 +232,10 @@ def start_run(
     also joins the job (``labkit.engine.distributed``), and the device is this process's GPU."""
     from .device import pick_device, seed_everything
 
+    chosen = pick_device(device)  # a device that is not here is refused before the folder is made
     run = Run(name, out)
     seed_everything(seed)
-    return run, distributed.init_from_env(pick_device(device))
+    return run, distributed.init_from_env(chosen)
 
 
 def cost(history: History, model: torch.nn.Module) -> dict:
@@ -219,6 +277,9 @@ def fit_in_run(
             compile=cfg.compile,
             **with_labels,
         )
+    except BaseException:
+        run.remove_if_unused()  # training failed before its first checkpoint: no empty folder stays
+        raise
     finally:
         for logger in loggers:
             logger.close()
@@ -228,7 +289,7 @@ def fit_in_run(
 # may be missing (records written by older versions, or by hand in a test); none may be another type.
 RECORD_TYPES = {
     "model": str,
-    "epochs": int,
+    "epochs": (int, str),  # notebook 04's comparison writes each model's epochs: "ae 20, vae 20, gan 100"
     "device": str,
     "smoke": bool,
     "dataset": dict,
@@ -255,9 +316,11 @@ def record_problem(record) -> str | None:
         value = record.get(key)
         if value is None:
             continue
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        ok = isinstance(value, kinds) and not (bool not in kinds and isinstance(value, bool))
         if not ok:
-            return f'its "{key}" is {json.dumps(value)[:60]}, where {_JSON_NAMES[kind]} belongs'
+            wanted = " or ".join(_JSON_NAMES[k] for k in kinds)
+            return f'its "{key}" is {json.dumps(value)[:60]}, where {wanted} belongs'
     if not all(isinstance(row, dict) for row in record.get("history") or []):
         return 'its "history" holds an entry that is not an object of per-epoch numbers'
     for name, filename in (record.get("figures") or {}).items():
