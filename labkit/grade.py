@@ -6,26 +6,41 @@ from, re-evaluates the submitted weights on the instructor's copy of the test sp
 impossible values, smoke runs, other settings and copied discussions, and writes ``gradebook.csv``
 (one row per student, ``flags`` empty when nothing is wrong) and ``class_report.md`` with figures.
 Submissions are untrusted: nothing in them is executed, checkpoints are read with
-``weights_only=True``, and nothing is written outside ``DIR``. ``docs/instructors.md`` is the guide.
+``weights_only=True``, and nothing is written outside ``DIR`` but the test data itself, fetched into
+the data root where it is missing (the digit classifier is kept in ``DIR/.cache``). The grader never
+deletes or changes its inputs: an ``--out`` that is, holds or lies inside the submissions or the
+reference is refused, and of ``DIR`` it removes only what an earlier grade unpacked there (listed in
+``WORK_RECORD``). ``docs/instructors.md`` is the guide.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import pickle
 import re
-import shutil
+import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from . import report
-from .gradebook import class_report, write_gradebook
+from .engine import files
+from .engine.checkpoint import _refusal_reason
+from .gradebook import MAIN_METRICS, class_report, number_problem, write_gradebook
 from .submit import MANIFEST, WEIGHTS_FILE, WEIGHTS_FORMAT, Refused, check_manifest, load_runs, open_submission
 
 TOLERANCE = {"test_mse": 0.02, "test_neg_elbo_nats": 0.02, "fid_classifier": 0.15, "conditional_accuracy": 0.05}
 REEVALUATED = ("ae", "vae", "cvae", "vqvae", "gan", "cgan")  # models whose weights the grader runs again
 SIMILARITY = 0.8  # cosine similarity of two Discussions (TF-IDF) that is flagged
+UNPACKED = "submissions"  # the folder of --out the archives are unpacked into, one folder per student
+WORK_RECORD = ".labkit-grade-unpacked.json"  # in UNPACKED: every file and folder the grader unpacked there
+CACHE = ".cache"  # the folder of --out that keeps the digit classifier the grader trains
+# The numbers of a run's "final" that the grader compares or lists: each must be a finite number.
+GRADED_NUMBERS = set(TOLERANCE) | {metric for _, metric in MAIN_METRICS}
+GRADED_SUFFIXES = ("test_mse", "test_neg_elbo_nats", "fid_classifier", "class_coverage", "conditional_accuracy")
 
 
 @dataclass
@@ -80,44 +95,65 @@ def report_flags(folder: Path, runs: dict[str, dict]) -> list[str]:
                 flags.append(f"REPORT.md lists {run} {metric} = {written}, which its metrics.json does not have")
             elif written != report.table_cell(final[metric]):
                 flags.append(
-                    f"REPORT.md says {run} {metric} = {written} but its metrics.json says "
-                    f"{report.table_cell(final[metric])} (edited by hand?)"
+                    f"REPORT.md says {run} {metric} = {_shown(written)} but its metrics.json says "
+                    f"{_shown(report.table_cell(final[metric]))} (edited by hand?)"
                 )
     return flags
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    """A value from a submission as a flag quotes it: whole up to ``limit`` characters, then cut with "..."."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_number(value) -> bool:
+    return number_problem(value) is None
+
+
+def _graded_number(key: str) -> bool:
+    return key in GRADED_NUMBERS or key.endswith(GRADED_SUFFIXES) or re.match(r"vae_iwae_k\d+_nats", key) is not None
+
+
 def plausibility_flags(runs: dict[str, dict], floors: dict) -> list[str]:
-    """Values that no honest run produces."""
+    """Values that no honest run produces: a number the grader reads that is not a finite number
+    (text, true/false, NaN, infinity, absurdly large), and numbers that contradict each other."""
     flags = []
     for name, r in runs.items():
         final, history = r.get("final", {}), r.get("history", [])
         for key, value in final.items():
-            if isinstance(value, float) and not math.isfinite(value) and key != "inception_fid":
+            problem = number_problem(value)
+            if problem is None or (key == "inception_fid" and isinstance(value, float) and not math.isfinite(value)):
+                continue
+            if isinstance(value, float) and not math.isfinite(value):
                 flags.append(f"{name}: {key} is {value}")
+            elif _graded_number(key) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+                flags.append(f"{name}: {key} = {json.dumps(value)[:80]} {problem}")
         if isinstance(r.get("epochs"), int) and len(history) != r["epochs"]:
             flags.append(f"{name}: metrics.json says {r['epochs']} epochs but its history holds {len(history)}")
         settings_epochs = r.get("hyperparameters", {}).get("epochs")
         if isinstance(settings_epochs, int) and isinstance(r.get("epochs"), int) and r["epochs"] < settings_epochs:
             flags.append(f"{name}: trained {r['epochs']} of the {settings_epochs} epochs its settings say")
         for key, value in final.items():
-            if key.endswith("class_coverage") and isinstance(value, (int, float)) and not 0 <= value <= 10:
+            if not _is_number(value):
+                continue
+            if key.endswith("class_coverage") and not 0 <= value <= 10:
                 flags.append(f"{name}: {key} = {value}, but there are 10 digits")
-            if key.endswith("test_mse") and isinstance(value, (int, float)) and value < 0:
+            if key.endswith("test_mse") and value < 0:
                 flags.append(f"{name}: {key} = {value} is negative")
             floor = floors.get(_data_key(r))
             if (
                 key.endswith("fid_classifier")
                 and not key.startswith("real")
                 and floor is not None
-                and isinstance(value, (int, float))
                 and value < 0.8 * floor
             ):
                 flags.append(
                     f"{name}: {key} = {report.format_value(value)} is below the real-data floor "
                     f"{report.format_value(floor)} (real training digits against real test digits)"
                 )
-        iwae = [v for k, v in final.items() if re.match(r"vae_iwae_k\d+_nats", k)]
-        if iwae and "vae_test_neg_elbo_nats" in final and final["vae_test_neg_elbo_nats"] < iwae[0] - 1e-6:
+        iwae = [v for k, v in final.items() if re.match(r"vae_iwae_k\d+_nats", k) and _is_number(v)]
+        elbo = final.get("vae_test_neg_elbo_nats")
+        if iwae and _is_number(elbo) and elbo < iwae[0] - 1e-6:
             flags.append(
                 f"{name}: the -ELBO {report.format_value(final['vae_test_neg_elbo_nats'])} is below the "
                 f"importance-weighted bound {report.format_value(iwae[0])}, which it can never be"
@@ -143,7 +179,12 @@ def settings_flags(runs: dict[str, dict], course: dict[str, dict]) -> list[str]:
 
 def _data_key(record: dict) -> tuple:
     d = record.get("dataset", {})
-    return d.get("name"), d.get("source"), d.get("n_train"), d.get("n_test"), bool(record.get("smoke"))
+    values = (d.get(key) for key in ("name", "source", "n_train", "n_test"))
+    # a key of the floors dict: whatever JSON a submission put there, as a hashable value
+    return (
+        *(v if isinstance(v, (str, int, float, type(None))) else json.dumps(v) for v in values),
+        bool(record.get("smoke")),
+    )
 
 
 class Evaluator:
@@ -190,9 +231,11 @@ class Evaluator:
         try:
             saved = torch.load(weights_path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - an unsafe or damaged file is the student's problem, reported
+            # PyTorch's refusal of a pickle mostly says how to load it anyway: keep the sentence naming what it wants
+            reason = _refusal_reason(str(e)) if isinstance(e, pickle.UnpicklingError) else str(e).splitlines()[0][:160]
             return [
-                f"{name}: {WEIGHTS_FILE} refused ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
-                "labkit only loads plain weights"
+                f"{name}: {WEIGHTS_FILE} refused ({type(e).__name__}: {reason}); labkit only loads plain weights, "
+                "and nothing in this file was run"
             ], None
         if not isinstance(saved, dict) or saved.get("format") != WEIGHTS_FORMAT:
             return [f"{name}: {WEIGHTS_FILE} is not a labkit submission checkpoint"], None
@@ -237,7 +280,8 @@ class Evaluator:
                 again["conditional_accuracy"] = cgan.cgan_sample_quality(training.generator, data, fake, seed=cfg.seed)[
                     "conditional_accuracy"
                 ]
-            if abs(quality["class_coverage"] - final.get("class_coverage", -99)) > 1:
+            claimed_coverage = final.get("class_coverage")
+            if not (_is_number(claimed_coverage) and abs(quality["class_coverage"] - claimed_coverage) <= 1):
                 return [
                     f"{name}: its weights cover {quality['class_coverage']} digits, its metrics.json says "
                     f"{final.get('class_coverage')}"
@@ -245,10 +289,16 @@ class Evaluator:
         flags = []
         for key, value in again.items():
             claimed = final.get(key)
-            if not isinstance(claimed, (int, float)) or abs(value - claimed) > TOLERANCE[key] * abs(value) + 1e-9:
+            # written so that NaN on either side is a mismatch: every comparison with NaN is False
+            matched = (
+                _is_number(claimed)
+                and math.isfinite(value)
+                and abs(value - claimed) <= TOLERANCE[key] * abs(value) + 1e-9
+            )
+            if not matched:
                 flags.append(
                     f"{name}: its weights give {key} = {report.format_value(value)} on the test split, its "
-                    f"metrics.json says {report.format_value(claimed)} (beyond {TOLERANCE[key]:.0%}: not "
+                    f"metrics.json says {report.format_value(claimed)[:80]} (beyond {TOLERANCE[key]:.0%}: not "
                     "the weights that made these numbers)"
                 )
         return flags, None if flags else f"{name} {', '.join(again)}"
@@ -258,6 +308,8 @@ class Evaluator:
 
 
 def grade_student(path: Path, work: Path, evaluator: Evaluator, course: dict) -> Student:
+    """One student's row: every check of this module on the submission at ``path`` (unpacked under
+    ``work``). A submission that cannot be read is refused with the reason; nothing it holds stops the class."""
     student = Student(path.stem if path.is_file() else path.name)
     try:
         student.folder = open_submission(path, work)
@@ -272,12 +324,13 @@ def grade_student(path: Path, work: Path, evaluator: Evaluator, course: dict) ->
             for r in student.runs.values()
             if r.get("dataset", {}).get("name") == "MNIST" and evaluator.matches(r)
         }
-        student.flags += plausibility_flags(student.runs, floors)
+        implausible = {name: plausibility_flags({name: r}, floors) for name, r in student.runs.items()}
+        student.flags += [flag for flags in implausible.values() for flag in flags]
         student.flags += settings_flags(student.runs, course)
         for name, record in student.runs.items():
             flags, verified = evaluator.reproduce(name, record, student.folder / "runs" / name / WEIGHTS_FILE)
             student.flags += flags
-            if verified:
+            if verified and not implausible[name]:  # a run with a flagged number is never listed as verified
                 student.verified.append(verified)
     except Refused as e:
         student.refused = str(e)
@@ -321,37 +374,143 @@ def grade(
     """Grade every submission in ``submissions``; write ``out/gradebook.csv`` and ``out/class_report.md``.
 
     ``course``: the settings the instructor fixed, run -> {setting: value}. ``reference``: a runs
-    folder or submission of the instructor's own run, marked on the class figures.
+    folder or submission of the instructor's own run, marked on the class figures. The inputs are
+    only read: ``ValueError`` (before anything is written) for an ``out`` that is, holds or lies
+    inside one of them, for a ``course`` of another shape and for a reference that cannot be read.
     """
+    from . import metrics
+    from .engine.device import check_device
+
     submissions, out = Path(submissions), Path(out)
     if not submissions.is_dir():
         raise FileNotFoundError(f"no folder of submissions at {submissions}")
+    inputs = {"the submissions folder": submissions}
+    if reference is not None:
+        reference = Path(reference)
+        if not reference.exists():
+            raise FileNotFoundError(f"no reference run at {reference}: give a runs folder or a submission")
+        inputs["the reference"] = reference
+    check_out(out, inputs)
     entries = sorted(p for p in submissions.iterdir() if not p.name.startswith(".") and (p.is_dir() or p.is_file()))
     if not entries:
         raise FileNotFoundError(f"{submissions} holds no submissions (one .zip file or folder per student)")
-    work = out / "submissions"
-    if work.exists():
-        shutil.rmtree(work)  # unpacked anew on every run: only what the archives hold
-    work.mkdir(parents=True)
-    evaluator = Evaluator(device)
+    course = check_course(course or {})
+    evaluator = Evaluator(check_device(device, "--device of labkit grade"))
+    work = out / UNPACKED
+    earlier = unpacked_earlier(work)  # refuses a folder holding anything the grader did not write, before any change
+    made_out = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        reference_record = reference_runs(reference, out)
+    except ValueError:
+        if made_out:
+            out.rmdir()  # a bad reference leaves nothing behind
+        raise
+    for path in earlier:
+        (path.rmdir if path.is_dir() and not path.is_symlink() else path.unlink)()
+    work.mkdir(exist_ok=True)
+    record_unpacked(work, unpacking=[entry.stem for entry in entries if entry.is_file()])
     students = []
-    for entry in entries:
-        print(f"labkit: grading {entry.name}")
-        students.append(grade_student(entry, work, evaluator, course or {}))
+    try:
+        with metrics.classifier_cache(out / CACHE):
+            for entry in entries:
+                print(f"labkit: grading {entry.name}")
+                students.append(grade_student(entry, work, evaluator, course))
+    finally:
+        record_unpacked(work)
     discussion_flags(students, similarity)
     book, rows = write_gradebook(students, out)
-    return book, class_report(students, rows, out, reference_runs(reference, out))
+    return book, class_report(students, rows, out, reference_record)
 
 
-def reference_runs(reference: str | Path | None, out: Path) -> dict[str, dict]:
-    """The instructor's own runs: a runs folder (``*/metrics.json``) or a submission (archive or folder)."""
+def check_out(out: Path, inputs: dict[str, Path]) -> None:
+    """Refuse (``ValueError``) an ``out`` folder that is, holds or lies inside one of ``inputs``
+    (what -> path), or that is a file: the grader writes and cleans ``out``, and never touches its inputs."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(
+            f"--out {out} is a file: give a folder for gradebook.csv, class_report.md and the unpacked files"
+        )
+    where = out.resolve()
+    for what, path in inputs.items():
+        given = path.resolve()
+        if where == given or where.is_relative_to(given) or given.is_relative_to(where):
+            relation = "is" if where == given else "lies inside" if where.is_relative_to(given) else "holds"
+            raise ValueError(
+                f"--out {out} {relation} {what} ({path}): the grader writes into --out and never changes its "
+                "inputs. Choose a folder of its own beside them, for example --out grades"
+            )
+
+
+def check_course(course) -> dict[str, dict]:
+    """The course's fixed settings as given (run -> {setting: value}), or ``ValueError`` saying what is wrong."""
+    if not isinstance(course, dict) or not all(isinstance(fixed, dict) for fixed in course.values()):
+        raise ValueError(
+            "the course settings must be a JSON object of runs, each an object of settings, for example "
+            '{"ae": {"epochs": 20}, "vae": {"beta": 1.0}}'
+        )
+    return course
+
+
+def _entries(folder: Path) -> list[Path]:
+    """Everything under ``folder``, deepest first (links listed, never followed)."""
+    found = []
+    for parent, dirs, names in os.walk(folder):
+        found += [Path(parent, name) for name in dirs + names]
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
+def unpacked_earlier(work: Path) -> list[Path]:
+    """What an earlier grade unpacked into ``work`` (listed in its ``WORK_RECORD``), deepest first, to
+    be removed before unpacking anew; ``ValueError`` when ``work`` holds anything else, so that the
+    grader never deletes a file it did not write (an instructor's notes, a folder that merely has the name)."""
+    if not work.exists() and not work.is_symlink():
+        return []
+    if work.is_symlink() or not work.is_dir():
+        raise ValueError(f"{work} is not a folder the grader made: move it away or choose another --out")
+    record = work / WORK_RECORD
+    try:
+        listed = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
+        written, unpacking = set(listed.get("written", [])), set(listed.get("unpacking", []))
+    except (OSError, ValueError, AttributeError, TypeError):
+        written, unpacking = set(), set()
+    entries = _entries(work)
+    names = {p.relative_to(work).as_posix(): p.is_dir() for p in entries if p != record}
+    # "unpacking": the student folders of a grade that was stopped before it could list what it wrote
+    foreign = [name for name in names if name not in written and name.split("/")[0] not in unpacking]
+    foreign.sort(key=lambda name: (names[name], name))  # files first: they are what would be lost
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise ValueError(
+            f"{work} holds {foreign[0]}{more}, which labkit grade did not unpack there; it removes only what it "
+            f"wrote itself. Move them out of {work}, or choose another --out"
+        )
+    return entries
+
+
+def record_unpacked(work: Path, unpacking: list[str] = ()) -> None:
+    """List in ``work/WORK_RECORD`` everything under ``work`` (all of it unpacked by this grade), so that
+    the next grade can remove exactly that; before unpacking, also the student folders about to be made
+    (``unpacking``), so that a grade stopped half-way still leaves a folder the next one may clean."""
+    written = sorted(p.relative_to(work).as_posix() for p in _entries(work) if p != work / WORK_RECORD)
+    listing = {"written_by": "labkit grade", "written": written, "unpacking": sorted(unpacking)}
+    files.write_text(work / WORK_RECORD, json.dumps(listing, indent=1))
+
+
+def reference_runs(reference: Path | None, out: Path) -> dict[str, dict]:
+    """The instructor's own runs: a runs folder (``*/metrics.json``) or a submission (archive or folder,
+    unpacked into a temporary folder of ``out`` that is removed again). ``ValueError`` when it cannot be read."""
     if reference is None:
         return {}
-    reference = Path(reference)
-    if reference.is_dir() and not (reference / MANIFEST).is_file():
-        return report.load_runs(reference)
-    work = out / "reference"
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    return load_runs(open_submission(reference, work))
+    try:
+        if reference.is_dir() and not (reference / MANIFEST).is_file():
+            runs = report.load_runs(reference)
+        else:
+            with tempfile.TemporaryDirectory(prefix=".reference-", dir=out) as work:
+                runs = load_runs(open_submission(reference, Path(work)))
+    except (Refused, ValueError) as e:
+        raise ValueError(f"the reference {reference} cannot be read: {e}") from None
+    if not runs:
+        raise ValueError(
+            f"the reference {reference} holds no runs (*/metrics.json, or runs/*/metrics.json in a submission)"
+        )
+    return runs

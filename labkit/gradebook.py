@@ -1,14 +1,22 @@
 """The grader's output: ``gradebook.csv`` (one row per student) and ``class_report.md`` (each main
 number across the class, with figures). ``labkit.grade`` fills the students' records.
+
+Both are written atomically (``labkit.engine.files``). The gradebook is opened in spreadsheets, and
+much of it comes from untrusted submissions: a numeric column holds only finite numbers (anything
+else is blank, and the grader flags it), and every text cell is neutralised as OWASP's guidance on
+CSV injection says (``spreadsheet_text``), so no cell is ever read as a formula.
 """
 
 from __future__ import annotations
 
 import csv
+import math
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import report
+from .engine import files
 
 if TYPE_CHECKING:
     from .grade import Student
@@ -22,6 +30,35 @@ MAIN_METRICS = (
     ("gan", "class_coverage"),
     ("dcgan", "seconds_per_epoch"),
 )
+
+
+ABSURD = 1e12  # no number a labkit run records, parameter counts included, comes near this in size
+FORMULA_STARTS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # and their full-width forms
+
+
+def number_problem(value) -> str | None:
+    """Why ``value`` cannot stand in a numeric column of the gradebook (a finite int or float, not
+    true/false, at most ``ABSURD`` in size), or None when it can."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "is not a number"
+    if not math.isfinite(value):
+        return "is not a finite number"
+    if abs(value) > ABSURD:
+        return f"is absurdly large (beyond {ABSURD:.0e}): no run records such a number"
+    return None
+
+
+def spreadsheet_text(text: str) -> str:
+    """``text`` as a CSV cell that no spreadsheet reads as a formula (OWASP, CSV injection): control
+    characters (tab, carriage return, line breaks) become spaces, so that a cell is one line, and a
+    cell that then starts, after any spaces, with ``=``, ``+``, ``-`` or ``@`` gets a leading ``'``."""
+    text = "".join(" " if unicodedata.category(c) == "Cc" else c for c in str(text))
+    return "'" + text if text.lstrip().startswith(FORMULA_STARTS) else text
+
+
+def _number_cell(value):
+    """A numeric column's cell: the number itself, or blank when it is not one (the grader flags it)."""
+    return value if number_problem(value) is None else ""
 
 
 def _words(text: str) -> int:
@@ -39,17 +76,16 @@ def gradebook_rows(students: list[Student]) -> tuple[list[str], list[dict]]:
     rows = []
     for s in students:
         row = {
-            "student": s.name,
-            "status": f"refused: {s.refused}" if s.refused else "graded",
-            "flags": "; ".join(s.flags),
-            "verified": "; ".join(s.verified),
+            "student": spreadsheet_text(s.name),
+            "status": spreadsheet_text(f"refused: {s.refused}" if s.refused else "graded"),
+            "flags": spreadsheet_text("; ".join(s.flags)),
+            "verified": spreadsheet_text("; ".join(s.verified)),
         }
         for (_, run, kind, item, _), column in zip(report.CHECKLIST, checklist):
             present = item in s.runs.get(run, {}).get("final" if kind == "final" else "figures", {})
             row[column] = "present" if present else "missing"
         for run, metric in MAIN_METRICS:
-            value = s.runs.get(run, {}).get("final", {}).get(metric)
-            row[f"{run}_{metric}"] = "" if value is None else value
+            row[f"{run}_{metric}"] = _number_cell(s.runs.get(run, {}).get("final", {}).get(metric))
         for p in report.PARTS:
             row[f"words_{p.key}"] = _words(s.discussions.get(p.key, ""))
         rows.append(row)
@@ -57,11 +93,12 @@ def gradebook_rows(students: list[Student]) -> tuple[list[str], list[dict]]:
 
 
 def write_gradebook(students: list[Student], out: Path) -> tuple[Path, list[dict]]:
-    """``out/gradebook.csv``; returns its path and its rows."""
+    """``out/gradebook.csv``, written atomically; returns its path and its rows. Text cells are quoted,
+    numbers are not: a spreadsheet reads the numeric columns as numbers."""
     columns, rows = gradebook_rows(students)
     path = out / "gradebook.csv"
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
+    with files.atomic_writer(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, quoting=csv.QUOTE_NONNUMERIC)
         writer.writeheader()
         writer.writerows(rows)
     return path, rows
@@ -88,6 +125,7 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
     figures = out / "class_report_files"
     figures.mkdir(parents=True, exist_ok=True)
     refused = [s for s in students if s.refused]
+    names = [s.name for s in students]  # rows[i] is students[i]'s row, its name made safe for spreadsheets
     flagged = [s for s in students if s.flags and not s.refused]
     lines = [
         "# Class report",
@@ -99,7 +137,9 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
     ]
     for run, metric in MAIN_METRICS:
         values = {
-            r["student"]: float(r[f"{run}_{metric}"]) for r in rows if isinstance(r[f"{run}_{metric}"], (int, float))
+            name: float(r[f"{run}_{metric}"])
+            for name, r in zip(names, rows)
+            if number_problem(r[f"{run}_{metric}"]) is None
         }
         lines += [f"## {run}: {metric}", ""]
         if not values:
@@ -108,13 +148,14 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
         fig, ax = plt.subplots(figsize=(5, 2.6))
         ax.hist(list(values.values()), bins=min(20, max(5, len(values))), color="C0", alpha=0.8)
         ref = reference.get(run, {}).get("final", {}).get(metric)
-        if isinstance(ref, (int, float)):
+        ref = ref if number_problem(ref) is None else None
+        if ref is not None:
             ax.axvline(ref, color="C3", ls="--", label=f"reference run: {report.format_value(ref)}")
             ax.legend(fontsize=8)
         ax.set_xlabel(f"{run} {metric}")
         ax.set_ylabel("students")
         fig.tight_layout()
-        fig.savefig(figures / f"{run}_{metric}.png", dpi=100)
+        files.save_figure(fig, figures / f"{run}_{metric}.png", dpi=100)
         plt.close(fig)
         ordered = sorted(values.values())
         lines += [
@@ -122,19 +163,23 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
             "",
             f"{len(values)} student(s); median {report.format_value(ordered[len(ordered) // 2])}, range "
             f"{report.format_value(ordered[0])} to {report.format_value(ordered[-1])}"
-            + (f"; reference run {report.format_value(ref)}" if isinstance(ref, (int, float)) else "")
+            + (f"; reference run {report.format_value(ref)}" if ref is not None else "")
             + ".",
             "",
         ]
         for name, z in sorted(_outliers(values).items(), key=lambda kv: -abs(kv[1])):
             lines.append(
-                f"- stands out: {name}, {report.format_value(values[name])} ({z:+.1f} robust standard deviations)"
+                f"- stands out: {_one_line(name)}, {report.format_value(values[name])} "
+                f"({z:+.1f} robust standard deviations)"
             )
         lines.append("")
     lines += ["## Flagged submissions", ""]
-    lines += [f"- **{s.name}**: " + "; ".join(s.flags) for s in flagged] or ["None."]
+    lines += [f"- **{_one_line(s.name)}**: " + _one_line("; ".join(s.flags)) for s in flagged] or ["None."]
     lines += ["", "## Refused submissions", ""]
-    lines += [f"- **{s.name}**: {s.refused}" for s in refused] or ["None."]
-    path = out / "class_report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    lines += [f"- **{_one_line(s.name)}**: {_one_line(s.refused)}" for s in refused] or ["None."]
+    return files.write_text(out / "class_report.md", "\n".join(lines) + "\n")
+
+
+def _one_line(text: str) -> str:
+    """Text from a submission on one line of the class report: a line break in it cannot start a heading."""
+    return " ".join(str(text).splitlines())

@@ -1,23 +1,36 @@
 """REPORT.md, the document instructors grade from, built from the runs' metrics.json files.
 
 ``python -m labkit report`` (and the last cell of notebook 04) calls ``build_report``. The
-student's Discussion sections live between markers and survive every rebuild.
+student's Discussion sections live between markers and survive every rebuild; nothing else a
+student wrote is dropped either. A rebuild refuses, naming the line, when a marker was deleted or
+text lies outside the Discussions (text written just under a Discussion's questions is moved inside
+its markers instead, and said so), keeps the report it replaces as ``REPORT.md.bak``, removes from
+``REPORT_files/`` only the figures it wrote itself (listed in ``REPORT_files/report-manifest.json``),
+and writes everything beside the old files first, then swaps them in: a full disk or a failure
+leaves the previous report and its figures as they were.
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
 import json
+import os
 import re
 import shutil
+import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
-from .engine import settings
+from .engine import files, settings
 from .engine.runs import METRICS_FILE, read_record
 
 PLACEHOLDER = "_Write your discussion here._"
 FIGURES_DIR_SUFFIX = "_files"
+FIGURES_MANIFEST = "report-manifest.json"  # in the figures folder: what the report wrote there, and its own text
+FIGURES_FORMAT = "labkit-report-figures"
+BACKUP_SUFFIX = ".bak"  # REPORT.md.bak: the report as it was before the last rebuild
 
 
 @dataclass(frozen=True)
@@ -138,18 +151,297 @@ def _discussion_markers(key: str) -> tuple[str, str]:
     return f"<!-- discussion:{key}:start -->", f"<!-- discussion:{key}:end -->"
 
 
+_MARKER = re.compile(r"<!-- discussion:([^\s:>]+):(start|end) -->")
+
+
+def figures_folder(report_path: Path) -> Path:
+    """Where the figures of the report at ``report_path`` go: ``REPORT_files/`` beside ``REPORT.md``."""
+    return report_path.parent / (report_path.stem + FIGURES_DIR_SUFFIX)
+
+
+def backup_path(report_path: Path) -> Path:
+    """Where a rebuild keeps the report it replaces: ``REPORT.md.bak`` beside ``REPORT.md``."""
+    return report_path.with_name(report_path.name + BACKUP_SUFFIX)
+
+
+@dataclass(frozen=True)
+class _Body:
+    """Where the student's text of one Discussion lies in a report: ``text[start:end]``, between
+    the end of its start marker and the beginning of its end marker (on their lines or not)."""
+
+    key: str
+    start: int
+    end: int
+
+
+def _title(key: str) -> str:
+    return next((f'"{part.title}"' for part in PARTS if part.key == key), f"`{key}`")
+
+
+def _line_number(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _discussion_bodies(text: str) -> tuple[list[_Body], list[str]]:
+    """The Discussion bodies of a report's text, in order, and what is wrong with its markers: a
+    marker missing, doubled or out of order, where the end of a student's text cannot be known."""
+    bodies, problems, seen = [], [], set()
+    opened = None  # (key, offset after its start marker, line)
+
+    def unclosed(key: str, line: int) -> str:
+        return (
+            f"line {line}: the Discussion of {_title(key)} starts here but its end marker "
+            f"{_discussion_markers(key)[1]} is missing: put it back on a line of its own after your text"
+        )
+
+    for match in _MARKER.finditer(text):
+        key, kind = match.groups()
+        line = _line_number(text, match.start())
+        if kind == "start":
+            if opened:
+                problems.append(unclosed(opened[0], opened[2]))
+            if key in seen:
+                problems.append(
+                    f"line {line}: a second Discussion of {_title(key)} starts here: keep one pair of its "
+                    "markers, with all your text for it between them"
+                )
+            seen.add(key)
+            opened = (key, match.end(), line)
+        elif opened and opened[0] == key:
+            bodies.append(_Body(key, opened[1], match.start()))
+            opened = None
+        else:
+            if opened:
+                problems.append(unclosed(opened[0], opened[2]))
+                opened = None
+            problems.append(
+                f"line {line}: the end marker of the Discussion of {_title(key)} has no start marker "
+                f"{_discussion_markers(key)[0]} before it: put that back on a line of its own before your text"
+            )
+    if opened:
+        problems.append(unclosed(opened[0], opened[2]))
+    return bodies, problems
+
+
 def read_discussions(report_path: Path) -> dict[str, str]:
-    """The student's text of each Discussion section of an existing report (empty if none)."""
+    """The student's text of each Discussion section of an existing report (empty if none). A
+    Discussion whose markers are missing or out of order is left out here; ``build_report``
+    refuses to rebuild over such a report, naming the line."""
     if not report_path.is_file():
         return {}
-    text = report_path.read_text()
+    text = report_path.read_text(encoding="utf-8", errors="replace")
     found = {}
+    bodies, _ = _discussion_bodies(text)
+    keys = {part.key for part in PARTS}
+    for body in bodies:
+        if body.key in keys:
+            found.setdefault(body.key, text[body.start : body.end].strip())
+    return found
+
+
+# --------------------------------------------------------------------------- what a rebuild must keep
+
+
+def _words(line: str) -> str:
+    """A line as compared with the report's own text: spaces do not count (an editor may realign a table)."""
+    return " ".join(line.split())
+
+
+def _outside_lines(text: str, bodies: list[_Body]) -> tuple[list[tuple[int, str]], list[int]]:
+    """The lines of a report outside its Discussion bodies, each with its line number, and the index
+    of each body's start-marker line among them (its end-marker line follows): with every body
+    taken out, a report the student wrote only inside the markers reads as the report's own text."""
+    lines, starts, position = [], [], 0
+    for body in bodies + [None]:
+        stop = body.start if body else len(text)
+        first = _line_number(text, position)
+        lines += [(first + i, line) for i, line in enumerate(text[position:stop].split("\n"))]
+        if body:
+            starts.append(len(lines) - 1)
+            position = body.end
+    return lines, starts
+
+
+def _figure_name(rel: str) -> bool:
+    """Whether ``rel`` has the shape of a figure the report writes: ``<run>/<file>``, nothing else."""
+    parts = PurePosixPath(rel).parts
+    return len(parts) == 2 and "\\" not in rel and not any(p in ("", ".", "..") for p in parts)
+
+
+@dataclass
+class _Previous:
+    """The report a rebuild replaces: its bytes (kept as ``REPORT.md.bak``), the student's text of
+    each Discussion (with any text moved inside its markers), the figures its own lines link to,
+    and the notes to print about text that was moved."""
+
+    raw: bytes
+    discussions: dict[str, str] = field(default_factory=dict)
+    linked: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+
+def _refusal(out: Path, problems: list[str], advice: str, why: str = "nothing written in it is lost") -> ValueError:
+    shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
+    return ValueError(
+        f"{out} was not rebuilt, so that {why} (nothing was changed):\n"
+        + "\n".join(f"  {out.name} {p}" if p.startswith("line") else f"  {p}" for p in shown)
+        + f"\n{advice}"
+    )
+
+
+def _read_previous(out: Path, manifest: dict, figures_name: str) -> _Previous | None:
+    """Read the report at ``out`` before a rebuild replaces it; ``ValueError`` naming each line whose
+    text the rebuild would drop.
+
+    The report's own text is known from the figures folder's manifest, which keeps the lines it
+    wrote outside the Discussions: any other line there is the student's. Without a manifest (a
+    report built by an older labkit), only the lines under each "### Discussion" are checked."""
+    if not out.is_file():
+        return None
+    raw = out.read_bytes()
+    try:
+        text = raw.decode("utf-8").replace("\r\n", "\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{out} is not UTF-8 text ({e}): save it as UTF-8 and build the report again, or choose another "
+            "--out; nothing was changed"
+        ) from None
+    previous = _Previous(raw)
+    if not text.strip():
+        return previous
+    bodies, problems = _discussion_bodies(text)
+    if not bodies and not problems:
+        raise ValueError(
+            f"{out} exists and is not a report that `labkit report` built (it has none of the Discussion markers "
+            f"such as {_discussion_markers(PARTS[0].key)[0]}): a rebuild would replace it. Choose another --out, "
+            "or move it away; nothing was changed"
+        )
+    outside, starts = _outside_lines(text, bodies)
+    marked = {match.group(1) for match in _MARKER.finditer(text)}
     for part in PARTS:
         start, end = _discussion_markers(part.key)
-        match = re.search(re.escape(start) + r"\n(.*?)\n?" + re.escape(end), text, flags=re.S)
-        if match:
-            found[part.key] = match.group(1).strip()
-    return found
+        heading = next((i for i, (_, line) in enumerate(outside) if _words(line) == _words(f"## {part.title}")), None)
+        if part.key not in marked and heading is not None:
+            below = next((i for i in range(heading + 1, len(outside)) if outside[i][1].startswith("## ")), len(outside))
+            where = next((i for i in range(heading, below) if _words(outside[i][1]) == "### Discussion"), heading)
+            problems.append(
+                f"line {outside[where][0]}: the markers of the Discussion of {_title(part.key)} are missing: put "
+                f'{start} and {end} back, each on a line of its own, around your text under its "### Discussion"'
+            )
+    keys = {part.key for part in PARTS}
+    for body in bodies:
+        written = text[body.start : body.end].strip()
+        if body.key not in keys and written not in ("", PLACEHOLDER):
+            problems.append(
+                f"line {_line_number(text, body.start)}: the Discussion {_title(body.key)} is not one of this "
+                "report's: move its text into one of the Discussions"
+            )
+    if problems:
+        raise _refusal(out, problems, "Fix the markers, then build the report again.")
+
+    foreign = _foreign_lines(outside, starts, bodies, manifest)
+    kept = {}  # body index -> [the student's text above its start marker, and below its end marker]
+    moved = set()
+    for k, body in enumerate(bodies):
+        if body.key not in keys:  # no Discussion to move it into: refused below, with the line
+            continue
+        before, after = _discussion_region(outside, starts[k])
+        pieces = []
+        for region in (before, after):
+            chosen = [i for i in region if i in foreign]
+            moved.update(chosen)
+            pieces.append(
+                "\n".join(foreign.get(i, outside[i][1]) for i in range(chosen[0], chosen[-1] + 1)).strip()
+                if chosen
+                else ""
+            )
+            if chosen:
+                previous.notes.append(
+                    f"{out.name} {_lines(outside[chosen[0]][0], outside[chosen[-1]][0])}: text written under the "
+                    f"Discussion of {_title(body.key)} but outside its markers is now inside them (check that it "
+                    f"reads as you meant; the report before this rebuild is {backup_path(out).name})"
+                )
+        kept[k] = pieces
+    stray = [i for i in sorted(foreign) if i not in moved]
+    if stray:
+        raise _refusal(
+            out,
+            [f"line {outside[i][0]} (in {_section(outside, i)}): {foreign[i][:70]!r}" for i in stray],
+            "These lines are not text the report wrote, and lie outside the Discussion markers: a rebuild would "
+            "drop them. Move each between the markers of a Discussion (or delete it), then build the report again.",
+        )
+    for k, body in enumerate(bodies):
+        if body.key not in keys:
+            continue
+        written = text[body.start : body.end].strip()
+        pieces = [kept[k][0], "" if written == PLACEHOLDER else written, kept[k][1]]
+        previous.discussions.setdefault(body.key, "\n\n".join(p for p in pieces if p))
+    for i, (_, line) in enumerate(outside):
+        link = re.fullmatch(r"!\[[^\]]*\]\((.+)\)", line.strip())
+        if i not in foreign and link and link.group(1).startswith(f"{figures_name}/"):
+            rel = link.group(1)[len(figures_name) + 1 :]
+            if _figure_name(rel):
+                previous.linked.add(rel)
+    return previous
+
+
+def _foreign_lines(outside: list[tuple[int, str]], starts: list[int], bodies: list[_Body], manifest: dict) -> dict:
+    """Index (among ``outside``) -> text, of each line outside the Discussions that the report did
+    not write; on a marker's line, the text beside the marker."""
+    foreign = {}
+    present = {_words(line) for _, line in outside}
+    generated = manifest.get("generated") if _words(manifest.get("built", "\0")) in present else None
+    if generated is not None:  # the manifest belongs to this report: every line it did not write is foreign
+        ours = [_words(line) for line in generated]
+        theirs = [_words(line) for _, line in outside]
+        matcher = difflib.SequenceMatcher(None, ours, theirs, autojunk=False)
+        for tag, _, _, j1, j2 in matcher.get_opcodes():
+            if tag in ("insert", "replace"):
+                foreign.update({j: outside[j][1] for j in range(j1, j2) if theirs[j]})
+    else:  # only the lines under each "### Discussion" are known
+        for k, s in enumerate(starts):
+            questions = next((part.questions for part in PARTS if part.key == bodies[k].key), ())
+            allowed = {"", "### Discussion", "Guiding questions:"} | {_words(f"- {q}") for q in questions}
+            before, after = _discussion_region(outside, s)
+            for i in before[:-1]:
+                if _words(outside[i][1]) not in allowed:
+                    foreign[i] = outside[i][1]
+            for i in after[1:]:
+                if _words(outside[i][1]):
+                    foreign[i] = outside[i][1]
+    for k, s in enumerate(starts):  # on a marker's line, only the text beside the marker is the student's
+        for i, marker in zip((s, s + 1), _discussion_markers(bodies[k].key)):
+            beside = outside[i][1].replace(marker, "", 1).strip()
+            if beside:
+                foreign[i] = beside
+            else:
+                foreign.pop(i, None)
+    return foreign
+
+
+def _discussion_region(outside: list[tuple[int, str]], start: int) -> tuple[list[int], list[int]]:
+    """The lines (indices among ``outside``) under a Discussion's "### Discussion" heading up to its
+    start marker (included), and from its end marker (included) to the next part's "## " heading."""
+    i = start - 1
+    while i >= 0 and not outside[i][1].startswith(("## ", "### ")):
+        i -= 1
+    first = i + 1 if i >= 0 and _words(outside[i][1]) == "### Discussion" else start
+    j = start + 2
+    while j < len(outside) and not outside[j][1].startswith("## "):
+        j += 1
+    return list(range(first, start + 1)), list(range(start + 1, j))
+
+
+def _lines(first: int, last: int) -> str:
+    return f"line {first}" if first == last else f"lines {first}-{last}"
+
+
+def _section(outside: list[tuple[int, str]], index: int) -> str:
+    """The "## " heading a line of the report lies under, to name where it is."""
+    for _, line in reversed(outside[: index + 1]):
+        if line.startswith("## "):
+            return f'"{line[3:].strip()}"'
+    return "the top of the report"
 
 
 def load_runs(runs_dir: Path) -> dict[str, dict]:
@@ -230,17 +522,17 @@ def markdown_table(rows, header=("", "")) -> list[str]:
     return lines + ["| " + " | ".join(table_cell(v) for v in row) + " |" for row in rows]
 
 
-def _copy_figures(run_name: str, record: dict, runs_dir: Path, figures_dir: Path, report_dir: Path) -> dict[str, str]:
-    """Copy a run's figures next to the report; return name -> relative path."""
-    copied = {}
-    for name, filename in record.get("figures", {}).items():
-        source = runs_dir / run_name / filename
-        if source.is_file():
-            target = figures_dir / run_name / filename
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-            copied[name] = target.relative_to(report_dir).as_posix()
-    return copied
+def _figure_plan(runs: dict[str, dict], runs_dir: Path) -> dict[str, dict[str, str]]:
+    """The figures of each run that exist, as run -> figure name -> ``<run>/<file>`` (their place in
+    the figures folder)."""
+    return {
+        run: {
+            name: f"{run}/{filename}"
+            for name, filename in record.get("figures", {}).items()
+            if (runs_dir / run / filename).is_file()
+        }
+        for run, record in runs.items()
+    }
 
 
 def _environment_section(runs: dict[str, dict]) -> list[str]:
@@ -294,11 +586,12 @@ def _run_section(name: str, record: dict, figures: dict[str, str]) -> list[str]:
     hyper = record.get("hyperparameters", {})
     if hyper:
         lines += ["Hyperparameters:", ""] + markdown_table(sorted(hyper.items()), ("setting", "value")) + [""]
-    final = {k: v for k, v in record.get("final", {}).items() if k != "table"}
+    table = record.get("final", {}).get("table")  # the comparison's own Markdown table
+    final = {k: v for k, v in record.get("final", {}).items() if not (k == "table" and isinstance(v, str))}
     if final:
         lines += ["Measured:", ""] + markdown_table(sorted(final.items()), ("metric", "value")) + [""]
-    if "table" in record.get("final", {}):
-        lines += record["final"]["table"].strip().splitlines() + [""]
+    if isinstance(table, str):
+        lines += table.strip().splitlines() + [""]
     for fig_name, rel in figures.items():
         lines += [f"![{name}: {fig_name}]({rel})", ""]
     return lines
@@ -320,6 +613,174 @@ def _checklist(runs: dict[str, dict], discussions: dict[str, str]) -> list[str]:
     return lines + [""]
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_figures_manifest(figures_dir: Path) -> dict:
+    """The figures folder's manifest, or {} where there is none that the report wrote (then no file
+    of the folder is taken for the report's own, except those the old report links to)."""
+    try:
+        manifest = json.loads((figures_dir / FIGURES_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(manifest, dict) or manifest.get("format") != FIGURES_FORMAT:
+        return {}
+    figures, generated = manifest.get("figures"), manifest.get("generated")
+    if not (
+        isinstance(figures, dict)
+        and all(_figure_name(rel) and isinstance(digest, str) for rel, digest in figures.items())
+        and isinstance(generated, list)
+        and all(isinstance(line, str) for line in generated)
+        and isinstance(manifest.get("built"), str)
+    ):
+        return {}
+    return manifest
+
+
+def _destination_problem(out: Path, figures_dir: Path) -> str | None:
+    """Why the report cannot be written at ``out``, checked before anything is written; None if it can."""
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{out} cannot be written: {folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{out} cannot be written: the folder {folder} is read-only"
+    if out.is_dir():
+        return f"{out} is a folder: name the report's file, such as {out / 'REPORT.md'}"
+    if out.exists() and not out.is_file():
+        return f"{out} is not a regular file: choose another --out"
+    if out.is_file() and not os.access(out, os.W_OK):
+        return f"{out} is read-only: make it writable (chmod u+w {out}) or choose another --out"
+    if figures_dir.is_symlink() or (figures_dir.exists() and not figures_dir.is_dir()):
+        return f"{figures_dir}, where the report's figures go, is not a folder: move it away or choose another --out"
+    backup = backup_path(out)
+    if backup.is_symlink() or (backup.exists() and not backup.is_file()):
+        return f"{backup}, where the report before a rebuild is kept, is not a file: move it away"
+    return None
+
+
+def _figure_problems(figures_dir: Path, planned: set[str], ours: dict[str, str | None]) -> list[str]:
+    """The files a rebuild's figures would replace that the report did not write (or that were
+    changed since): it never replaces them."""
+    problems = {}
+    for rel in sorted(planned):
+        target = figures_dir / rel
+        if target.parent.is_symlink() or (target.parent.exists() and not target.parent.is_dir()):
+            problems[str(target.parent)] = f"{target.parent} is not a folder the report made"
+        elif target.is_symlink() or (target.exists() and not target.is_file()):
+            problems[str(target)] = f"{target} is not a figure the report wrote"
+        elif target.exists() and rel not in ours:
+            problems[str(target)] = f"{target} is not a figure the report wrote"
+        elif target.exists() and ours[rel] is not None and _sha256(target) != ours[rel]:
+            problems[str(target)] = f"{target} was changed after the report wrote it"
+    return list(problems.values())
+
+
+class _Swap:
+    """Renames done one at a time, each undone (last first) if a later one fails, so that a rebuild
+    replaces the report's files completely or not at all; and the folders made for them."""
+
+    def __init__(self) -> None:
+        self.moves: list[tuple[Path, Path]] = []
+        self.folders: list[Path] = []
+
+    def folder(self, path: Path) -> None:
+        missing = []
+        while not path.exists() and path != path.parent:
+            missing.append(path)
+            path = path.parent
+        for path in reversed(missing):
+            path.mkdir()
+            self.folders.append(path)
+
+    def move(self, source: Path, target: Path) -> None:
+        self.folder(target.parent)
+        os.replace(source, target)
+        self.moves.append((source, target))
+
+    def undo(self) -> list[str]:
+        """Put every moved file back; the ones that could not be, with why."""
+        failed = []
+        for source, target in reversed(self.moves):
+            try:
+                os.replace(target, source)
+            except OSError as e:
+                failed.append(f"{target} ({e.strerror or e})")
+        self.moves = []
+        return failed
+
+    def remove_folders(self) -> None:
+        for path in reversed(self.folders):
+            try:
+                path.rmdir()  # only if empty
+            except OSError:
+                pass
+
+
+def _write_report(
+    out: Path, text: str, figures: dict[str, Path], manifest: dict, previous: _Previous | None, stale: list[str]
+) -> None:
+    """Write the report, its figures (``<run>/<file>`` -> source), the figures' manifest and the
+    backup of ``previous`` in a temporary folder beside ``out``; only then rename them into place,
+    each file it replaces moved aside, and the report itself last. A failure at any point puts every
+    renamed file back: the report and its figures stay as they were."""
+    figures_dir, swap = figures_folder(out), _Swap()
+    stage = None
+    try:
+        swap.folder(out.parent)
+        stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".new"))
+        for rel, source in figures.items():
+            (stage / "figures" / rel).parent.mkdir(parents=True, exist_ok=True)
+            data = source.read_bytes()
+            files.write_bytes(stage / "figures" / rel, data)
+            manifest["figures"][rel] = hashlib.sha256(data).hexdigest()
+        files.write_text(stage / "manifest", json.dumps(manifest, indent=1, ensure_ascii=False))
+        files.write_text(stage / "report", text)
+        if previous is not None:
+            files.write_bytes(stage / "backup", previous.raw)
+        # Everything is on disk; from here on only renames, each undone if a later one fails.
+        replaced = stage / "replaced"
+        for rel in figures:
+            if (figures_dir / rel).exists():
+                swap.move(figures_dir / rel, replaced / "figures" / rel)
+            swap.move(stage / "figures" / rel, figures_dir / rel)
+        for rel in stale:
+            swap.move(figures_dir / rel, replaced / "figures" / rel)
+        if (figures_dir / FIGURES_MANIFEST).exists():
+            swap.move(figures_dir / FIGURES_MANIFEST, replaced / "manifest")
+        swap.move(stage / "manifest", figures_dir / FIGURES_MANIFEST)
+        if previous is not None:
+            if backup_path(out).exists():
+                swap.move(backup_path(out), replaced / "backup")
+            swap.move(stage / "backup", backup_path(out))
+        os.replace(stage / "report", out)
+    except BaseException as e:
+        failed = swap.undo()
+        if failed:  # keep the temporary folder: it holds what could not be put back
+            raise OSError(
+                f"{out} was not rebuilt ({e}), and these files could not be put back: {'; '.join(failed)}. "
+                f"Their previous versions are in {stage / 'replaced'}"
+            ) from e
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+        swap.remove_folders()
+        if isinstance(e, OSError):
+            raise OSError(
+                e.errno,
+                f"{out} was not rebuilt ({e.strerror or e}): the report and its figures are as they were; "
+                "free some space (or fix what the error says) and build it again",
+            ) from e
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+    for folder in sorted({(figures_dir / rel).parent for rel in stale}):
+        try:
+            folder.rmdir()  # a run's folder of figures, once the last of them is gone
+        except OSError:
+            pass
+
+
 def build_report(runs_dir: str | Path | None = None, out: str | Path | None = None) -> Path:
     """Write REPORT.md from every run under ``runs_dir`` (default: the runs folder).
 
@@ -327,43 +788,96 @@ def build_report(runs_dir: str | Path | None = None, out: str | Path | None = No
     checkout for ``runs/``, in Kaggle's working folder or on Google Drive when the runs are there.
 
     Figures are copied into ``<report>_files/`` beside the report and linked by relative paths.
-    Existing Discussion text in ``out`` is kept. Returns the report's path.
+    Existing Discussion text in ``out`` is kept, and nothing else the student wrote is lost: the
+    rebuild refuses (``ValueError`` naming each line) where it cannot tell what to keep, keeps the
+    report it replaces as ``<report>.bak``, and replaces or removes only files it wrote itself.
+    Nothing is written when it refuses or fails. Returns the report's path.
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else settings.runs_root()
     out = Path(out) if out is not None else runs_dir.parent / "REPORT.md"
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"no runs folder at {runs_dir}: run the notebooks or `python -m labkit train` first")
     runs = load_runs(runs_dir)
-    discussions = read_discussions(out)
-    figures_dir = out.parent / (out.stem + FIGURES_DIR_SUFFIX)
-    if figures_dir.is_dir():
-        shutil.rmtree(figures_dir)  # only what the current runs produced
-    lines = [
-        "# Lab report: deep generative models",
-        "",
+    figures_dir = figures_folder(out)
+    problem = _destination_problem(out, figures_dir)
+    if problem:
+        raise ValueError(f"{problem}; nothing was changed")
+    manifest = _read_figures_manifest(figures_dir)
+    previous = _read_previous(out, manifest, figures_dir.name)
+    ours = {rel: None for rel in (previous.linked if previous else ())} | manifest.get("figures", {})
+    plan = _figure_plan(runs, runs_dir)
+    planned = {rel for figures in plan.values() for rel in figures.values()}
+    problems = _figure_problems(figures_dir, planned, ours)
+    if problems:
+        raise _refusal(
+            out,
+            problems,
+            f"The rebuild would replace them with the runs' figures: move them out of {figures_dir}, or choose "
+            "another --out.",
+            why="no file it did not write is replaced",
+        )
+    stale = [
+        rel
+        for rel in sorted(set(ours) - planned)
+        if (path := figures_dir / rel).is_file()
+        and not path.is_symlink()
+        and not path.parent.is_symlink()
+        and (ours[rel] is None or _sha256(path) == ours[rel])
+    ]
+    discussions = previous.discussions if previous else {}
+    links = {run: {name: f"{figures_dir.name}/{rel}" for name, rel in figures.items()} for run, figures in plan.items()}
+    variants = None
+    if (benchmark := find_gan_variants(runs_dir)) is not None:
+        root = settings.project_root()
+        shown = benchmark.relative_to(root) if root and benchmark.is_relative_to(root) else benchmark.name
+        variants = gan_variants_section(json.loads(benchmark.read_text()), str(shown))
+    built = (
         f"Built by `python -m labkit report` on {time.strftime('%Y-%m-%d %H:%M')} from {len(runs)} runs. "
         "Every number and figure below comes from those runs; edit only the Discussion sections "
-        "(between their markers): they are kept when the report is rebuilt.",
-        "",
-    ]
+        "(between their markers): they are kept when the report is rebuilt."
+    )
+    text = "\n".join(_report_lines(runs, links, variants, built, discussions))
+    manifest = {
+        "format": FIGURES_FORMAT,
+        "version": 1,
+        "report": out.name,
+        "built": built,
+        "figures": {},  # filled as they are written: <run>/<file> -> SHA-256
+        "generated": _report_lines(runs, links, variants, built, discussions, bodies=False),
+    }
+    sources = {rel: runs_dir / rel for figures in plan.values() for rel in figures.values()}
+    _write_report(out, text, sources, manifest, previous, stale)
+    for note in previous.notes if previous else ():
+        print(f"labkit: {note}")
+    return out
+
+
+def _report_lines(
+    runs: dict[str, dict],
+    links: dict[str, dict[str, str]],
+    variants: list[str] | None,
+    built: str,
+    discussions: dict[str, str],
+    bodies: bool = True,
+) -> list[str]:
+    """The lines of the report; without ``bodies``, the report's own lines alone (each Discussion's
+    start marker followed by its end marker), as the figures' manifest keeps them."""
+    lines = ["# Lab report: deep generative models", "", built, ""]
     lines += _environment_section(runs)
     for part in PARTS:
         lines += [f"## {part.title}", ""]
         present = [name for name in part.runs if name in runs]
         extra = sorted(n for n in runs if n not in part.runs and any(n.startswith(r + "-") for r in part.runs))
         for name in present + extra:
-            figures = _copy_figures(name, runs[name], runs_dir, figures_dir, out.parent)
-            lines += _run_section(name, runs[name], figures)
-        if part.key == "gan" and (benchmark := find_gan_variants(runs_dir)) is not None:
-            root = settings.project_root()
-            shown = benchmark.relative_to(root) if root and benchmark.is_relative_to(root) else benchmark.name
-            lines += gan_variants_section(json.loads(benchmark.read_text()), str(shown))
+            lines += _run_section(name, runs[name], links.get(name, {}))
+        if part.key == "gan" and variants is not None:
+            lines += variants
         if not present and not extra:
             lines += [f"_No run yet: {', '.join(part.runs)}._", ""]
         start, end = _discussion_markers(part.key)
         lines += ["### Discussion", "", "Guiding questions:", ""]
         lines += [f"- {q}" for q in part.questions]
-        lines += ["", start, discussions.get(part.key) or PLACEHOLDER, end, ""]
+        body = [discussions.get(part.key) or PLACEHOLDER] if bodies else []
+        lines += ["", start, *body, end, ""]
     lines += _checklist(runs, discussions)
-    out.write_text("\n".join(lines))
-    return out
+    return lines

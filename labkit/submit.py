@@ -25,6 +25,7 @@ from . import __version__, report
 from .engine import settings
 from .engine.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from .engine.checkpoint import safe_load
+from .engine.files import atomic_writer
 from .engine.runs import METRICS_FILE, environment
 
 FORMAT = "labkit-submission"
@@ -85,6 +86,49 @@ def _unwritten_discussions(report_path: Path) -> list[str]:
     return [part.title for part in report.PARTS if found.get(part.key, "") in ("", report.PLACEHOLDER)]
 
 
+def _is_submission(path: Path) -> bool:
+    """Whether ``path`` is an archive ``labkit submit`` wrote (one it may replace with a newer one)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            manifest = json.loads(archive.read(MANIFEST))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, zlib.error):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT
+
+
+def _archive_problem(out: Path, runs_dir: Path, report_path: Path) -> str | None:
+    """Why ``out`` cannot be the submission archive, checked before anything is written; None if it
+    can. It must be a ``.zip`` file outside everything it packs, and either new or an earlier
+    submission (the one file it replaces)."""
+    figures_dir = report.figures_folder(report_path)
+    where = out.resolve()
+    for packed, what in (
+        (report_path, "the report"),
+        (runs_dir, "the runs folder"),
+        (figures_dir, "the figures folder"),
+    ):
+        if where == packed.resolve() or where.is_relative_to(packed.resolve()):
+            return (
+                f"--out {out} is {what} it packs, or inside it: write the archive beside them, such as "
+                f"{runs_dir.parent / 'submission.zip'}"
+            )
+    if out.is_dir():
+        return f"--out {out} is a folder: name the archive's file, such as {out / 'submission.zip'}"
+    if out.suffix.lower() != ".zip":
+        return f"--out {out}: the archive's name must end in .zip, such as submission.zip"
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"--out {out} cannot be written: {folder} is a file, not a folder"
+    if out.exists() and not (out.is_file() and _is_submission(out)):
+        return (
+            f"--out {out} exists and is not a submission archive; it would be replaced: move it away or choose "
+            "another name"
+        )
+    return None
+
+
 def build_submission(
     runs_dir: str | Path | None = None, out: str | Path | None = None, allow_smoke: bool = False
 ) -> tuple[Path, list[str]]:
@@ -92,7 +136,9 @@ def build_submission(
 
     ``runs_dir`` (default: the runs folder) must hold the runs and, beside it, the REPORT.md that
     ``python -m labkit report`` (or notebook 04) built from them. Smoke-mode runs are refused unless
-    ``allow_smoke`` (a practice submission); unwritten Discussion sections are a warning.
+    ``allow_smoke`` (a practice submission); unwritten Discussion sections are a warning. ``out``
+    must be a new ``.zip`` file or an earlier submission, outside the files it packs; it is
+    written atomically (a full disk leaves the earlier archive, or none, and no temporary file).
     """
     runs_dir = Path(runs_dir) if runs_dir is not None else settings.runs_root()
     report_path = runs_dir.parent / "REPORT.md"
@@ -104,6 +150,9 @@ def build_submission(
             f"no REPORT.md beside {runs_dir}: build it with `python -m labkit report` "
             "(the last cell of notebook 04 does too), write your discussions, then submit"
         )
+    problem = _archive_problem(out, runs_dir, report_path)
+    if problem:
+        raise ValueError(f"{problem}; nothing was written")
     runs = report.load_runs(runs_dir)
     if not runs:
         raise FileNotFoundError(f"no runs (*/{METRICS_FILE}) in {runs_dir}: run the notebooks first")
@@ -115,7 +164,7 @@ def build_submission(
             "or pass --allow-smoke for a practice submission (the gradebook will flag it)"
         )
     files: dict[str, bytes] = {"REPORT.md": report_path.read_bytes()}
-    figures_dir = report_path.parent / (report_path.stem + report.FIGURES_DIR_SUFFIX)
+    figures_dir = report.figures_folder(report_path)
     for path in sorted(p for p in figures_dir.rglob("*") if p.is_file()) if figures_dir.is_dir() else []:
         name = f"{figures_dir.name}/{path.relative_to(figures_dir).as_posix()}"
         files[name] = trimmed_gif(path) if path.suffix.lower() == ".gif" else path.read_bytes()
@@ -133,13 +182,24 @@ def build_submission(
         "runs": sorted(runs),
         "files": {name: sha256(data) for name, data in files.items()},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(MANIFEST, json.dumps(manifest, indent=2))
-        for name, data in files.items():
-            archive.writestr(name, data)
-    os.replace(tmp, out)
+    made = [folder for folder in (out.parent, *out.parent.parents) if not folder.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(out, "wb") as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr(MANIFEST, json.dumps(manifest, indent=2))
+            for name, data in files.items():
+                archive.writestr(name, data)
+    except OSError as e:
+        for folder in made:  # the folders made for it, if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise OSError(
+            e.errno,
+            f"{out} was not written ({e.strerror or e}): free some space or choose another --out; "
+            + ("the earlier archive is unchanged" if out.exists() else "nothing was written"),
+        ) from e
     warnings = [f"the Discussion of '{title}' is not written yet" for title in _unwritten_discussions(report_path)]
     missing = [
         f"no checkpoint for run {name}: its numbers cannot be verified"
@@ -234,10 +294,12 @@ def check_manifest(folder: Path) -> list[str]:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as e:
         return [f"not made by `labkit submit`: {MANIFEST} is missing or unreadable ({type(e).__name__})"]
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         return [f"not made by `labkit submit`: {MANIFEST} is not a {FORMAT} manifest"]
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or not all(isinstance(digest, str) for digest in listed.values()):
+        return [f"not made by `labkit submit`: {MANIFEST} has no table of files and their SHA-256"]
     flags = []
-    listed = manifest.get("files", {})
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {MANIFEST}
     for name in sorted(set(listed) - present):
         flags.append(f"archive altered: {name} is in the manifest but not in the archive")
@@ -251,8 +313,9 @@ def check_manifest(folder: Path) -> list[str]:
 
 def load_runs(folder: Path) -> dict[str, dict]:
     """Every ``runs/<name>/metrics.json`` of a submission folder, by run name (as ``report.load_runs``
-    reads a runs folder); an unreadable one refuses the submission."""
+    reads and checks a runs folder); an unreadable or misshapen one refuses the submission, with the
+    file named inside the submission."""
     try:
         return report.load_runs(folder / "runs")
     except ValueError as e:
-        raise Refused(str(e)) from None
+        raise Refused(str(e).replace(f"{folder}{os.sep}", "")) from None
