@@ -7,12 +7,12 @@ that re-evaluate weights use one real smoke-mode AE run."""
 import csv
 import json
 import math
-import os
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from test_grade import _set_env  # the same environment switch as the honest class
 
 from labkit import ae, grade, report, submit
 from labkit.__main__ import main
@@ -277,13 +277,6 @@ def test_no_cell_of_the_gradebook_is_a_formula_and_numbers_are_numbers(tmp_path)
 
 
 # --------------------------------------------------------------------------- 8 and the cache: one real run
-
-
-def _set_env(**values):
-    old = {k: os.environ.get(k) for k in values}
-    for k, v in values.items():
-        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    return old
 
 
 @pytest.fixture(scope="module")
