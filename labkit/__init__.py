@@ -1,4 +1,4 @@
-"""labkit: the helper library of a lab-notebook course on autoencoders, VAEs and GANs in PyTorch.
+"""labkit: the helper library of a lab-notebook course on autoencoders, VAEs, GANs and diffusion in PyTorch.
 
 What a student reads, by model and idea:
 
@@ -12,6 +12,8 @@ What a student reads, by model and idea:
     gan          the GAN losses, the adversarial step, sampling
     wgan         WGAN-GP: the critic's loss, the gradient penalty, the critic's training step
     progression  watching G learn: fixed noise after every epoch, as a figure and a GIF
+    diffusion    notebook 05's family (a package): noise schedules, DDPM's and flow matching's losses,
+                 the UNet, the samplers with classifier-free guidance, training and recipe
     metrics      reconstruction, ELBO parts, a digit classifier, Fréchet distance, coverage, diversity
     compare      the measurements of notebook 04
     plots        every figure: image grids, curves, latent spaces

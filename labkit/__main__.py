@@ -70,6 +70,19 @@ def _parser() -> argparse.ArgumentParser:
         dest="spectral_norm",
         help="GAN: spectral normalisation of the discriminator's layers (Miyato et al. 2018)",
     )
+    train.add_argument(
+        "--objective", choices=("eps", "flow"), help="diffusion: flow (flow matching, default) or eps (DDPM)"
+    )
+    train.add_argument(
+        "--conditional",
+        action="store_true",
+        default=None,
+        help="diffusion: learn to draw the class asked for (classifier-free guidance)",
+    )
+    train.add_argument("--guidance", type=float, help="diffusion, conditional: guidance weight w (0: none, 1: plain)")
+    train.add_argument("--sampler", help="diffusion: ddim or ddpm (objective eps), euler or heun (objective flow)")
+    train.add_argument("--sample-steps", type=int, dest="sample_steps", help="diffusion: sampler steps")
+    train.add_argument("--ema", type=float, help="diffusion: decay of the weights' average samples come from (0.999)")
     train.add_argument("--dataset", help="mnist, fashion-mnist, kmnist, cifar10, abstract-art or an image folder")
     train.add_argument("--image-size", type=int, dest="image_size", help="pixels a side, resized (default: the data's)")
     train.add_argument("--downsample", help="dcgan: discriminator downsampling, stride (default) or maxpool")
@@ -145,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                 "n_critic",
                 "gp_weight",
                 "spectral_norm",
+                "objective",
+                "conditional",
+                "guidance",
+                "sampler",
+                "sample_steps",
+                "ema",
                 "dataset",
                 "image_size",
                 "downsample",

@@ -33,8 +33,11 @@ from .engine.runs import installed_version
 
 N_TRAIN, N_TEST = 512, 256  # MNIST images per check: an epoch is a few steps
 N_ART = 32  # 64x64 images for the DCGAN checks: one step of 32
-MODELS = ("ae", "vae", "cvae", "vqvae", "gan", "gan-wgan-gp", "cgan", "dcgan", "dcgan-wgan-gp-sn", "classifier")
-LABELLED = ("classifier", "cvae", "cgan")  # their steps take the labels too
+MODELS = (
+    *("ae", "vae", "cvae", "vqvae", "gan", "gan-wgan-gp", "cgan", "dcgan", "dcgan-wgan-gp-sn", "classifier"),
+    *("diffusion-eps", "diffusion-flow-cond"),
+)
+LABELLED = ("classifier", "cvae", "cgan", "diffusion-flow-cond")  # their steps take the labels too
 PACKAGES = (
     "torch",
     "torchvision",
@@ -109,6 +112,7 @@ def _training(model: str, dev: torch.device, channels_last: bool = False):
     from . import metrics
     from .ae import AESettings
     from .cvae import CVAESettings
+    from .diffusion.recipe import DiffusionSettings
     from .gan_experiments import CGANSettings, DCGANSettings, GANSettings
     from .vae import VAESettings
     from .vqvae import VQVAESettings
@@ -136,6 +140,9 @@ def _training(model: str, dev: torch.device, channels_last: bool = False):
         return CGANSettings(epochs=1).training(*(m.to(dev) for m in CGANSettings().networks()))
     if model == "vqvae":
         return VQVAESettings(epochs=1).training(dev)
+    if model.startswith("diffusion"):  # the UNet's attention and GroupNorm, guidance's label dropout
+        objective = "eps" if "eps" in model else "flow"
+        return DiffusionSettings(epochs=1, objective=objective, conditional=model.endswith("-cond")).training(dev)
     raise ValueError(f"no doctor check for model {model!r}")
 
 
@@ -268,7 +275,11 @@ def checks(doctor: Doctor) -> list[tuple[str, Callable[[], str] | str]]:
     rows: list[tuple[str, Callable[[], str] | str]] = []
     for model in MODELS:
         rows.append((f"{model}: one epoch, precision auto ({auto})", lambda m=model: doctor.epoch(m, "auto")))
-        rows.append((f"{model}: one epoch, float16 forced (as on a T4)", lambda m=model: doctor.epoch(m, "fp16")))
+        forced = f"{model}: one epoch, float16 forced (as on a T4)"
+        if model.startswith("diffusion") and dev.type == "cpu":  # PyTorch's CPU float16 convolutions are slow
+            rows.append((forced, "the UNet's float16 convolutions take minutes on a CPU; the tests check it"))
+        else:
+            rows.append((forced, lambda m=model: doctor.epoch(m, "fp16")))
     rows.append(("resume from a checkpoint", doctor.resume))
     rows.append(("notebook 04 reuses a run", doctor.reuse))
     channels_last = dev.type == "cuda"

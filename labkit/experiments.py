@@ -1,6 +1,6 @@
 """Every model's recipe and settings by name, as ``python -m labkit train MODEL`` and notebook 04 find
 them: the autoencoder (``labkit.ae``), the VAE (``labkit.vae``), the conditional VAE (``labkit.cvae``), the
-VQ-VAE (``labkit.vqvae``) and the GANs (``labkit.gan_experiments``).
+VQ-VAE (``labkit.vqvae``), the GANs (``labkit.gan_experiments``) and diffusion (``labkit.diffusion.recipe``).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from .ae import AESettings, run_ae
 from .cvae import CVAESettings, run_cvae
+from .diffusion.recipe import RECIPES_DIFFUSION
 from .gan_experiments import RECIPES_GAN
 from .vae import VAESettings, run_vae
 from .vqvae import VQVAESettings, run_vqvae
@@ -19,6 +20,7 @@ RECIPES = {
     "cvae": (run_cvae, CVAESettings),
     "vqvae": (run_vqvae, VQVAESettings),
     **RECIPES_GAN,
+    **RECIPES_DIFFUSION,
 }
 
 

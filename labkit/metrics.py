@@ -368,3 +368,40 @@ def diversity_ratio(fake: torch.Tensor, real: torch.Tensor, max_images: int = 10
     """
     d_fake, d_real = diversity(fake, max_images), diversity(real, max_images)
     return {"diversity_ratio": d_fake / d_real, "sample_diversity": d_fake, "real_diversity": d_real}
+
+
+# --------------------------------------------------------------------------- memorisation
+
+
+def nearest_neighbours(
+    queries: torch.Tensor, references: torch.Tensor, chunk: int = 512
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each image of ``queries`` (N, C, H, W), the Euclidean distance in pixel space to its nearest image
+    of ``references`` (M, C, H, W) and that image's index: ((N,), (N,)), on the CPU."""
+    flat_refs = references.flatten(1).float()
+    distances, indices = [], []
+    for start in range(0, len(queries), chunk):
+        d = torch.cdist(queries[start : start + chunk].flatten(1).float().to(flat_refs.device), flat_refs)
+        nearest = d.min(dim=1)
+        distances.append(nearest.values.cpu())
+        indices.append(nearest.indices.cpu())
+    return torch.cat(distances), torch.cat(indices)
+
+
+def memorisation(samples: torch.Tensor, train: torch.Tensor, test: torch.Tensor, percentile: float = 1.0) -> dict:
+    """Does a generator copy its training images? (Notebook 05, "Did it memorise?") A sample counts as
+    memorised when it is closer to its nearest training image than ``percentile`` per cent of held-out test
+    images are to theirs: held-out digits score about percentile / 100 by construction, copies of training
+    images score 1. A low Fréchet distance alone cannot tell (Theis et al. 2016, section 3.3: a model that
+    stores its training set scores perfectly). Images in [0, 1]. Returns ``memorised_fraction``, the
+    ``memorisation_threshold`` distance, and per sample the distances and indices of the nearest training
+    image (for the figure of the closest pairs)."""
+    test_distances, _ = nearest_neighbours(test, train)
+    threshold = float(torch.quantile(test_distances, percentile / 100))
+    distances, indices = nearest_neighbours(samples, train)
+    return {
+        "memorised_fraction": float((distances < threshold).float().mean()),
+        "memorisation_threshold": threshold,
+        "nearest_train_distance": distances,
+        "nearest_train_index": indices,
+    }

@@ -195,3 +195,86 @@ def test_the_unet_keeps_the_image_shape_and_refuses_sizes_it_cannot_halve():
     parameters = sum(p.numel() for p in UNet().parameters())
     assert 5e5 < parameters < 1.5e6, parameters
     assert math.isfinite(parameters)
+
+
+# --------------------------------------------------------------------------- the recipe and the command line
+
+
+TINY = {"width": 8, "mults": (1, 2), "epochs": 1, "sample_steps": 2}
+
+
+def test_a_run_records_the_judges_numbers_and_its_figures(tmp_path, mnist_offline):
+    from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
+
+    cfg = DiffusionSettings(**TINY, conditional=True)
+    trained = run_diffusion(cfg, out=tmp_path / "run", device="cpu", progress=False, data=mnist_offline)
+    final = trained.final
+    for key in ("fid_classifier", "class_coverage", "class_kl_from_uniform", "conditional_accuracy"):
+        assert math.isfinite(final[key]), key
+    assert 0 <= final["memorised_fraction"] <= 1 and final["memorisation_threshold"] > 0
+    assert final["sampler"] == "euler" and final["sample_steps"] == 2 and final["network_evaluations"] == 4
+    assert final["sampling_seconds_per_1000"] > 0
+    assert set(trained.metrics["figures"]) == {"loss_curves", "samples", "trajectory", "digit_grid"}
+    assert trained.metrics["model"] == "diffusion" and trained.metrics["hyperparameters"]["objective"] == "flow"
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--conditional", "--dataset", "abstract-art"], "needs a label for every image"),
+        (["--guidance", "-1"], "guidance must be a weight >= 0"),
+        (["--sample-steps", "0"], "--sample-steps must be a whole number of at least 1"),
+        (["--sampler", "ddpm"], "--sampler ddpm does not sample a model trained with --objective flow"),
+        (["--objective", "eps", "--sampler", "ddpm"], "--sampler ddpm visits all 1000 noise levels"),
+        (["--sampler", "plms"], "choose euler or heun"),
+        (["--ema", "1"], "--ema must be a decay in [0, 1)"),
+    ],
+)
+def test_bad_options_are_refused_before_anything_is_written(tmp_path, capsys, arguments, message):
+    from labkit.__main__ import main
+
+    assert main(["train", "diffusion", "--out", str(tmp_path / "run"), *arguments]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_resuming_with_another_objective_is_refused_naming_it(tmp_path, mnist_offline):
+    from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
+    from labkit.engine.checkpoint import CheckpointError
+
+    options = {"out": tmp_path, "device": "cpu", "progress": False, "data": mnist_offline}
+    run_diffusion(DiffusionSettings(**TINY, objective="eps"), **options)
+    before = (tmp_path / "metrics.json").read_bytes()
+    with pytest.raises(CheckpointError, match="objective='eps', this run has objective='flow'"):
+        run_diffusion(DiffusionSettings(**{**TINY, "epochs": 2}), **options)
+    assert (tmp_path / "metrics.json").read_bytes() == before
+
+
+def test_the_memorised_fraction_is_one_for_copies_and_near_the_percentile_for_held_out_digits(mnist_offline):
+    from labkit.metrics import memorisation
+
+    train, test = mnist_offline.train_x[:2000], mnist_offline.test_x
+    copies = memorisation(train[:300], train, test)
+    assert copies["memorised_fraction"] == 1.0
+    assert torch.equal(copies["nearest_train_index"], torch.arange(300))
+    held_out = memorisation(mnist_offline.train_x[2000:2500], train, test)  # digits it never saw
+    assert held_out["memorised_fraction"] < 0.05
+    noise = memorisation(torch.rand(100, 1, 28, 28), train, test)
+    assert noise["memorised_fraction"] == 0.0
+
+
+def test_the_weights_average_starts_at_the_weights_and_settles_to_its_decay():
+    from labkit.diffusion.training import exponential_moving_average
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = exponential_moving_average(net, 0.5)
+    values = []
+    for step, w in enumerate([1.0, 0.0, 0.0, 0.0] + [0.0] * 40):
+        net.weight.data.fill_(w)
+        ema.update_parameters(net)
+        values.append(ema.module.weight.item())
+        if step == 0:
+            assert values[0] == 1.0  # the first update copies the weights
+    assert values[1] == pytest.approx(2 / 11)  # n = 1: the decay is capped at (1 + n) / (10 + n)
+    assert values[2] == pytest.approx(values[1] * 3 / 12)  # n = 2: 3/12
+    assert values[30] / values[29] == pytest.approx(0.5)  # the cap passes 0.5 at n = 8: the decay itself

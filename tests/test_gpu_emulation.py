@@ -18,6 +18,7 @@ from labkit import compare, gan_nets, metrics, plots
 from labkit.ae import AESettings, Autoencoder, AutoencoderTraining, run_ae
 from labkit.cvae import CVAESettings
 from labkit.data import load_mnist
+from labkit.diffusion.recipe import DiffusionSettings
 from labkit.engine import checkpoint as ckpt
 from labkit.engine import device
 from labkit.engine.loop import evaluate, fit
@@ -44,7 +45,8 @@ def test_the_emulation_refuses_binary_cross_entropy_under_autocast_as_cuda_does(
     assert CUDA_AUTOCAST_REFUSAL.startswith("torch.nn.functional.binary_cross_entropy")
 
 
-LABELLED = ("classifier", "cvae", "cgan", "cgan-wgan-gp-sn")  # trainings whose steps take the labels too
+# trainings whose steps take the labels too
+LABELLED = ("classifier", "cvae", "cgan", "cgan-wgan-gp-sn", "diffusion-flow-cond")
 
 
 def _every_training():
@@ -87,6 +89,10 @@ def _every_training():
         "classifier": classifier,
         "cgan": cgan,
         "cgan-wgan-gp-sn": lambda x: cgan(x, loss="wgan-gp", n_critic=2, spectral_norm=True),
+        "diffusion-eps": lambda x: DiffusionSettings(epochs=1, objective="eps", width=8, mults=(1, 2)).training(),
+        "diffusion-flow-cond": lambda x: DiffusionSettings(
+            epochs=1, conditional=True, width=8, mults=(1, 2)
+        ).training(),
     }
 
 

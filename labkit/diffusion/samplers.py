@@ -102,11 +102,12 @@ def sample(
     """Images of ``shape`` (B, C, H, W) in [-1, 1] from noise. ``objective`` "eps" with ``sampler`` "ddpm"
     (``steps`` must be the schedule's T: ancestral sampling visits every level) or "ddim"; "flow" with "euler"
     or "heun". ``labels`` (B,) and ``guidance`` w for a conditional network. ``trajectory``: a list that
-    receives x after every step (the noise-to-digit strip)."""
+    receives the starting noise and x after every step (the noise-to-digit strip)."""
     check_sampler(objective, sampler, steps, schedule.steps if schedule is not None else None)
     if sampler == "ddpm" and steps != schedule.steps:
         raise ValueError(f"the DDPM sampler takes all {schedule.steps} steps; for fewer, use --sampler ddim")
     x = torch.randn(shape, generator=generator, device=device)
+    _keep(trajectory, x)
     ones = torch.ones(shape[0], device=x.device)
 
     def predict(x, time):

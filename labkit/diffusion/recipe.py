@@ -1,0 +1,231 @@
+"""The diffusion family's settings and recipe: ``python -m labkit train diffusion`` trains a UNet with DDPM's
+or flow matching's objective, draws samples with the chosen sampler from the averaged weights, judges them
+as the GANs are judged (classifier Fréchet distance, classes covered) and checks that they are not copies of
+training images (``labkit.metrics.memorisation``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import datasets, metrics, plots
+from ..cvae import conditional_accuracy
+from ..data import ImageData
+from ..engine import distributed, settings
+from ..engine.loop import History, evaluate
+from ..engine.precision import PRECISIONS
+from ..engine.runs import Trained, cost, fit_in_run, start_run
+from ..models import MNIST_SHAPE
+from .losses import TIME_DENSITIES
+from .samplers import SAMPLERS, check_sampler, network_evaluations, sample
+from .schedule import SCHEDULES, NoiseSchedule, to_unit
+from .training import OBJECTIVES, DiffusionTraining
+from .unet import UNet
+
+N_SAMPLES = (1000, 256)  # images drawn to judge a run (full, smoke), as many as the GANs are judged on
+DEFAULT_SAMPLER = {"eps": "ddim", "flow": "euler"}
+TRAJECTORY_IMAGES = 8  # rows of the noise-to-image strip
+
+
+@dataclass
+class DiffusionSettings:
+    """Defaults of notebook 05 ("Settings"). ``objective``: "eps" (DDPM's noise prediction, with
+    ``schedule`` of ``steps`` noise levels) or "flow" (flow matching); ``sampler`` (default: DDIM for eps,
+    Euler for flow) and ``sample_steps`` say how samples are drawn; ``conditional`` trains with the labels
+    (dropped with probability ``label_dropout``) and samples with classifier-free ``guidance``; ``ema``: the
+    decay of the weights' average that samples are drawn from; ``width`` and ``mults``: the UNet
+    (``labkit.diffusion.unet.UNet``); ``time_density``: which times flow matching trains on."""
+
+    epochs: int = field(default_factory=lambda: settings.pick(full=30, smoke=settings.SMOKE_EPOCHS, cpu=10))
+    batch_size: int = 128
+    lr: float = 1e-3
+    objective: str = "flow"
+    schedule: str = "cosine"
+    steps: int = 1000
+    sampler: str | None = None
+    sample_steps: int = field(default_factory=lambda: settings.pick(full=32, smoke=4))
+    conditional: bool = False
+    guidance: float = 2.0
+    label_dropout: float = 0.1
+    ema: float = 0.999
+    width: int = 32
+    mults: tuple = (1, 2, 2)
+    time_density: str = "uniform"
+    seed: int = 0
+    precision: str = "auto"
+    compile: bool = False
+    dataset: str = "mnist"
+    image_size: int | None = None
+
+    def __post_init__(self):
+        settings.whole_number("epochs", self.epochs, low=0)
+        settings.whole_number("batch_size", self.batch_size)
+        settings.learning_rate("lr", self.lr)
+        settings.one_of("objective", self.objective, OBJECTIVES, "eps: DDPM's noise prediction; flow: flow matching")
+        settings.one_of("schedule", self.schedule, SCHEDULES)
+        settings.whole_number("steps (noise levels)", self.steps, low=2)
+        check_sampler(self.objective, self.sampler_name, self.sample_steps, self.steps)
+        if self.sampler_name == "ddpm" and self.sample_steps != self.steps:
+            raise ValueError(
+                f"--sampler ddpm visits all {self.steps} noise levels: give --sample-steps {self.steps}, "
+                "or choose --sampler ddim for fewer"
+            )
+        settings.number("guidance", self.guidance, at_least=0, what="a weight >= 0 (0: unconditional, 1: plain)")
+        settings.number("label_dropout", self.label_dropout, at_least=0, what="a probability in [0, 1)")
+        if self.label_dropout >= 1:
+            raise ValueError(f"label_dropout must be a probability in [0, 1), not {self.label_dropout!r}")
+        settings.number("ema", self.ema, at_least=0, what="a decay in [0, 1) such as 0.999")
+        if self.ema >= 1:
+            raise ValueError(f"--ema must be a decay in [0, 1) such as 0.999, not {self.ema!r}")
+        settings.whole_number("width", self.width)
+        settings.one_of("time_density", self.time_density, TIME_DENSITIES)
+        settings.one_of("precision", self.precision, PRECISIONS)
+        shape = datasets.check_dataset(self.dataset, self.image_size)
+        UNet(shape, self.width, self.mults)  # an image size the UNet cannot halve is refused now, not after loading
+        if self.conditional and not datasets.has_labels(self.dataset):
+            raise ValueError(
+                f"a conditional diffusion model learns to draw the class it is given and needs a label for every "
+                f"image, and {self.dataset} has none: choose one of {', '.join(datasets.LABELLED)}, or leave out "
+                "--conditional"
+            )
+
+    @property
+    def sampler_name(self) -> str:
+        """The sampler samples are drawn with: ``sampler``, or the objective's default."""
+        return self.sampler or DEFAULT_SAMPLER.get(self.objective, "")
+
+    @property
+    def run_name(self) -> str:
+        """``diffusion`` (flow matching) or ``diffusion-eps``, ``-cond`` when conditional, then the dataset."""
+        name = "diffusion" + ("-eps" if self.objective == "eps" else "") + ("-cond" if self.conditional else "")
+        return name + datasets.run_suffix(self.dataset, self.image_size)
+
+    def training(
+        self, device: torch.device | str = "cpu", image_shape: Sequence[int] | None = None
+    ) -> DiffusionTraining:
+        """A fresh UNet on ``device`` with its training, as these settings describe it, for images of
+        ``image_shape`` (default: the dataset's)."""
+        shape = image_shape or datasets.image_shape(self.dataset, self.image_size)
+        net = UNet(shape, self.width, self.mults, num_classes=10 if self.conditional else 0).to(device)
+        return DiffusionTraining(
+            net,
+            objective=self.objective,
+            schedule=NoiseSchedule(self.schedule, self.steps),
+            lr=self.lr,
+            ema_decay=self.ema,
+            label_dropout=self.label_dropout,
+            time_density=self.time_density,
+        )
+
+    def draw(self, training: DiffusionTraining, n: int, labels=None, generator=None, trajectory=None):
+        """``n`` images in [0, 1] from the averaged weights with this run's sampler (``labels``: the classes
+        asked for, with this run's guidance)."""
+        device = next(training.net.parameters()).device
+        images = sample(
+            training.ema,
+            (n, *training.net.image_shape),
+            objective=self.objective,
+            sampler=self.sampler_name,
+            steps=self.sample_steps,
+            schedule=training.schedule,
+            labels=labels,
+            guidance=self.guidance,
+            null_label=training.num_classes,
+            generator=generator,
+            device=device,
+            trajectory=trajectory,
+        )
+        return to_unit(images)
+
+
+def requested_classes(n: int, device) -> torch.Tensor:
+    """The classes 0-9 in turn, ``n`` of them: what a conditional run is asked to draw."""
+    return torch.arange(n, device=device) % 10
+
+
+def run_diffusion(
+    cfg: DiffusionSettings | None = None,
+    out: str | Path | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    *,
+    data: ImageData | None = None,
+    callbacks=(),
+) -> Trained | None:
+    """Train the diffusion model of notebook 05 and write its figures and metrics.json; returns the trained
+    run (None under torchrun on ranks other than 0). The run is called ``cfg.run_name``."""
+    cfg = cfg or DiffusionSettings()
+    run, device = start_run(cfg.run_name, cfg.seed, out, device)
+    data = datasets.load_for(cfg, device, data)
+    training = cfg.training(device, data.image_shape)
+    history = fit_in_run(run, training, data, cfg, progress, callbacks, labels=cfg.conditional)
+    if not distributed.is_main():
+        return None  # under torchrun, rank 0 evaluates and writes the run
+    labels = (data.test_y,) if cfg.conditional else ()
+    test = evaluate(training, data.test_x, *labels)
+    final = diffusion_final(cfg, training, data, test, history)
+    title = f"{'conditional ' if cfg.conditional else ''}{'DDPM' if cfg.objective == 'eps' else 'flow matching'}"
+    title += f" on {data.label}"
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    with torch.no_grad():
+        run.save_figure(plots.loss_curves(history, (("loss", "objective (MSE)"),), title=title), "loss_curves")
+        asked = requested_classes(64, device) if cfg.conditional else None
+        run.save_figure(
+            plots.image_grid(cfg.draw(training, 64, asked, generator), title=f"{title}: samples"), "samples"
+        )
+        path: list[torch.Tensor] = []
+        cfg.draw(training, TRAJECTORY_IMAGES, None if asked is None else asked[:TRAJECTORY_IMAGES], generator, path)
+        shown = sorted({round(i * (len(path) - 1) / 7) for i in range(8)})  # up to eight moments, noise to image
+        strip = torch.stack([to_unit(path[i]) for i in shown], dim=1).flatten(0, 1)  # row: one image's path
+        run.save_figure(plots.image_grid(strip, nrow=len(shown), title=f"{title}: from noise to image"), "trajectory")
+        if cfg.conditional:
+            rows = torch.arange(10, device=device).repeat_interleave(10)
+            grid = cfg.draw(training, len(rows), rows, generator)
+            run.save_figure(plots.image_grid(grid, nrow=10, title=f"{title}: one row per class 0-9"), "digit_grid")
+    plots.close_all()
+    return run.record(
+        model="diffusion", cfg=cfg, training=training, data=data, history=history, final=final, device=device
+    )
+
+
+def diffusion_final(cfg: DiffusionSettings, training, data: ImageData, test: dict, history: History) -> dict:
+    """The ``final`` entry of a diffusion run: its test objective, the sampler and its cost (seconds per 1,000
+    samples, network evaluations per sample), and the judge's numbers on ``N_SAMPLES`` samples: classifier
+    Fréchet distance and classes covered (the MNIST family), the conditional accuracy of a conditional run,
+    and the memorised fraction."""
+    n = settings.pick(*N_SAMPLES)
+    device = data.train_x.device
+    asked = requested_classes(n, device) if cfg.conditional else None
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    start = time.perf_counter()
+    samples = cfg.draw(training, n, asked, generator)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    final = {
+        "test_loss": test["loss"],
+        "sampler": cfg.sampler_name,
+        "sample_steps": cfg.sample_steps,
+        "network_evaluations": network_evaluations(cfg.sampler_name, cfg.sample_steps, cfg.conditional),
+        "sampling_seconds_per_1000": seconds * 1000 / n,
+        **cost(history, training.net),
+    }
+    if data.image_shape == MNIST_SHAPE and data.test_y is not None:  # the digit classifier's judgement
+        final.update(metrics.digit_sample_quality(data, samples, seed=cfg.seed))
+        if cfg.conditional:
+            classifier, _ = metrics.digit_classifier(data, seed=cfg.seed)
+            final.update(conditional_accuracy(samples, asked, classifier))
+    elif data.image_shape[0] == 3:
+        final.update(metrics.inception_fid(data.test_x[:n], samples))
+    copies = metrics.memorisation(samples, data.train_x, data.test_x)
+    final.update({k: copies[k] for k in ("memorised_fraction", "memorisation_threshold")})
+    return final
+
+
+RECIPES_DIFFUSION = {"diffusion": (run_diffusion, DiffusionSettings)}
+__all__ = ["SAMPLERS", "DiffusionSettings", "RECIPES_DIFFUSION", "run_diffusion"]

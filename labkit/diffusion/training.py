@@ -1,0 +1,115 @@
+"""Training a denoiser for ``labkit.engine.loop.fit``: one objective step on a batch, the running average
+of the weights that samples are drawn from, and a test loss that is the same numbers every epoch.
+Notebook 05, "Training", writes the step out; this is the copy the command line runs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from ..engine import optim, settings
+from ..engine.loop import TrainingBase
+from .losses import TIME_DENSITIES, drop_labels, eps_loss, flow_matching_loss
+from .samplers import SAMPLERS
+from .schedule import NoiseSchedule, flow_interpolate, to_signed
+
+OBJECTIVES = tuple(SAMPLERS)  # "eps" (DDPM) and "flow" (flow matching)
+
+
+def ema_with_warmup(decay: float):
+    """The update of an exponential moving average for ``AveragedModel(multi_avg_fn=...)``: torch's
+    ``get_ema_multi_avg_fn(decay)`` with the decay of step n capped at (1 + n) / (10 + n). A fixed 0.999
+    would still hold 0.999 ** 600 = 55 % of the untrained weights after the 600 steps a CPU trains in a
+    few minutes; the cap lets the average follow the early weights closely and settle to ``decay`` later."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = n_averaged.double()
+        weight = 1 - torch.clamp((1 + n) / (10 + n), max=decay)  # a tensor: no wait for the GPU
+        for average, value in zip(averaged, current):
+            if average.is_floating_point():
+                average.lerp_(value, weight.to(average.dtype))
+            else:
+                average.copy_(value)
+
+    return update
+
+
+def exponential_moving_average(net: nn.Module, decay: float) -> AveragedModel:
+    """A copy of ``net`` whose weights follow the trained ones as w_ema <- d w_ema + (1 - d) w after every
+    step, d rising to ``decay`` (``ema_with_warmup``; torch.optim.swa_utils). Ho et al. 2020 (appendix B)
+    and Song & Ermon 2020 (section 3.5) sample from such an average: it smooths out the noise of the last
+    steps. Buffers are averaged too."""
+    if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0 <= decay < 1:
+        raise ValueError(f"--ema must be a decay in [0, 1) such as 0.999, not {decay!r} (0 follows the weights)")
+    return AveragedModel(net, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
+
+
+class DiffusionTraining(TrainingBase):
+    """A denoising network trained with ``objective`` "eps" (predict the noise, DDPM) or "flow" (predict the
+    velocity, flow matching), with Adam and an exponential moving average of its weights (``ema``, used to
+    sample and to measure). With ``num_classes`` (the network's), steps take labels and drop each to the "no
+    label" class with probability ``label_dropout`` (classifier-free guidance). Images arrive in [0, 1] and
+    are scaled to [-1, 1]. Reports ``loss`` per batch; ``eval_step`` the same loss of the averaged weights at
+    fixed times and noise, so that epochs compare."""
+
+    name = "diffusion"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        objective: str = "eps",
+        schedule: NoiseSchedule | None = None,
+        lr: float = 2e-4,
+        ema_decay: float = 0.999,
+        label_dropout: float = 0.1,
+        time_density: str = "uniform",
+    ):
+        settings.one_of("objective", objective, OBJECTIVES, "eps: DDPM's noise prediction; flow: flow matching")
+        settings.one_of("time_density", time_density, TIME_DENSITIES, "which times flow matching trains on")
+        if not 0 <= label_dropout < 1:
+            raise ValueError(f"label_dropout must be a probability in [0, 1), not {label_dropout!r}")
+        self.net, self.objective = net, objective
+        self.schedule = schedule or NoiseSchedule()
+        self.ema = exponential_moving_average(net, ema_decay)
+        self.num_classes = getattr(net, "num_classes", 0)
+        self.label_dropout, self.time_density = label_dropout, time_density
+        self.modules = {"net": net, "ema": self.ema}
+        self.optimizer = optim.adam(net.parameters(), lr=settings.learning_rate("lr", lr))
+        self.optimizers = {"optimizer": self.optimizer}
+
+    def loss(self, net, x0: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if self.objective == "eps":
+            return eps_loss(net, self.schedule, x0, labels)
+        return flow_matching_loss(net, x0, labels, self.time_density)
+
+    def train_step(self, x: torch.Tensor, *labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = drop_labels(labels[0], self.label_dropout, self.num_classes) if labels and self.num_classes else None
+        with self.precision.autocast():
+            loss = self.loss(self.net, to_signed(x), y)
+        self.precision.minimize(loss, self.optimizer)  # zero_grad, backward, step
+        self.ema.update_parameters(self.net)
+        return {"loss": loss.detach()}
+
+    @torch.no_grad()
+    def eval_step(self, x: torch.Tensor, *labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The objective of the averaged weights on test images, at times spread evenly over (0, 1) and noise
+        drawn from a fixed seed: the same question every epoch."""
+        x0 = to_signed(x)
+        y = labels[0] if labels and self.num_classes else None
+        generator = torch.Generator(device=x.device).manual_seed(0)
+        noise = torch.randn(x0.shape, generator=generator, device=x.device)
+        time = (torch.arange(len(x0), device=x.device) + 0.5) / len(x0)
+        with self.precision.autocast():
+            if self.objective == "eps":
+                t = (time * self.schedule.steps).long().clamp(max=self.schedule.steps - 1)
+                prediction = self.ema(self.schedule.q_sample(x0, t, noise), t.float() / self.schedule.steps, y)
+                target = noise
+            else:
+                prediction = self.ema(flow_interpolate(x0, noise, time), time, y)
+                target = x0 - noise
+        return {"loss": F.mse_loss(prediction.float(), target)}
