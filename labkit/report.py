@@ -13,6 +13,7 @@ leaves the previous report and its figures as they were.
 from __future__ import annotations
 
 import difflib
+import glob
 import hashlib
 import json
 import os
@@ -781,6 +782,15 @@ def _write_report(
             pass
 
 
+def _remove_abandoned_stages(out: Path) -> None:
+    """Remove the temporary folders of rebuilds that were killed before they finished (``_write_report``
+    stages in ``.<report>.*.new`` beside the report). One that holds ``replaced`` is kept: it has the
+    previous versions of files a killed rebuild had already moved aside."""
+    for stage in out.parent.glob(f".{glob.escape(out.name)}.*.new"):
+        if stage.is_dir() and not stage.is_symlink() and not (stage / "replaced").exists():
+            shutil.rmtree(stage, ignore_errors=True)
+
+
 def build_report(runs_dir: str | Path | None = None, out: str | Path | None = None) -> Path:
     """Write REPORT.md from every run under ``runs_dir`` (default: the runs folder).
 
@@ -846,6 +856,7 @@ def build_report(runs_dir: str | Path | None = None, out: str | Path | None = No
         "generated": _report_lines(runs, links, variants, built, discussions, bodies=False),
     }
     sources = {rel: runs_dir / rel for figures in plan.values() for rel in figures.values()}
+    _remove_abandoned_stages(out)
     _write_report(out, text, sources, manifest, previous, stale)
     for note in previous.notes if previous else ():
         print(f"labkit: {note}")

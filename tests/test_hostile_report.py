@@ -393,3 +393,16 @@ def test_submit_replaces_an_earlier_submission(course, capsys):
     assert "Written after submitting once." in zipfile.ZipFile(archive).read("REPORT.md").decode()
     assert sorted(p.name for p in course.iterdir()) == ["REPORT.md", "REPORT_files", "runs", "submission.zip"]
     capsys.readouterr()
+
+
+def test_a_rebuild_removes_what_a_killed_rebuild_staged_but_keeps_files_it_had_moved_aside(course):
+    path = course / "REPORT.md"
+    abandoned = course / ".REPORT.md.k1ll3d.new"
+    (abandoned / "figures").mkdir(parents=True)
+    (abandoned / "report").write_text("a report staged when the process was killed")
+    interrupted = course / ".REPORT.md.m1dsw4p.new"
+    (interrupted / "replaced").mkdir(parents=True)
+    (interrupted / "replaced" / "backup").write_text("the report a killed rebuild had moved aside")
+    report.build_report(course / "runs", path)
+    assert not abandoned.exists()
+    assert (interrupted / "replaced" / "backup").read_text() == "the report a killed rebuild had moved aside"
