@@ -1,4 +1,4 @@
-# Two jobs: `make run` executes the four notebooks headless (figures and metrics land in runs/),
+# Two jobs: `make run` executes the notebooks headless (figures and metrics land in runs/),
 # `make test` checks the house style (ruff), then runs the unit tests and the notebooks in smoke mode.
 # Both set up .venv first.
 # `make test-colab` runs the fast tests with the package versions Colab ships (constraints/colab.txt)

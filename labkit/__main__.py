@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     grade.add_argument("--device", default="cpu", help="device for re-evaluating the weights (default cpu)")
     notebooks = commands.add_parser(
-        "notebooks", help="execute the four notebooks headless in order (make run), saying what runs and how long"
+        "notebooks", help="execute the notebooks headless in order (make run), saying what runs and how long"
     )
     notebooks.add_argument("--notebooks", default="notebooks", help="folder of the notebooks (default notebooks/)")
     notebooks.add_argument("--out", default="runs/notebooks", help="folder for the executed notebooks")

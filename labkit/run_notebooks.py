@@ -1,4 +1,4 @@
-"""``python -m labkit notebooks``: execute the course's four notebooks headless, in order, as ``make run``
+"""``python -m labkit notebooks``: execute the course's notebooks headless, in order, as ``make run``
 does, and say what is going on: before it starts, what will run and how long it took last time (or on
 the reference machine); while it runs, one line per notebook and the current model's progress bar; at
 the end, each notebook's time. The executed notebooks (with their outputs) go to ``--out``; the figures,
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .engine import files, settings
 
-NOTEBOOKS = ("01_ae", "02_vae", "03_gan_abstract_art", "04_compare")
+NOTEBOOKS = ("01_ae", "02_vae", "03_gan_abstract_art", "04_compare", "05_diffusion")
 TIMINGS_FILE = "timings.json"  # in --out: each notebook's minutes, per device, from the last run
 # Minutes at full settings on the reference machine (2 CPU cores, no GPU, the offline data), measured by
 # `make run` on a fresh clone: the estimate before a first run on a CPU. Other devices get theirs after

@@ -212,6 +212,129 @@ def test_wrong_discriminator_losses_are_explained(answer, words):
     assert verdict.status == "wrong" and words in verdict.message, verdict.message
 
 
+# --------------------------------------------------------------------------- diffusion (notebook 05)
+
+
+def q_sample_right(x0, t, noise, schedule):
+    alpha_bar = schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
+    return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+
+def ddim_step_right(eps, t, t_prev, x, schedule):
+    a_t = schedule.alphas_cumprod[t]
+    a_prev = schedule.alphas_cumprod[t_prev] if t_prev >= 0 else torch.tensor(1.0, dtype=torch.float64)
+    x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    return a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+
+
+def flow_loss_right(net, x1, noise, t):
+    t_ = t.view(-1, 1, 1, 1)
+    return F.mse_loss(net(t_ * x1 + (1 - t_) * noise, t), x1 - noise)
+
+
+@pytest.mark.parametrize(
+    "check, answer",
+    [
+        (exercises.check_q_sample, q_sample_right),
+        (exercises.check_ddim_step, ddim_step_right),
+        (exercises.check_flow_matching_loss, flow_loss_right),
+    ],
+)
+def test_correct_diffusion_answers_pass_and_stubs_are_not_done(check, answer):
+    assert check(answer).status == "correct", check(answer).message
+    assert check(stub).status == "not done"
+    assert "pass your function itself" in check(1.0).message
+
+
+def _alpha_bar(schedule, t):
+    return schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (
+            lambda x0, t, noise, s: _alpha_bar(s, t) * x0 + (1 - _alpha_bar(s, t)) * noise,
+            "both weights need their square root",
+        ),
+        (
+            lambda x0, t, noise, s: (1 - _alpha_bar(s, t)).sqrt() * x0 + _alpha_bar(s, t).sqrt() * noise,
+            "The two weights are swapped",
+        ),
+        (
+            lambda x0, t, noise, s: (
+                s.alphas[t].view(-1, 1, 1, 1).sqrt() * x0 + (1 - s.alphas[t].view(-1, 1, 1, 1)).sqrt() * noise
+            ),
+            "needs the product alpha-bar_t",
+        ),
+        (lambda x0, t, noise, s: s.alphas_cumprod[t].sqrt() * x0, "raised RuntimeError"),  # (B,) with (B, 1, 9, 9)
+    ],
+)
+def test_wrong_q_samples_are_explained(answer, words):
+    verdict = exercises.check_q_sample(answer)
+    assert verdict.status == "wrong" and words in verdict.message, verdict.message
+
+
+def ddim_to_alphas_cumprod_at_minus_one(eps, t, t_prev, x, schedule):
+    return ddim_step_right(eps, t, t_prev if t_prev >= 0 else len(schedule.alphas_cumprod) - 1, x, schedule)
+
+
+def ddim_estimate_only(eps, t, t_prev, x, schedule):
+    a_t = schedule.alphas_cumprod[t]
+    return (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (ddim_to_alphas_cumprod_at_minus_one, "alpha-bar_prev is 1"),
+        (ddim_estimate_only, "That is the estimate of x_0"),
+        (lambda eps, t, t_prev, x, schedule: x - eps, "not yet right"),
+    ],
+)
+def test_wrong_ddim_steps_are_explained(answer, words):
+    verdict = exercises.check_ddim_step(answer)
+    assert verdict.status == "wrong" and words in verdict.message, verdict.message
+
+
+def _flow_loss(path, target, reduce=torch.mean):
+    def loss(net, x1, noise, t):
+        t_ = t.view(-1, 1, 1, 1)
+        return reduce((net(path(x1, noise, t_), t) - target(x1, noise)) ** 2)
+
+    return loss
+
+
+@pytest.mark.parametrize(
+    "answer, words",
+    [
+        (
+            _flow_loss(lambda x1, noise, t: t * noise + (1 - t) * x1, lambda x1, noise: x1 - noise),
+            "Your path runs from the data at t = 0",
+        ),
+        (
+            _flow_loss(lambda x1, noise, t: t * x1 + (1 - t) * noise, lambda x1, noise: noise - x1),
+            "The target points from the data to the noise",
+        ),
+        (
+            _flow_loss(lambda x1, noise, t: t * x1 + (1 - t) * noise, lambda x1, noise: noise),
+            "not the noise (that is DDPM's target)",
+        ),
+        (
+            _flow_loss(lambda x1, noise, t: t * x1 + (1 - t) * noise, lambda x1, noise: x1),
+            "not the image x1 itself",
+        ),
+        (
+            _flow_loss(lambda x1, noise, t: t * x1 + (1 - t) * noise, lambda x1, noise: x1 - noise, torch.sum),
+            "average instead of summing",
+        ),
+    ],
+)
+def test_wrong_flow_matching_losses_are_explained(answer, words):
+    verdict = exercises.check_flow_matching_loss(answer)
+    assert verdict.status == "wrong" and words in verdict.message, verdict.message
+
+
 # --------------------------------------------------------------------------- the notebooks' exercise cells
 
 
@@ -238,9 +361,12 @@ def test_each_committed_exercise_cell_runs_and_says_not_done_yet(source):
 
 def test_every_notebook_offers_an_exercise():
     assert sorted({p.values[0].split("exercises.")[-1].split("(")[0] for p in _exercise_cells()}) == [
+        "check_ddim_step",
         "check_discriminator_loss",
+        "check_flow_matching_loss",
         "check_kl",
         "check_mse_per_pixel",
+        "check_q_sample",
         "check_reparameterize",
     ]
 
