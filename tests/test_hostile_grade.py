@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_grade import _set_env  # the same environment switch as the honest class
+from test_grade import _rewrite_member, _set_env  # the honest class's environment switch and archive edit
 
 from labkit import ae, grade, report, submit
 from labkit.__main__ import main
@@ -55,19 +55,6 @@ def _submission(path: Path, runs: dict[str, object], extra: dict[str, bytes] | N
         for name, data in members.items():
             archive.writestr(name, data)
     return path
-
-
-def _replace_member(archive: Path, name: str, data: bytes) -> None:
-    """Replace one member of a submission and its hash in the manifest, as a careful editor would."""
-    with zipfile.ZipFile(archive) as z:
-        members = {n: z.read(n) for n in z.namelist()}
-    members[name] = data
-    manifest = json.loads(members[submit.MANIFEST])
-    manifest["files"][name] = submit.sha256(data)
-    members[submit.MANIFEST] = json.dumps(manifest).encode()
-    with zipfile.ZipFile(archive, "w") as z:
-        for n, d in members.items():
-            z.writestr(n, d)
 
 
 def _snapshot(folder: Path) -> dict[str, bytes | None]:
@@ -208,7 +195,7 @@ def test_every_bad_shape_of_metrics_json_is_that_students_refused_row(tmp_path):
     for name, record in bad.items():
         _submission(inbox / f"{name}.zip", {"ae": record})
     _submission(inbox / "odd_manifest.zip", {"ae": _record()})
-    _replace_member_raw(inbox / "odd_manifest.zip", submit.MANIFEST, b'["not", "a", "manifest"]')
+    _rewrite_member(inbox / "odd_manifest.zip", submit.MANIFEST, b'["not", "a", "manifest"]', fix_manifest=False)
     book, class_report = grade.grade(inbox, tmp_path / "grades")
     rows = _rows(book)
     assert set(rows) == {"alice", "zoe", "odd_manifest", *bad}
@@ -223,15 +210,6 @@ def test_every_bad_shape_of_metrics_json_is_that_students_refused_row(tmp_path):
     assert "manifest.json is not a labkit-submission manifest" in rows["odd_manifest"]["flags"]
     text = class_report.read_text()
     assert f"{len(rows)} submission(s): 3 graded, {len(bad)} refused" in text
-
-
-def _replace_member_raw(archive: Path, name: str, data: bytes) -> None:
-    with zipfile.ZipFile(archive) as z:
-        members = {n: z.read(n) for n in z.namelist()}
-    members[name] = data
-    with zipfile.ZipFile(archive, "w") as z:
-        for n, d in members.items():
-            z.writestr(n, d)
 
 
 # --------------------------------------------------------------------------- 6: no formula reaches a spreadsheet
@@ -302,7 +280,7 @@ def real_class(tmp_path_factory):
         ):
             edited = {**record, "final": {**record["final"], key: value}}
             (inbox / f"{name}.zip").write_bytes(honest.read_bytes())
-            _replace_member(inbox / f"{name}.zip", "runs/ae/metrics.json", json.dumps(edited).encode())
+            _rewrite_member(inbox / f"{name}.zip", "runs/ae/metrics.json", json.dumps(edited).encode())
         data_before = _snapshot(data_root)
         out = root / "grades"
         try:

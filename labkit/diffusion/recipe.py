@@ -25,7 +25,7 @@ from .losses import TIME_DENSITIES
 from .samplers import SAMPLERS, check_sampler, network_evaluations, sample
 from .schedule import SCHEDULES, NoiseSchedule, to_unit
 from .training import OBJECTIVES, DiffusionTraining
-from .unet import UNet
+from .unet import UNet, check_image_shape
 
 N_SAMPLES = (1000, 256)  # images drawn to judge a run (full, smoke), as many as the GANs are judged on
 DEFAULT_SAMPLER = {"eps": "ddim", "flow": "euler"}
@@ -86,7 +86,7 @@ class DiffusionSettings:
         settings.one_of("time_density", self.time_density, TIME_DENSITIES)
         settings.one_of("precision", self.precision, PRECISIONS)
         shape = datasets.check_dataset(self.dataset, self.image_size)
-        UNet(shape, self.width, self.mults)  # an image size the UNet cannot halve is refused now, not after loading
+        check_image_shape(shape, self.mults)  # an image size the UNet cannot halve: refused now, not after loading
         if self.conditional and not datasets.has_labels(self.dataset):
             raise ValueError(
                 f"a conditional diffusion model learns to draw the class it is given and needs a label for every "

@@ -74,6 +74,18 @@ class SelfAttention(nn.Module):
         return x + out.transpose(1, 2).reshape(b, c, h, w)
 
 
+def check_image_shape(image_shape: Sequence[int], mults: Sequence[int]) -> None:
+    """A clear error when a UNet with ``len(mults)`` levels cannot halve images of ``image_shape`` (C, H, W)
+    between its levels; settings call it before any data is loaded."""
+    _, height, side = image_shape
+    factor = 2 ** (len(mults) - 1)
+    if height % factor or side % factor:
+        raise ValueError(
+            f"a UNet with {len(mults)} levels halves the image {len(mults) - 1} times: {height} x {side} "
+            f"pixels must divide by {factor}: choose --image-size {max(factor, height // factor * factor)}"
+        )
+
+
 class UNet(nn.Module):
     """A UNet that predicts noise (DDPM) or velocity (flow matching) for images of ``image_shape`` (C, H, W).
 
@@ -93,13 +105,8 @@ class UNet(nn.Module):
         dropout: float = 0.0,
     ):
         super().__init__()
-        channels, height, side = image_shape
-        factor = 2 ** (len(mults) - 1)
-        if height % factor or side % factor:
-            raise ValueError(
-                f"a UNet with {len(mults)} levels halves the image {len(mults) - 1} times: {height} x {side} "
-                f"pixels must divide by {factor}: choose --image-size {max(factor, height // factor * factor)}"
-            )
+        check_image_shape(image_shape, mults)
+        channels = image_shape[0]
         self.image_shape, self.width, self.mults = tuple(image_shape), width, tuple(mults)
         self.num_classes = num_classes
         embedding_dim = 4 * width
