@@ -1,5 +1,6 @@
-"""Watching G learn (notebook 03): ``FixedNoise`` decodes one batch of noise, drawn once, after every
-epoch; its frames become a figure (one row per epoch) and an animated GIF.
+"""Watching a model learn (notebook 03, "Watching G learn"; notebook 05): ``FixedNoise`` turns one batch of
+noise, drawn once, into images after every epoch; its frames become a figure (one row per epoch) and an
+animated GIF.
 """
 
 from __future__ import annotations
@@ -20,35 +21,45 @@ from .gan import generate
 
 
 class FixedNoise:
-    """A ``fit`` callback: decode one fixed noise batch, drawn once, after every epoch and keep the frames.
+    """A ``fit`` callback: turn one fixed batch of noise into images after every epoch and keep the frames.
 
-    ``frames[i]`` are the images (n, C, H, W) in [-1, 1] after epoch ``epochs[i]``. Because z never
-    changes, any change between frames is G learning (notebook 03, "Watching G learn").
-    """
+    ``source``: a generator G (with ``latent_dim``), whose noise z is drawn once from ``seed``, or a training
+    with ``draw(n, seed=...)`` (a diffusion model's, which starts its sampler from the same noise for the same
+    seed). ``frames[i]`` are the images (n, C, H, W) in [-1, 1] after epoch ``epochs[i]``. Because the noise
+    never changes, any change between frames is the model learning (notebook 03, "Watching G learn")."""
 
-    def __init__(self, generator: nn.Module, n: int = 64, seed: int = 0):
-        self.generator = generator
-        device = next(generator.parameters()).device
-        self.z = torch.randn(
-            settings.whole_number("n", n), generator.latent_dim, generator=torch.Generator().manual_seed(seed)
-        ).to(device)
+    def __init__(self, source, n: int = 64, seed: int = 0):
+        settings.whole_number("n", n)
+        self.n, self.seed = n, seed
+        self.generator = source if isinstance(source, nn.Module) else None
+        self.training = None if self.generator is not None else source
+        self.z = None
+        if self.generator is not None:
+            device = next(source.parameters()).device
+            self.z = torch.randn(n, source.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+        elif not callable(getattr(source, "draw", None)):
+            raise TypeError(f"FixedNoise needs a generator or a training that draws samples, not {type(source)}")
         self.frames: list[torch.Tensor] = []
         self.epochs: list[int] = []
 
     def __call__(self, epoch: int, record: dict, history: History) -> None:
-        self.frames.append(generate(self.generator, self.z))
+        if self.generator is not None:
+            self.frames.append(generate(self.generator, self.z))
+        else:
+            self.frames.append(self.training.draw(self.n, seed=self.seed).float().cpu() * 2 - 1)
         self.epochs.append(epoch)
 
     def state_dict(self) -> dict:
         """The noise and the frames so far (as 8-bit images: a checkpoint of 100 epochs stays small)."""
         return {
-            "z": self.z.cpu(),
+            "z": None if self.z is None else self.z.cpu(),
             "epochs": list(self.epochs),
             "frames": [((f + 1) * 127.5).round().to(torch.uint8) for f in self.frames],
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.z = state["z"].to(self.z.device)
+        if self.z is not None:
+            self.z = state["z"].to(self.z.device)
         self.epochs = list(state["epochs"])
         self.frames = [f.float() / 127.5 - 1 for f in state["frames"]]
 

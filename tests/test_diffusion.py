@@ -203,6 +203,27 @@ def test_the_unet_keeps_the_image_shape_and_refuses_sizes_it_cannot_halve():
 TINY = {"width": 8, "mults": (1, 2), "epochs": 1, "sample_steps": 2}
 
 
+def test_the_progression_starts_every_epoch_from_the_same_noise(mnist_offline):
+    """Frames of an unchanged model are identical (the same noise, the same sampler); a training step changes
+    them; the recorder's state survives a checkpoint round trip without a latent z."""
+    from labkit.diffusion.recipe import DiffusionSettings
+    from labkit.progression import FixedNoise
+
+    training = DiffusionSettings(**TINY).training()
+    recorder = FixedNoise(training, n=4, seed=3)
+    recorder(1, {}, None)
+    recorder(2, {}, None)
+    assert torch.equal(recorder.frames[0], recorder.frames[1])
+    assert recorder.frames[0].shape == (4, 1, 28, 28) and -1 <= recorder.frames[0].min() <= recorder.frames[0].max() <= 1
+    for _ in range(3):
+        training.train_step(mnist_offline.train_x[:16])
+    recorder(3, {}, None)
+    assert not torch.allclose(recorder.frames[1], recorder.frames[2])
+    again = FixedNoise(training, n=4, seed=3)
+    again.load_state_dict(recorder.state_dict())
+    assert again.epochs == [1, 2, 3] and torch.allclose(again.frames[2], recorder.frames[2], atol=1 / 127)
+
+
 def test_a_run_records_the_judges_numbers_and_its_figures(tmp_path, mnist_offline):
     from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
 
@@ -214,7 +235,10 @@ def test_a_run_records_the_judges_numbers_and_its_figures(tmp_path, mnist_offlin
     assert 0 <= final["memorised_fraction"] <= 1 and final["memorisation_threshold"] > 0
     assert final["sampler"] == "euler" and final["sample_steps"] == 2 and final["network_evaluations"] == 4
     assert final["sampling_seconds_per_1000"] > 0
-    assert set(trained.metrics["figures"]) == {"loss_curves", "samples", "trajectory", "digit_grid"}
+    assert set(trained.metrics["figures"]) == {
+        "loss_curves", "samples", "trajectory", "digit_grid", "progression", "progression_gif"
+    }
+    assert (tmp_path / "run" / trained.metrics["figures"]["progression_gif"]).stat().st_size > 0
     assert trained.metrics["model"] == "diffusion" and trained.metrics["hyperparameters"]["objective"] == "flow"
 
 

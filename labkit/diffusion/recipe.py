@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .. import datasets, metrics, plots
+from .. import datasets, metrics, plots, progression
 from ..cvae import conditional_accuracy
 from ..data import ImageData
 from ..engine import distributed, settings
@@ -22,14 +22,14 @@ from ..engine.precision import PRECISIONS
 from ..engine.runs import Trained, cost, fit_in_run, start_run
 from ..models import MNIST_SHAPE
 from .losses import TIME_DENSITIES
-from .samplers import SAMPLERS, check_sampler, network_evaluations, sample
+from .samplers import SAMPLERS, check_sampler, network_evaluations
 from .schedule import SCHEDULES, NoiseSchedule, to_unit
-from .training import OBJECTIVES, DiffusionTraining
+from .training import DEFAULT_SAMPLER, OBJECTIVES, DiffusionTraining
 from .unet import UNet, check_image_shape
 
 N_SAMPLES = (1000, 256)  # images drawn to judge a run (full, smoke), as many as the GANs are judged on
-DEFAULT_SAMPLER = {"eps": "ddim", "flow": "euler"}
 TRAJECTORY_IMAGES = 8  # rows of the noise-to-image strip
+PROGRESSION_IMAGES = 32  # images drawn from the same noise after every epoch (each costs a full sampling)
 
 
 @dataclass
@@ -120,27 +120,10 @@ class DiffusionSettings:
             ema_decay=self.ema,
             label_dropout=self.label_dropout,
             time_density=self.time_density,
-        )
-
-    def draw(self, training: DiffusionTraining, n: int, labels=None, generator=None, trajectory=None):
-        """``n`` images in [0, 1] from the averaged weights with this run's sampler (``labels``: the classes
-        asked for, with this run's guidance)."""
-        device = next(training.net.parameters()).device
-        images = sample(
-            training.ema,
-            (n, *training.net.image_shape),
-            objective=self.objective,
             sampler=self.sampler_name,
-            steps=self.sample_steps,
-            schedule=training.schedule,
-            labels=labels,
+            sample_steps=self.sample_steps,
             guidance=self.guidance,
-            null_label=training.num_classes,
-            generator=generator,
-            device=device,
-            trajectory=trajectory,
         )
-        return to_unit(images)
 
 
 def requested_classes(n: int, device) -> torch.Tensor:
@@ -163,7 +146,8 @@ def run_diffusion(
     run, device = start_run(cfg.run_name, cfg.seed, out, device)
     data = datasets.load_for(cfg, device, data)
     training = cfg.training(device, data.image_shape)
-    history = fit_in_run(run, training, data, cfg, progress, callbacks, labels=cfg.conditional)
+    recorder = progression.FixedNoise(training, n=PROGRESSION_IMAGES, seed=cfg.seed)
+    history = fit_in_run(run, training, data, cfg, progress, [recorder, *callbacks], labels=cfg.conditional)
     if not distributed.is_main():
         return None  # under torchrun, rank 0 evaluates and writes the run
     labels = (data.test_y,) if cfg.conditional else ()
@@ -171,21 +155,19 @@ def run_diffusion(
     final = diffusion_final(cfg, training, data, test, history)
     title = f"{'conditional ' if cfg.conditional else ''}{'DDPM' if cfg.objective == 'eps' else 'flow matching'}"
     title += f" on {data.label}"
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
     with torch.no_grad():
         run.save_figure(plots.loss_curves(history, (("loss", "objective (MSE)"),), title=title), "loss_curves")
-        asked = requested_classes(64, device) if cfg.conditional else None
-        run.save_figure(
-            plots.image_grid(cfg.draw(training, 64, asked, generator), title=f"{title}: samples"), "samples"
-        )
+        run.save_figure(plots.image_grid(training.draw(64, seed=cfg.seed), title=f"{title}: samples"), "samples")
+        run.save_figure(recorder.figure(title=f"{title}: the same noise after each epoch"), "progression")
+        run.figures["progression_gif"] = recorder.save_gif(run.dir / "progression.gif", n_show=PROGRESSION_IMAGES).name
         path: list[torch.Tensor] = []
-        cfg.draw(training, TRAJECTORY_IMAGES, None if asked is None else asked[:TRAJECTORY_IMAGES], generator, path)
+        training.draw(TRAJECTORY_IMAGES, seed=cfg.seed + 1, trajectory=path)
         shown = sorted({round(i * (len(path) - 1) / 7) for i in range(8)})  # up to eight moments, noise to image
         strip = torch.stack([to_unit(path[i]) for i in shown], dim=1).flatten(0, 1)  # row: one image's path
         run.save_figure(plots.image_grid(strip, nrow=len(shown), title=f"{title}: from noise to image"), "trajectory")
         if cfg.conditional:
             rows = torch.arange(10, device=device).repeat_interleave(10)
-            grid = cfg.draw(training, len(rows), rows, generator)
+            grid = training.draw(len(rows), rows, seed=cfg.seed + 2)
             run.save_figure(plots.image_grid(grid, nrow=10, title=f"{title}: one row per class 0-9"), "digit_grid")
     plots.close_all()
     return run.record(
@@ -201,9 +183,8 @@ def diffusion_final(cfg: DiffusionSettings, training, data: ImageData, test: dic
     n = settings.pick(*N_SAMPLES)
     device = data.train_x.device
     asked = requested_classes(n, device) if cfg.conditional else None
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
     start = time.perf_counter()
-    samples = cfg.draw(training, n, asked, generator)
+    samples = training.draw(n, asked, seed=cfg.seed)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -13,10 +13,11 @@ from torch.optim.swa_utils import AveragedModel
 from ..engine import optim, settings
 from ..engine.loop import TrainingBase
 from .losses import TIME_DENSITIES, drop_labels, eps_loss, flow_matching_loss
-from .samplers import SAMPLERS
-from .schedule import NoiseSchedule, flow_interpolate, to_signed
+from .samplers import SAMPLERS, check_sampler, sample
+from .schedule import NoiseSchedule, flow_interpolate, to_signed, to_unit
 
 OBJECTIVES = tuple(SAMPLERS)  # "eps" (DDPM) and "flow" (flow matching)
+DEFAULT_SAMPLER = {"eps": "ddim", "flow": "euler"}
 
 
 def ema_with_warmup(decay: float):
@@ -54,7 +55,8 @@ class DiffusionTraining(TrainingBase):
     sample and to measure). With ``num_classes`` (the network's), steps take labels and drop each to the "no
     label" class with probability ``label_dropout`` (classifier-free guidance). Images arrive in [0, 1] and
     are scaled to [-1, 1]. Reports ``loss`` per batch; ``eval_step`` the same loss of the averaged weights at
-    fixed times and noise, so that epochs compare."""
+    fixed times and noise, so that epochs compare. ``draw`` gives samples with ``sampler`` (default: DDIM for
+    eps, Euler for flow) in ``sample_steps`` steps and, for a conditional network, ``guidance``."""
 
     name = "diffusion"
 
@@ -68,6 +70,9 @@ class DiffusionTraining(TrainingBase):
         ema_decay: float = 0.999,
         label_dropout: float = 0.1,
         time_density: str = "uniform",
+        sampler: str | None = None,
+        sample_steps: int = 32,
+        guidance: float = 2.0,
     ):
         settings.one_of("objective", objective, OBJECTIVES, "eps: DDPM's noise prediction; flow: flow matching")
         settings.one_of("time_density", time_density, TIME_DENSITIES, "which times flow matching trains on")
@@ -75,6 +80,9 @@ class DiffusionTraining(TrainingBase):
             raise ValueError(f"label_dropout must be a probability in [0, 1), not {label_dropout!r}")
         self.net, self.objective = net, objective
         self.schedule = schedule or NoiseSchedule()
+        self.sampler, self.sample_steps = sampler or DEFAULT_SAMPLER[objective], sample_steps
+        check_sampler(objective, self.sampler, sample_steps, self.schedule.steps)
+        self.guidance = settings.number("guidance", guidance, at_least=0, what="a weight >= 0 (0: unconditional)")
         self.ema = exponential_moving_average(net, ema_decay)
         self.num_classes = getattr(net, "num_classes", 0)
         self.label_dropout, self.time_density = label_dropout, time_density
@@ -113,3 +121,28 @@ class DiffusionTraining(TrainingBase):
                 prediction = self.ema(flow_interpolate(x0, noise, time), time, y)
                 target = x0 - noise
         return {"loss": F.mse_loss(prediction.float(), target)}
+
+    @torch.no_grad()
+    def draw(self, n: int, labels: torch.Tensor | None = None, seed: int = 0, *, trajectory: list | None = None):
+        """``n`` images in [0, 1] from the averaged weights, the noise drawn from ``seed`` (the same seed, the
+        same starting noise: the fixed-noise progression). A conditional network draws ``labels`` (default:
+        the classes in turn) with this training's guidance. ``trajectory``: a list that receives x after every
+        step."""
+        device = next(self.net.parameters()).device
+        if labels is None and self.num_classes:
+            labels = torch.arange(n, device=device) % self.num_classes
+        images = sample(
+            self.ema,
+            (n, *self.net.image_shape),
+            objective=self.objective,
+            sampler=self.sampler,
+            steps=self.sample_steps,
+            schedule=self.schedule,
+            labels=labels,
+            guidance=self.guidance,
+            null_label=self.num_classes,
+            generator=torch.Generator(device=device).manual_seed(seed),
+            device=device,
+            trajectory=trajectory,
+        )
+        return to_unit(images)

@@ -106,19 +106,15 @@ class TensorBoardLogger:
 def progress_images(training, data=None, *, labels: bool = False, seed: int = 0) -> Callable[[], torch.Tensor]:
     """What picture shows a training's progress, as a function giving images in [0, 1]:
 
-    * a GAN (a ``generator`` among its modules): 64 images from one batch of noise drawn once with
-      ``seed``, the frames of ``labkit.progression.FixedNoise`` (a conditional G draws the classes in turn);
+    * a training that draws samples (``draw(n, seed=...)``: the GANs, the diffusion models): 64 images from
+      one batch of noise drawn once with ``seed``, as ``labkit.progression.FixedNoise`` records them (a
+      conditional model draws the classes in turn);
     * the AE, VAE, cVAE and VQ-VAE (a ``model``): ``N_IMAGES`` fixed test images of ``data`` above their
       reconstructions (``labels``: a conditional model, given the images' labels).
 
     Neither draws from the training's random generators, so logging leaves a run's numbers unchanged."""
-    if "generator" in training.modules:
-        from ..gan import generate
-
-        G = training.modules["generator"]
-        device = next(G.parameters()).device
-        z = torch.randn(N_IMAGES**2, G.latent_dim, generator=torch.Generator().manual_seed(seed)).to(device)
-        return lambda: (generate(G, z) + 1) / 2  # [-1, 1] -> [0, 1]
+    if callable(getattr(training, "draw", None)):
+        return lambda: training.draw(N_IMAGES**2, seed=seed).float().cpu()
     model = training.modules["model"]
     x = data.test_x[:N_IMAGES]
     y = (data.test_y[:N_IMAGES],) if labels else ()
