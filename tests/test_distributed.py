@@ -3,6 +3,7 @@ started by torchrun, must end with identical weights after training on different
 rank 0 may write the run. The job itself is tests/ddp_worker.py."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -132,3 +133,34 @@ def test_rank_0_alone_measures_the_gan_samples_without_waiting_for_the_others(jo
     final = json.loads((out / "gan" / "metrics.json").read_text())["final"]
     assert final["fid_classifier"] > 0 and 0 <= final["class_coverage"] <= 10
     assert sum(line.startswith('{"model": "gan"') for line in result.stdout.splitlines()) == 1
+
+
+def test_diffusion_under_ddp_keeps_the_network_and_its_average_identical_on_every_rank(job):
+    """The weights' average (an AveragedModel beside the network) is updated from the network itself, once
+    per step, on every rank; rank 0 draws the progression while the ranks train and writes the run alone."""
+    _, out, rank0, rank1 = job
+    (run0,), (run1,) = rank0["diffusion_runs"], rank1["diffusion_runs"]
+    assert _same(run0["before"], run1["before"]) == []
+    assert _same(run0["after"], run1["after"]) == []  # the network, its average and the average's count
+    assert set(_same(run0["before"], run0["after"])) == set(run0["after"])  # every tensor was trained
+    assert int(run0["after"]["ema.n_averaged"]) == 2  # 64 images a rank in batches of 32: one update a step
+    assert run0["history"] == run1["history"] and math.isfinite(run0["history"][0]["test_loss"])
+    checkpoint = safe_load(out / "diffusion" / "checkpoint.pt")
+    saved = {f"{name}.{k}": v for name, sd in checkpoint["modules"].items() for k, v in sd.items()}
+    assert _same(saved, run0["after"]) == []
+    metrics = json.loads((out / "diffusion" / "metrics.json").read_text())
+    assert metrics["environment"]["processes"] == 2 and metrics["dataset"]["n_train"] == 128
+    assert sorted(p.name for p in (out / "diffusion").iterdir()) == sorted(
+        ["checkpoint.pt", "metrics.json", *metrics["figures"].values()]
+    )
+    assert {"progression", "progression_gif", "samples", "digit_grid"} <= set(metrics["figures"])
+    assert math.isfinite(metrics["final"]["conditional_accuracy"])
+
+
+def test_the_weights_average_follows_the_network_itself_under_ddp(job):
+    """With decay 0 the average equals the weights after every step: it reads the network, not its wrapper."""
+    _, _, rank0, rank1 = job
+    for found in (rank0["diffusion_ema0"], rank1["diffusion_ema0"]):
+        assert found["net"].keys() == found["ema"].keys()
+        assert _same(found["net"], found["ema"]) == []
+    assert _same(rank0["diffusion_ema0"]["net"], rank1["diffusion_ema0"]["net"]) == []

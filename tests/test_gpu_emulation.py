@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from cuda_rules import CUDA_AUTOCAST_REFUSAL, save_as_if_on_gpu
 from test_checkpoint import _ae_run  # the same small checkpointed AE run
 
-from labkit import compare, gan_nets, metrics, plots
+from labkit import compare, gan_nets, metrics, plots, progression
 from labkit.ae import AESettings, Autoencoder, AutoencoderTraining, run_ae
 from labkit.cvae import CVAESettings
 from labkit.data import load_mnist
@@ -114,6 +114,43 @@ def test_every_training_trains_and_evaluates_an_epoch_in_mixed_precision_under_c
     assert training.precision.mode == precision
     again = evaluate(training, test_x, test_y if conditional else None)  # the notebooks' own call
     assert all(math.isfinite(v) for v in again.values())
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("kind", ["eps", "flow-cond"])
+def test_diffusion_draws_finite_float32_images_after_mixed_precision_training_and_under_autocast(
+    kind, precision, cuda_autocast_rules, mnist_offline
+):
+    """The fixed-noise progression draws after every epoch of a mixed-precision run (float16 with its gradient
+    scaler), and a notebook may call ``draw`` inside autocast: the sampler keeps x in float32 either way, and
+    the images autocast gives differ from float32's, by less than a grey level of an 8-bit picture."""
+    torch.manual_seed(0)
+    conditional = kind == "flow-cond"
+    objective = {"objective": "flow", "conditional": True} if conditional else {"objective": "eps"}
+    training = DiffusionSettings(epochs=1, width=8, mults=(1, 2), sample_steps=2, **objective).training()
+    recorder = progression.FixedNoise(training, n=4)
+    labels = {"train_y": mnist_offline.train_y[:64], "test_y": mnist_offline.test_y[:32]} if conditional else {}
+    x, test_x = mnist_offline.train_x[:64], mnist_offline.test_x[:32]
+    history = fit(
+        training,
+        x,
+        test_x,
+        epochs=1,
+        batch_size=32,
+        progress=False,
+        precision=precision,
+        callbacks=[recorder],
+        **labels,
+    )
+    assert training.precision.scaler.is_enabled() == (precision == "fp16")
+    assert math.isfinite(history.last["test_loss"]) and torch.isfinite(recorder.frames[0]).all()
+    plain = training.draw(8, seed=1)
+    with training.precision.autocast():
+        mixed = training.draw(8, seed=1)
+    for images in (plain, mixed):
+        assert images.dtype == torch.float32 and images.shape == (8, 1, 28, 28)
+        assert torch.isfinite(images).all() and 0 <= images.min() <= images.max() <= 1
+    assert 0 < (mixed - plain).abs().max() < 1 / 255  # autocast did compute in half precision
 
 
 def test_the_autoencoders_test_bce_is_the_bernoulli_nll_of_its_reconstructions(cuda_autocast_rules, mnist_offline):

@@ -100,13 +100,21 @@ class DiffusionTraining(TrainingBase):
         with self.precision.autocast():
             loss = self.loss(self.net, to_signed(x), y)
         self.precision.minimize(loss, self.optimizer)  # zero_grad, backward, step
-        self.ema.update_parameters(self.net)
+        net, ema = self.unwrapped()
+        ema.update_parameters(net)
         return {"loss": loss.detach()}
+
+    def unwrapped(self) -> tuple[nn.Module, AveragedModel]:
+        """The network and its average themselves. While ``fit`` runs under ``torchrun``, ``self.net`` and
+        ``self.ema`` are DistributedDataParallel wrappers (``labkit.engine.distributed.wrap``), which have no
+        ``update_parameters`` or ``image_shape``; ``self.modules`` always holds the modules."""
+        return self.modules["net"], self.modules["ema"]
 
     @torch.no_grad()
     def eval_step(self, x: torch.Tensor, *labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """The objective of the averaged weights on test images, at times spread evenly over (0, 1) and noise
         drawn from a fixed seed: the same question every epoch."""
+        _, ema = self.unwrapped()
         x0 = to_signed(x)
         y = labels[0] if labels and self.num_classes else None
         generator = torch.Generator(device=x.device).manual_seed(0)
@@ -115,25 +123,34 @@ class DiffusionTraining(TrainingBase):
         with self.precision.autocast():
             if self.objective == "eps":
                 t = (time * self.schedule.steps).long().clamp(max=self.schedule.steps - 1)
-                prediction = self.ema(self.schedule.q_sample(x0, t, noise), t.float() / self.schedule.steps, y)
+                prediction = ema(self.schedule.q_sample(x0, t, noise), t.float() / self.schedule.steps, y)
                 target = noise
             else:
-                prediction = self.ema(flow_interpolate(x0, noise, time), time, y)
+                prediction = ema(flow_interpolate(x0, noise, time), time, y)
                 target = x0 - noise
         return {"loss": F.mse_loss(prediction.float(), target)}
 
     @torch.no_grad()
-    def draw(self, n: int, labels: torch.Tensor | None = None, seed: int = 0, *, trajectory: list | None = None):
-        """``n`` images in [0, 1] from the averaged weights, the noise drawn from ``seed`` (the same seed, the
-        same starting noise: the fixed-noise progression). A conditional network draws ``labels`` (default:
-        the classes in turn) with this training's guidance. ``trajectory``: a list that receives x after every
-        step."""
-        device = next(self.net.parameters()).device
+    def draw(
+        self,
+        n: int,
+        labels: torch.Tensor | None = None,
+        seed: int = 0,
+        *,
+        trajectory: list | None = None,
+        averaged: bool = True,
+    ):
+        """``n`` images in [0, 1] from the averaged weights (``averaged=False``: the trained weights themselves,
+        to see what the average changes), the noise drawn from ``seed`` (the same seed, the same starting noise:
+        the fixed-noise progression). A conditional network draws ``labels`` (default: the classes in turn) with
+        this training's guidance. ``trajectory``: a list that receives x after every step."""
+        net, ema = self.unwrapped()
+        device = next(net.parameters()).device
         if labels is None and self.num_classes:
             labels = torch.arange(n, device=device) % self.num_classes
         images = sample(
-            self.ema,
-            (n, *self.net.image_shape),
+            ema if averaged else net,
+            (n, *net.image_shape),
             objective=self.objective,
             sampler=self.sampler,
             steps=self.sample_steps,
