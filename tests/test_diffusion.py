@@ -214,7 +214,8 @@ def test_the_progression_starts_every_epoch_from_the_same_noise(mnist_offline):
     recorder(1, {}, None)
     recorder(2, {}, None)
     assert torch.equal(recorder.frames[0], recorder.frames[1])
-    assert recorder.frames[0].shape == (4, 1, 28, 28) and -1 <= recorder.frames[0].min() <= recorder.frames[0].max() <= 1
+    first = recorder.frames[0]
+    assert first.shape == (4, 1, 28, 28) and -1 <= first.min() <= first.max() <= 1
     for _ in range(3):
         training.train_step(mnist_offline.train_x[:16])
     recorder(3, {}, None)
@@ -236,7 +237,12 @@ def test_a_run_records_the_judges_numbers_and_its_figures(tmp_path, mnist_offlin
     assert final["sampler"] == "euler" and final["sample_steps"] == 2 and final["network_evaluations"] == 4
     assert final["sampling_seconds_per_1000"] > 0
     assert set(trained.metrics["figures"]) == {
-        "loss_curves", "samples", "trajectory", "digit_grid", "progression", "progression_gif"
+        "loss_curves",
+        "samples",
+        "trajectory",
+        "digit_grid",
+        "progression",
+        "progression_gif",
     }
     assert (tmp_path / "run" / trained.metrics["figures"]["progression_gif"]).stat().st_size > 0
     assert trained.metrics["model"] == "diffusion" and trained.metrics["hyperparameters"]["objective"] == "flow"
