@@ -1,20 +1,22 @@
-"""Notebook 04: the AE, the VAE and the MNIST GAN on the same data and seed, compared on measured
-numbers instead of opinions.
+"""Notebook 04: the AE, the VAE, the MNIST GAN and the diffusion model (flow matching) on the same
+data and seed, compared on measured numbers instead of opinions.
 
-``trained`` reuses the run that notebook 01, 02 or 03 (or ``python -m labkit train``) left in the
-runs folder, loading its weights from the checkpoint, and trains what is missing. The measuring
-functions are short on purpose: each is one idea of the comparison, explained in the notebook
-section of the same name.
+``trained`` reuses the run that notebook 01, 02, 03 or ``python -m labkit train`` left in the runs
+folder, loading its weights from the checkpoint, and trains what is missing. The measuring functions
+are short on purpose: each is one idea of the comparison, explained in the notebook section of the
+same name. Samples come from each training's ``draw`` where it has one (the GANs, diffusion).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import time
+from dataclasses import asdict, replace
 
 import torch
 
 from . import cvae, gan, metrics, report
 from .data import ImageData
+from .diffusion import samplers
 from .engine import settings
 from .engine.checkpoint import Checkpoint
 from .engine.loop import History, seconds_per_epoch
@@ -23,9 +25,32 @@ from .experiments import RECIPES
 from .plots import linear_path
 from .report import format_value
 
-COMPARED = ("ae", "vae", "gan")
-CONDITIONAL = ("cvae", "cgan")  # told which digit to draw: notebook 04, "The conditional models"
+COMPARED = ("ae", "vae", "gan", "diffusion")
+CONDITIONAL = ("cvae", "cgan", "diffusion-cond")  # told which digit to draw: notebook 04, "The conditional models"
+RECIPE_OF = {"diffusion-cond": "diffusion"}  # written by another name's recipe: train diffusion --conditional
 INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose codes we walk between
+SMOKE_DIFFUSION_WIDTH = 8  # notebook 05's UNet width in smoke mode: 32 takes minutes per smoke epoch on a CPU
+DIGITS = 10
+
+
+def default_settings(name: str):
+    """The settings notebook 04 compares model ``name`` with: the defaults of its notebook, which are those
+    of ``python -m labkit train NAME`` (``labkit.experiments.RECIPES``). ``diffusion`` is flow matching
+    (``labkit.diffusion.recipe.DiffusionSettings``), ``diffusion-cond`` the same model told the digit and
+    sampled with classifier-free guidance (``train diffusion --conditional``); in smoke mode their UNet is
+    as narrow as notebook 05's, so that a smoke run stays quick on a CPU."""
+    _check_name(name)
+    cfg = RECIPES[RECIPE_OF.get(name, name)][1]()
+    if name in ("diffusion", "diffusion-cond"):
+        cfg = replace(cfg, conditional=name == "diffusion-cond")
+        if settings.smoke_mode():
+            cfg = replace(cfg, width=SMOKE_DIFFUSION_WIDTH)
+    return cfg
+
+
+def _check_name(name: str) -> None:
+    if name not in COMPARED + CONDITIONAL:
+        raise ValueError(f"unknown model {name!r}; notebook 04 compares {', '.join(COMPARED + CONDITIONAL)}")
 
 
 def make_training(name: str, cfg, device: torch.device | str):
@@ -36,16 +61,20 @@ def make_training(name: str, cfg, device: torch.device | str):
 
 
 def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, progress: bool = True) -> Trained:
-    """The model ``name`` trained with ``cfg`` (default: its notebook's settings) on ``data``.
+    """The model ``name`` trained with ``cfg`` (default: ``default_settings(name)``) on ``data``.
 
     Reuses ``runs/<name>`` when it holds a metrics.json and a checkpoint of all ``cfg.epochs``
     epochs for these settings; otherwise runs the headless recipe, which resumes a partial run.
     A run folder whose checkpoint belongs to other settings or data is reported, not overwritten.
     """
-    if name not in COMPARED + CONDITIONAL:
-        raise ValueError(f"unknown model {name!r}; notebook 04 compares {', '.join(COMPARED + CONDITIONAL)}")
-    recipe, settings_class = RECIPES[name]
-    cfg = cfg or settings_class()
+    _check_name(name)
+    recipe = RECIPES[RECIPE_OF.get(name, name)][0]
+    cfg = cfg or default_settings(name)
+    if getattr(cfg, "run_name", name) != name:
+        raise ValueError(
+            f"these settings describe a {cfg.run_name!r} run, which is not kept in runs/{name}: "
+            f"ask for compare.trained({cfg.run_name!r}, ...) or change the settings"
+        )
     run = Run(name)
     checkpoint = Checkpoint(run.checkpoint_path, asdict(cfg))
     state = checkpoint.load() if checkpoint.exists() else None
@@ -74,12 +103,17 @@ def reconstruction(ae: Trained, vae: Trained, test_x: torch.Tensor) -> dict[str,
     }
 
 
+def _device(training) -> torch.device:
+    return next(next(iter(training.modules.values())).parameters()).device
+
+
 @torch.no_grad()
 def samples(model: Trained, n: int, seed: int, reference: torch.Tensor | None = None) -> torch.Tensor:
-    """n generated digits in [0, 1]: from the GAN's noise, the VAE's prior, or, for the AE, random
-    codes drawn from a Gaussian fitted to the codes of ``reference`` images (notebook 01's recipe)."""
-    if model.name == "gan":
-        return (gan.sample(model.training.generator, n, seed=seed) + 1) / 2
+    """n generated digits in [0, 1] on the CPU: the training's own ``draw`` where it has one (the GAN from
+    its noise, the diffusion model with its sampler), the VAE's prior, or, for the AE, random codes drawn
+    from a Gaussian fitted to the codes of ``reference`` images (notebook 01's recipe)."""
+    if hasattr(model.training, "draw"):
+        return model.training.draw(n, seed=seed).cpu()
     net = model.training.model
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
@@ -90,13 +124,50 @@ def samples(model: Trained, n: int, seed: int, reference: torch.Tensor | None = 
     return net.decode(z).cpu()
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the GPU works asynchronously: wait for it before reading the clock
+
+
+@torch.no_grad()
+def timed_samples(
+    model: Trained, n: int, seed: int, reference: torch.Tensor | None = None, warm_up: int = 8
+) -> tuple[torch.Tensor, float]:
+    """``samples(model, n, seed, reference)`` and the seconds it took per 1,000 samples (notebook 04,
+    "Samples"). ``warm_up`` samples are drawn first and not counted, so that one-time start-up costs
+    (the GPU loading its kernels) do not count as sampling; on a GPU the clock waits for it to finish."""
+    if n < 1:
+        raise ValueError(f"need at least one sample to time, not n={n}")
+    device = _device(model.training)
+    if warm_up:
+        samples(model, min(warm_up, n), seed, reference)
+    _synchronize(device)
+    start = time.perf_counter()
+    images = samples(model, n, seed, reference)
+    _synchronize(device)
+    return images, (time.perf_counter() - start) * 1000 / n
+
+
+def network_evaluations(model: Trained) -> int:
+    """Calls of a network per sample: the sampler's steps for a diffusion model
+    (``labkit.diffusion.samplers.network_evaluations``; two per step where classifier-free guidance mixes
+    a conditional and an unconditional prediction), one for a decoder or a generator."""
+    training = model.training
+    steps = getattr(training, "sample_steps", None)
+    if steps is None:
+        return 1
+    guided = bool(getattr(training, "num_classes", 0)) and training.guidance not in (0, 1)
+    return samplers.network_evaluations(training.sampler, steps, guided)
+
+
 @torch.no_grad()
 def conditional_samples(model: Trained, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n digits in [0, 1] on the CPU from a conditional model, asked for the digits 0-9 in turn, and
-    those requested digits (n,)."""
-    if model.name == "cgan":
-        G = model.training.generator
-        return (gan.sample(G, n, seed=seed) + 1) / 2, gan.classes_in_turn(n, G.num_classes)
+    those requested digits (n,): the training's ``draw`` where it has one (the cGAN, conditional
+    diffusion with its guidance), the cVAE's prior otherwise."""
+    if hasattr(model.training, "draw"):
+        digits = torch.arange(n, device=_device(model.training)) % DIGITS
+        return model.training.draw(n, digits, seed=seed).cpu(), digits.cpu()
     images, digits = cvae.conditional_samples(model.training.model, n, seed=seed)
     return images.cpu(), digits.cpu()
 
@@ -107,6 +178,22 @@ def conditional_quality(model: Trained, classifier, real: torch.Tensor, n: int, 
     fake, digits = conditional_samples(model, n, seed)
     on_device = fake.to(next(classifier.parameters()).device)
     return {**sample_quality(classifier, real, fake), **cvae.conditional_accuracy(on_device, digits, classifier)}
+
+
+def memorised_fractions(
+    generated: dict[str, torch.Tensor], train: torch.Tensor, test: torch.Tensor
+) -> dict[str, float]:
+    """For each entry of ``generated`` (name -> images in [0, 1]), the fraction of its images that
+    ``labkit.metrics.memorisation`` calls memorised: closer to their nearest training image than 99 % of
+    the held-out ``test`` images are to theirs (notebook 05, "Did it memorise?"). About 0.01 for new
+    digits by construction, 1 for copies of training images. One call for all, so that the threshold
+    (the test images' distances to the training set, the slow part) is computed once."""
+    if not generated:
+        raise ValueError("no samples to check for memorisation")
+    found = metrics.memorisation(torch.cat([images.cpu() for images in generated.values()]), train, test)
+    distances = found["nearest_train_distance"].split([len(images) for images in generated.values()])
+    threshold = found["memorisation_threshold"]
+    return {name: float((d < threshold).float().mean()) for name, d in zip(generated, distances)}
 
 
 def sample_quality(classifier, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
@@ -144,9 +231,15 @@ def interpolation(
     """Mean ``measure(path, classifier)`` (default ``path_smoothness``; notebook 04 passes the one it
     defines) over straight latent paths: between the codes of the first test images of each pair in
     ``INTERPOLATION_PAIRS`` (AE, VAE: the posterior means), or between pairs of noise vectors (GAN).
-    Also returns the first path's images for a figure."""
+    Also returns the first path's images for a figure. A model with neither an encoder nor a generator
+    of its noise (diffusion: its sampler draws the starting noise itself) is refused."""
     measure = measure or path_smoothness
-    if model.name == "gan":
+    if not any(hasattr(model.training, part) for part in ("generator", "model")):
+        raise ValueError(
+            f"{model.name} has no latent code that notebook 04 walks along: neither an encoder (AE, VAE) "
+            "nor a generator of its noise (GAN)"
+        )
+    if hasattr(model.training, "generator"):
         G = model.training.generator
         g = torch.Generator().manual_seed(seed)
         ends = torch.randn(len(INTERPOLATION_PAIRS), 2, G.latent_dim, generator=g)
@@ -173,9 +266,10 @@ def _mean_spread(values: list[float]) -> float:
 
 
 def stability(model: Trained, last: int = 5) -> str:
-    """One measured sentence on how steady training was, from the run's per-epoch history."""
+    """One measured sentence on how steady training was, from the run's per-epoch history: the
+    discriminator's loss for a GAN (a game), how often the test loss rose for the others (a minimisation)."""
     h = model.history
-    if model.name == "gan":
+    if h and "train_d_loss" in h[-1]:
         tail = h[-last:]
         gap = tail[-1]["train_d_real"] - tail[-1]["train_d_fake"]
         return (
@@ -190,17 +284,25 @@ def stability(model: Trained, last: int = 5) -> str:
 # --------------------------------------------------------------------------- the table
 
 
-def comparison_rows(results: dict) -> list[tuple[str, str, str, str]]:
-    """The rows of the comparison table (aspect, AE, VAE, GAN) from ``results`` as notebook 04
-    collects them: reconstruction, elbo, iwae, quality, smoothness, stability, cost."""
+def comparison_rows(results: dict) -> list[tuple[str, ...]]:
+    """The rows of the comparison table (aspect, then one column per model of ``COMPARED``: AE, VAE, GAN,
+    diffusion) from ``results`` as notebook 04 collects them: reconstruction, elbo, iwae, quality,
+    memorisation, smoothness (no diffusion entry: not measured), stability, cost."""
     rec, q, s, cost = results["reconstruction"], results["quality"], results["smoothness"], results["cost"]
+    memorised = results["memorisation"]
     no_encoder = "n/a (no encoder)"
+    not_likelihood = "n/a (not a likelihood model)"
     row = lambda aspect, f: (aspect, *(f(m) for m in COMPARED))  # noqa: E731
+
+    def on_path(key):
+        return lambda m: format_value(s[m][key], 3) if m in s else "n/a (not measured)"
+
     return [
         (
             "Reconstruction: test MSE per pixel",
             format_value(rec["ae"]["mse_per_pixel"]),
             format_value(rec["vae"]["mse_per_pixel"]),
+            no_encoder,
             no_encoder,
         ),
         (
@@ -208,17 +310,20 @@ def comparison_rows(results: dict) -> list[tuple[str, str, str, str]]:
             format_value(rec["ae"]["bce_nats"]),
             format_value(rec["vae"]["bce_nats"]),
             no_encoder,
+            no_encoder,
         ),
         (
             "Likelihood bound: test -ELBO (recon + KL), nats",
-            "n/a (not a likelihood model)",
+            not_likelihood,
             "{} ({} + {})".format(*(format_value(results["elbo"][k]) for k in ("neg_elbo", "recon", "kl"))),
-            "n/a (not a likelihood model)",
+            not_likelihood,
+            "n/a (defined, not computed here)",
         ),
         (
             f"Likelihood bound: importance-weighted, k = {results['iwae_k']}, nats",
             "n/a",
             format_value(results["iwae"]),
+            "n/a",
             "n/a",
         ),
         row(
@@ -232,31 +337,63 @@ def comparison_rows(results: dict) -> list[tuple[str, str, str, str]]:
         ),
         row("Sample diversity / real diversity", lambda m: format_value(q[m]["diversity_ratio"], 3)),
         row(
+            "Memorisation: samples closer to a training digit than 99 % of test digits are (0.01 = new digits, "
+            "1 = copies)",
+            lambda m: format_value(memorised[m], 3),
+        ),
+        row(
             "Latent space: largest step / mean step along an interpolation (1 = even)",
-            lambda m: format_value(s[m]["largest_step_ratio"], 3),
+            on_path("largest_step_ratio"),
         ),
         row(
             "Latent space: classifier confidence mid-path (digit-like in between)",
-            lambda m: format_value(s[m]["mid_path_confidence"], 3),
+            on_path("mid_path_confidence"),
         ),
         row("Training stability", lambda m: results["stability"][m]),
-        row("Cost: seconds per epoch (this device)", lambda m: format_value(cost[m]["seconds_per_epoch"], 3)),
+        row(
+            "Cost: seconds per epoch (on the device the run trained on)",
+            lambda m: format_value(cost[m]["seconds_per_epoch"], 3),
+        ),
         row("Cost: epochs trained", lambda m: f"{cost[m]['epochs']}"),
-        row("Cost: parameters", lambda m: format_value(cost[m]["parameters"])),
+        row(
+            "Cost: seconds to train, all epochs (on the device the run trained on)",
+            lambda m: format_value(cost[m]["train_seconds"], 3),
+        ),
+        row(
+            "Cost: seconds per 1,000 samples (on this notebook's device)",
+            lambda m: format_value(cost[m]["sampling_seconds_per_1000"], 3),
+        ),
+        row("Cost: network evaluations per sample", lambda m: f"{cost[m]['network_evaluations']}"),
+        row("Cost: parameters (trained)", lambda m: format_value(cost[m]["parameters"])),
     ]
 
 
-def comparison_table(rows: list[tuple[str, ...]], header=("Aspect (measured)", "AE", "VAE", "GAN")) -> str:
+def comparison_table(rows: list[tuple[str, ...]], header=("Aspect (measured)", "AE", "VAE", "GAN", "Diffusion")) -> str:
     """The comparison table as Markdown, built like every table of the report."""
     return "\n".join(report.markdown_table(rows, header))
 
 
-def cost(model: Trained) -> dict:
-    """Seconds per epoch (from the run's history), epochs and parameter count."""
+def trained_parameters(training) -> int:
+    """Parameters that the training's optimisers update, each counted once: both networks of a GAN, the
+    network of a diffusion model but not the running average of its weights that samples come from."""
+    optimizers = getattr(training, "optimizers", {}).values()
+    tensors = {id(p): p for o in optimizers for group in o.param_groups for p in group["params"]}
+    if not tensors:  # a training without optimisers: every trainable parameter of its modules
+        tensors = {id(p): p for m in training.modules.values() for p in m.parameters() if p.requires_grad}
+    return sum(p.numel() for p in tensors.values())
+
+
+def cost(model: Trained, seconds_per_1000: float = float("nan")) -> dict:
+    """What a model costs (notebook 04, "Cost and stability"): seconds per epoch and in all (from the run's
+    history, as measured on the device it trained on), epochs, ``seconds_per_1000`` samples (measured by
+    ``timed_samples``; NaN: not measured), network evaluations per sample and trained parameters."""
     return {
         "seconds_per_epoch": seconds_per_epoch(model.history),
         "epochs": len(model.history),
-        "parameters": model.parameters,
+        "train_seconds": float(sum(model.history.series("seconds"))) if model.history else float("nan"),
+        "sampling_seconds_per_1000": seconds_per_1000,
+        "network_evaluations": network_evaluations(model),
+        "parameters": trained_parameters(model.training),
     }
 
 

@@ -33,7 +33,8 @@ from .gradebook import MAIN_METRICS, class_report, number_problem, write_gradebo
 from .submit import MANIFEST, WEIGHTS_FILE, WEIGHTS_FORMAT, Refused, check_manifest, load_runs, open_submission
 
 TOLERANCE = {"test_mse": 0.02, "test_neg_elbo_nats": 0.02, "fid_classifier": 0.15, "conditional_accuracy": 0.05}
-REEVALUATED = ("ae", "vae", "cvae", "vqvae", "gan", "cgan")  # models whose weights the grader runs again
+REEVALUATED = ("ae", "vae", "cvae", "vqvae", "gan", "cgan", "diffusion")  # models whose weights the grader runs again
+SAMPLES_JUDGED = (1000, 256)  # images a run that draws is judged on (full, smoke), as many as its recipe judged
 SIMILARITY = 0.8  # cosine similarity of two Discussions (TF-IDF) that is flagged
 UNPACKED = "submissions"  # the folder of --out the archives are unpacked into, one folder per student
 WORK_RECORD = ".labkit-grade-unpacked.json"  # in UNPACKED: every file and folder the grader unpacked there
@@ -220,7 +221,7 @@ class Evaluator:
 
     def reproduce(self, name: str, record: dict, weights_path: Path) -> tuple[list[str], str | None]:
         """(flags, what was verified) for one run; runs of other models or data are not re-evaluated."""
-        from . import cgan, experiments, gan, metrics
+        from . import experiments
         from .engine.loop import evaluate
 
         model = record.get("model")
@@ -247,7 +248,7 @@ class Evaluator:
         }
         try:
             cfg = experiments.settings_for(model, **hyper)
-            if model in ("gan", "cgan"):
+            if hasattr(cfg, "networks"):  # the GANs: settings that build the networks apart from the training
                 training = cfg.training(*(m.to(self.device) for m in cfg.networks()))
             else:
                 training = cfg.training(self.device)
@@ -263,29 +264,18 @@ class Evaluator:
         final, data = record.get("final", {}), self.data(bool(record.get("smoke")))
         for module in training.modules.values():
             module.eval()
-        if model == "ae":
+        if callable(getattr(training, "draw", None)):  # the GANs and the diffusion models
+            again, problem = _judge_drawn(training, data, record, cfg.seed)
+            if problem:
+                return [f"{name}: {problem}"], None
+        elif model == "ae":
             again = {"test_mse": evaluate(training, data.test_x)["loss"]}
         elif model == "vqvae":
             again = {"test_mse": evaluate(training, data.test_x)["mse"]}
-        elif model in ("vae", "cvae"):
+        else:  # the VAE and the cVAE
             torch.manual_seed(cfg.seed)  # the recipe's test ELBO draws z from this seed
             labels = data.test_y if model == "cvae" else None
             again = {"test_neg_elbo_nats": evaluate(training, data.test_x, labels)["neg_elbo"]}
-        else:
-            n = 256 if record.get("smoke") else 1000  # as the recipe measured it
-            fake = gan.sample(training.generator, n, seed=cfg.seed)
-            quality = metrics.digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed)
-            again = {"fid_classifier": quality["fid_classifier"]}
-            if model == "cgan":
-                again["conditional_accuracy"] = cgan.cgan_sample_quality(training.generator, data, fake, seed=cfg.seed)[
-                    "conditional_accuracy"
-                ]
-            claimed_coverage = final.get("class_coverage")
-            if not (_is_number(claimed_coverage) and abs(quality["class_coverage"] - claimed_coverage) <= 1):
-                return [
-                    f"{name}: its weights cover {quality['class_coverage']} digits, its metrics.json says "
-                    f"{final.get('class_coverage')}"
-                ], None
         flags = []
         for key, value in again.items():
             claimed = final.get(key)
@@ -302,6 +292,39 @@ class Evaluator:
                     "the weights that made these numbers)"
                 )
         return flags, None if flags else f"{name} {', '.join(again)}"
+
+
+def _classes_drawn(training) -> int:
+    """How many classes the ``draw`` of a training takes in turn: the ``num_classes`` of its conditional
+    network (the cGAN's generator, a conditional diffusion UNet), 0 when it draws without a label."""
+    return max((getattr(module, "num_classes", 0) or 0 for module in training.modules.values()), default=0)
+
+
+def _judge_drawn(training, data, record: dict, seed: int) -> tuple[dict[str, float], str | None]:
+    """The numbers of a training that draws (``draw(n, seed=...)``: the GANs, the diffusion models), judged
+    again as its recipe judged them: ``SAMPLES_JUDGED`` images drawn with the run's seed (a conditional
+    model draws the classes in turn), their classifier Fréchet distance and, when conditional, how often
+    the digit classifier reads the class asked for. Returns (the numbers, None), or (``{}``, why the
+    weights cannot be those of the run) when they cover another number of digits than it claims."""
+    from . import metrics
+    from .cvae import conditional_accuracy
+
+    n = SAMPLES_JUDGED[1] if record.get("smoke") else SAMPLES_JUDGED[0]
+    images = training.draw(n, seed=seed)  # (n, C, H, W) in [0, 1]
+    quality = metrics.digit_sample_quality(data, images, seed=seed)
+    again = {"fid_classifier": quality["fid_classifier"]}
+    classes = _classes_drawn(training)
+    if classes:
+        classifier, _ = metrics.digit_classifier(data, seed=seed)
+        device = next(classifier.parameters()).device
+        asked = torch.arange(n) % classes  # what draw asks for by default
+        again["conditional_accuracy"] = conditional_accuracy(images.to(device), asked, classifier)[
+            "conditional_accuracy"
+        ]
+    claimed = record.get("final", {}).get("class_coverage")
+    if not (_is_number(claimed) and abs(quality["class_coverage"] - claimed) <= 1):
+        return {}, f"its weights cover {quality['class_coverage']} digits, its metrics.json says {claimed}"
+    return again, None
 
 
 # --------------------------------------------------------------------------- the class

@@ -29,6 +29,8 @@ MAIN_METRICS = (
     ("gan", "fid_classifier"),
     ("gan", "class_coverage"),
     ("dcgan", "seconds_per_epoch"),
+    ("diffusion", "fid_classifier"),
+    ("diffusion", "memorised_fraction"),
 )
 
 

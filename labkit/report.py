@@ -115,12 +115,40 @@ PARTS = (
     ),
     Part(
         "compare",
-        "Part 4: AE vs VAE vs GAN (notebook 04)",
+        "Part 4: AE vs VAE vs GAN vs diffusion (notebook 04)",
         ("compare",),
         (
-            "Which model would you choose for compression, for sampling, for sharp images? Back it with the table.",
+            "Which model would you choose for compression, for sampling, for sharp images, for cheap samples? "
+            "Back it with the table.",
             "Is the Fréchet distance consistent with what you see in the samples? Where does it disagree?",
+            "What does a diffusion sample cost against a GAN sample (network evaluations, seconds per 1,000 "
+            "samples), and what does it buy in the Fréchet distance, the classes covered and the memorised fraction?",
             "What would you change to make the comparison fairer?",
+        ),
+    ),
+    Part(
+        "diffusion",
+        "Part 5: Diffusion and flow matching (notebook 05)",
+        ("diffusion", "diffusion-eps", "diffusion-cond"),
+        (
+            "How far is the classifier Fréchet distance of your `diffusion` run above the real-data floor (real "
+            "training digits against the test digits: `real_fid_classifier` in Part 4), and how does it compare "
+            "with the MNIST GAN's in Part 3? Do the classes covered and the samples tell the same story?",
+            "Where does the quality-against-steps curve of notebook 05 flatten, and what does a sample cost there "
+            "(`network_evaluations`, `sampling_seconds_per_1000`) against the GAN's single call of G? Which "
+            "objective, flow matching with Euler (`diffusion`) or DDPM with DDIM (`diffusion-eps`), reaches a "
+            "good Fréchet distance in fewer steps, and what about its sampler explains it?",
+            "Samples are drawn from the exponential moving average of the weights. Train once more with "
+            "`--ema 0 --out runs/diffusion-ema0` (samples from the last weights) and compare the Fréchet "
+            "distance, the classes covered and the progression figures of the two runs: what did the average "
+            "change, and would you expect the difference to grow or shrink with more epochs?",
+            "What does classifier-free guidance trade? Read the conditional accuracy and the Fréchet distance of "
+            "`diffusion-cond` (sampled with its `guidance` w) against the guidance sweep of notebook 05, compare "
+            "its conditional accuracy with the conditional GAN's and the cVAE's, and say whether the rows of its "
+            "digit grid still vary in style.",
+            "Are the samples copies? Compare each run's `memorised_fraction` with the about 0.01 that held-out "
+            "test digits score by construction, look at the closest pairs in notebook 05, and say what this "
+            "pixel-space check could miss.",
         ),
     ),
 )
@@ -145,6 +173,15 @@ CHECKLIST = (
     ("gan", "cgan", "final", "conditional_accuracy", "conditional GAN conditional accuracy"),
     ("gan", "cgan", "figure", "digit_grid", "conditional GAN samples, one row per digit"),
     ("compare", "compare", "final", "table", "measured comparison table"),
+    ("diffusion", "diffusion", "final", "fid_classifier", "flow matching classifier Fréchet distance"),
+    ("diffusion", "diffusion", "final", "memorised_fraction", "flow matching memorised fraction"),
+    ("diffusion", "diffusion", "final", "sampling_seconds_per_1000", "flow matching seconds per 1,000 samples"),
+    ("diffusion", "diffusion", "figure", "samples", "flow matching samples"),
+    ("diffusion", "diffusion", "figure", "progression", "flow matching fixed-noise progression"),
+    ("diffusion", "diffusion", "figure", "trajectory", "flow matching path from noise to digit"),
+    ("diffusion", "diffusion-eps", "final", "fid_classifier", "DDPM classifier Fréchet distance"),
+    ("diffusion", "diffusion-cond", "final", "conditional_accuracy", "conditional diffusion conditional accuracy"),
+    ("diffusion", "diffusion-cond", "figure", "digit_grid", "conditional diffusion samples, one row per digit"),
 )
 
 

@@ -18,6 +18,7 @@ NOTEBOOK_PARTS = {
     "02_vae.ipynb": "vae",
     "03_gan_abstract_art.ipynb": "gan",
     "04_compare.ipynb": "compare",
+    "05_diffusion.ipynb": "diffusion",
 }
 
 

@@ -17,6 +17,7 @@ import torch
 from labkit import ae, grade, report, submit, vae
 from labkit.cvae import CVAESettings, run_cvae
 from labkit.data import load_mnist
+from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
 from labkit.engine.loop import fit
 from labkit.gan_experiments import CGANSettings, GANSettings, run_cgan, run_gan
 from labkit.vqvae import VQVAESettings, run_vqvae
@@ -244,6 +245,62 @@ def test_a_conditional_accuracy_its_weights_do_not_give_is_flagged(course, tmp_p
     assert "cgan: its weights give conditional_accuracy = " in row["flags"] and "says 0.99" in row["flags"]
     assert "REPORT.md says cgan" not in row["flags"]  # the report was edited consistently: only the weights tell
     assert "cgan fid_classifier" not in row["verified"] and "ae test_mse" in row["verified"]
+
+
+@pytest.fixture(scope="module")
+def diffusion_course(tmp_path_factory):
+    """A real conditional diffusion run in smoke mode (a UNet of width 8, one epoch, two Euler steps per
+    sample, on the offline digits) and its REPORT.md: the family the grader re-evaluates with ``draw``."""
+    root = tmp_path_factory.mktemp("diffusion-course")
+    old = _set_env(LABKIT_SMOKE="1", LABKIT_OFFLINE="1", LABKIT_RUNS=str(root / "runs"))
+    try:
+        cfg = DiffusionSettings(width=8, mults=(1, 2), epochs=1, sample_steps=2, conditional=True)
+        run_diffusion(cfg, device="cpu", progress=False)
+        report.build_report(root / "runs")
+    finally:
+        _set_env(**old)
+    return root
+
+
+def test_a_diffusion_run_is_verified_from_its_weights_and_an_edited_frechet_distance_is_flagged(
+    diffusion_course, tmp_path
+):
+    """The grader draws from a submitted diffusion model again, as it does from a GAN (its sampler, its
+    seed, the classes in turn), and judges the samples: an honest run's Fréchet distance and conditional
+    accuracy are verified, and a metrics.json (and REPORT.md) claiming half its Fréchet distance is caught."""
+    record = json.loads((diffusion_course / "runs" / "diffusion-cond" / "metrics.json").read_text())
+    asked = {item for part, _, _, item, _ in report.CHECKLIST if part == "diffusion"}
+    assert asked <= set(record["final"]) | set(record["figures"])  # the checklist asks for what the recipe records
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    ivan = _student_folder(diffusion_course, tmp_path, "ivan", "Two Euler steps drew blurry digits of a few kinds.")
+    submit.build_submission(ivan / "runs", inbox / "ivan.zip", allow_smoke=True)
+
+    judy = _student_folder(diffusion_course, tmp_path, "judy", "My flow matching model drew sharp digits of all kinds.")
+    true_value = record["final"]["fid_classifier"]
+    record["final"]["fid_classifier"] = claimed = round(true_value / 2, 1)
+    (judy / "runs" / "diffusion-cond" / "metrics.json").write_text(json.dumps(record))
+    text = (judy / "REPORT.md").read_text()
+    edited = text.replace(f"| fid_classifier | {report.table_cell(true_value)} |", f"| fid_classifier | {claimed} |")
+    assert edited != text
+    (judy / "REPORT.md").write_text(edited)
+    submit.build_submission(judy / "runs", inbox / "judy.zip", allow_smoke=True)
+
+    book, _ = grade.grade(inbox, tmp_path / "grades")
+    rows = {r["student"]: r for r in csv.DictReader(open(book))}
+    assert rows["ivan"]["verified"] == "diffusion-cond fid_classifier, conditional_accuracy"
+    assert "its weights" not in rows["ivan"]["flags"] and "diffusion-cond: a smoke-mode run" in rows["ivan"]["flags"]
+    assert rows["ivan"]["diffusion conditional diffusion samples, one row per digit"] == "present"
+    flags = rows["judy"]["flags"]
+    assert "diffusion-cond: its weights give fid_classifier = " in flags and f"says {claimed}" in flags
+    assert "REPORT.md says" not in flags and rows["judy"]["verified"] == ""
+
+
+def test_runs_that_draw_are_judged_on_as_many_samples_as_their_recipes_judged():
+    from labkit.diffusion.recipe import N_SAMPLES
+    from labkit.gan_experiments import N_DIVERSITY
+
+    assert grade.SAMPLES_JUDGED == N_DIVERSITY == N_SAMPLES
 
 
 def test_two_students_with_the_same_discussion_are_both_flagged(graded):

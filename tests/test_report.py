@@ -1,6 +1,7 @@
 """REPORT.md: every section and figure from the runs, and the student's discussion survives a rebuild."""
 
 import json
+import shutil
 
 import pytest
 
@@ -109,3 +110,45 @@ def test_runs_of_a_parts_model_with_a_suffix_join_that_part(smoke_runs, tmp_path
     text = report.build_report(renamed, tmp_path / "REPORT.md").read_text()
     part1, part3 = text.split("## Part 1", 1)[1].split("## Part 2")[0], text.split("## Part 3", 1)[1]
     assert "### Run `ae-latent8`" in part1 and "### Run `gan-wgan-gp`" in part3.split("## Part 4")[0]
+
+
+def _diffusion_record(final: dict, figures: dict) -> dict:
+    """A diffusion run's metrics.json as ``labkit.diffusion.recipe.run_diffusion`` writes it, numbers made up."""
+    return {"model": "diffusion", "epochs": 1, "seed": 0, "smoke": False, "final": final, "figures": figures}
+
+
+def test_diffusion_runs_have_their_part_with_questions_and_checklist(smoke_runs, tmp_path):
+    runs = tmp_path / "runs"
+    shutil.copytree(smoke_runs / "ae", runs / "ae")
+    flow = {"fid_classifier": 12.5, "class_coverage": 10, "memorised_fraction": 0.008}
+    figures = {"samples": "samples.png", "progression": "progression.png", "trajectory": "trajectory.png"}
+    (runs / "diffusion").mkdir()
+    (runs / "diffusion" / "metrics.json").write_text(json.dumps(_diffusion_record(flow, figures)))
+    for filename in figures.values():
+        shutil.copy(smoke_runs / "ae" / "reconstructions.png", runs / "diffusion" / filename)
+    cond = {"fid_classifier": 20.25, "conditional_accuracy": 0.875, "memorised_fraction": 0.0}
+    (runs / "diffusion-cond").mkdir()
+    (runs / "diffusion-cond" / "metrics.json").write_text(json.dumps(_diffusion_record(cond, {})))
+    (runs / "diffusion-eps-cond").mkdir()  # a variant the part does not name joins it too
+    (runs / "diffusion-eps-cond" / "metrics.json").write_text(json.dumps(_diffusion_record(cond, {})))
+
+    text = report.build_report(runs, tmp_path / "REPORT.md").read_text()
+    part5 = text.split("## Part 5: Diffusion and flow matching (notebook 05)", 1)[1].split("## Instructor", 1)[0]
+    assert "### Run `diffusion`: diffusion, 1 epochs" in part5 and "| fid_classifier | 12.5 |" in part5
+    assert "### Run `diffusion-cond`" in part5 and "| conditional_accuracy | 0.875 |" in part5
+    assert "### Run `diffusion-eps-cond`" in part5
+    assert "![diffusion: trajectory](REPORT_files/diffusion/trajectory.png)" in part5
+    assert (tmp_path / "REPORT_files" / "diffusion" / "trajectory.png").is_file()
+    diffusion = next(p for p in report.PARTS if p.key == "diffusion")
+    assert all(f"- {q}" in part5 for q in diffusion.questions) and "<!-- discussion:diffusion:start -->" in part5
+    assert "### Run `diffusion" not in text.split("## Part 1", 1)[1].split("## Part 5", 1)[0]  # in no other part
+    checklist = text.split("## Instructor checklist", 1)[1]
+    assert "| diffusion | flow matching classifier Fréchet distance | present |" in checklist
+    assert "| diffusion | flow matching memorised fraction | present |" in checklist
+    assert "| diffusion | flow matching path from noise to digit | present |" in checklist
+    assert "| diffusion | flow matching seconds per 1,000 samples | missing (run `diffusion`) |" in checklist
+    assert "| diffusion | conditional diffusion conditional accuracy | present |" in checklist
+    grid = "| diffusion | conditional diffusion samples, one row per digit | missing (run `diffusion-cond`) |"
+    assert grid in checklist
+    assert "| diffusion | DDPM classifier Fréchet distance | missing (run `diffusion-eps`) |" in checklist
+    assert "| diffusion | discussion written | missing |" in checklist

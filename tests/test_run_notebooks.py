@@ -3,6 +3,7 @@ shows each notebook's progress line and the kernel's progress bar, records the t
 the first notebook that fails, naming it. Runs real kernels on small notebooks the test writes."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,8 @@ from labkit import run_notebooks as runner
 nbformat = pytest.importorskip("nbformat")  # with nbclient and ipykernel: the dev extra, not Colab's set
 pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def write_notebook(folder, name, *sources):
@@ -77,6 +80,14 @@ def test_a_failing_notebook_stops_the_run_names_the_error_and_keeps_what_ran(fol
     assert "broken on purpose" in printed.err and str(out / "c_fails.ipynb") in printed.err
     partial = nbformat.read(out / "c_fails.ipynb", as_version=4)
     assert partial.cells[0].execution_count == 1 and partial.cells[2].execution_count is None
+
+
+def test_make_run_runs_every_course_notebook_once_and_the_comparison_last():
+    course = sorted(path.stem for path in (ROOT / "notebooks").glob("*.ipynb"))
+    assert sorted(runner.NOTEBOOKS) == course  # each notebook of the course, once
+    assert runner.NOTEBOOKS[-1] == "04_compare"  # it compares the models of all the others, diffusion included
+    assert runner.NOTEBOOKS.index("05_diffusion") < runner.NOTEBOOKS.index("04_compare")
+    assert set(runner.REFERENCE_CPU_MINUTES) <= set(runner.NOTEBOOKS)
 
 
 def test_a_missing_notebook_is_named_before_anything_runs(folder, tmp_path):
