@@ -4,9 +4,12 @@ measurement."""
 
 from __future__ import annotations
 
+import json
+import platform
 import re
 import resource
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +93,22 @@ class PeakMemory:
             "memory_at_start_mb": rounded(self.start),
             "memory_kind": self.kind,
         }
+
+
+def write_result(out: str | Path, result: dict, *, data: data.ImageData, device, started: float, note=None) -> None:
+    """Write a benchmark's ``result`` to ``out`` as JSON, with what every result file says of its run: the
+    data, the machine, torch's version, the minutes since ``started`` (``time.time()``) and ``note``; print
+    where it went."""
+    from labkit.engine.runs import installed_version
+
+    result = {
+        **result,
+        "data": {"name": data.label, "n_train": data.n_train, "n_test": data.n_test},
+        "machine": {"device": str(device), "cpu_cores": torch.get_num_threads(), "platform": platform.platform()},
+        "torch": installed_version("torch"),
+        "minutes": round((time.time() - started) / 60, 1),
+        **({"note": note} if note else {}),
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({"written": str(out), "minutes": result["minutes"]}))

@@ -14,17 +14,15 @@ the real-data floor: real training digits against the test digits) goes to ``--o
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
+from common import write_result
 
 from labkit import data, gan, metrics
 from labkit.engine import device, loop
-from labkit.engine.runs import installed_version
 from labkit.gan_experiments import GANSettings
 
 VARIANTS = {
@@ -97,21 +95,14 @@ def main():
             rows.append(row)
     result = {
         "benchmark": "benchmarks/gan_variants.py",
-        "data": {"name": mnist.label, "n_train": mnist.n_train, "n_test": mnist.n_test},
         "epochs": base.epochs,
         "seeds": args.seeds,
         "samples": N_SAMPLES,
         "real_floor_fid_classifier": floor,
-        "machine": {"device": str(dev), "cpu_cores": torch.get_num_threads(), "platform": platform.platform()},
-        "torch": installed_version("torch"),
-        "minutes": round((time.time() - started) / 60, 1),
-        **({"note": args.note} if args.note else {}),
         "variants": summarise(rows),
         "runs": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({"written": args.out, "minutes": result["minutes"]}))
+    write_result(args.out, result, data=mnist, device=dev, started=started, note=args.note)
 
 
 if __name__ == "__main__":

@@ -150,3 +150,40 @@ def test_the_floor_process_pays_what_every_pytorch_training_pays():
     printed = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
     assert printed.split()[0] == "True"  # Adam's first step imported torch._dynamo
     assert float(printed.split()[1]) == pytest.approx(1e-3)  # one Adam step of lr 1e-3 towards 1
+
+
+def test_the_diffusion_steps_benchmark_measures_every_sampler_at_every_step_count(tmp_path):
+    out, data_root = tmp_path / "diffusion_steps.json", tmp_path / "data"
+    data_root.mkdir()
+    env = {**os.environ, "LABKIT_SMOKE": "1", "LABKIT_OFFLINE": "1", "LABKIT_DATA": str(data_root)}
+    args = ["--epochs", "1", "--steps", "1", "2", "--no-ddpm", "--work", str(tmp_path / "runs"), "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "diffusion_steps.py"), *args], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    table = {(r["sampler"], r["sample_steps"], r["weights"]): r for r in result["measurements"]}
+    expected = {(s, n, "average") for s in ("euler", "heun", "ddim") for n in (1, 2)}
+    assert set(table) == expected | {("euler", 4, "trained"), ("ddim", 4, "trained")}  # smoke: 4 sampler steps
+    heun = [table["heun", n, "average"]["network_evaluations"] for n in (1, 2)]
+    assert heun == [1, 3]  # Heun: 2 per step but the last
+    assert all(r["sampling_seconds_per_1000"] > 0 and r["fid_classifier"] > 0 for r in table.values())
+    assert 0 < result["real_floor_fid_classifier"] < min(r["fid_classifier"] for r in table.values())
+    assert set(result["models"]) == {"flow", "eps"} and result["models"]["flow"]["epochs"] == 1
+    assert (tmp_path / "runs" / "diffusion" / "metrics.json").is_file()  # the runs are kept where --work says
+
+
+def test_the_diffusion_budget_benchmark_measures_quality_after_each_number_of_steps(tmp_path):
+    out, data_root = tmp_path / "diffusion_budget.json", tmp_path / "data"
+    data_root.mkdir()
+    env = {**os.environ, "LABKIT_SMOKE": "1", "LABKIT_OFFLINE": "1", "LABKIT_DATA": str(data_root)}
+    config = json.dumps({"width": 8, "batch_size": 32, "mults": [1, 2]})
+    args = ["--config", config, "--checks", "2", "5", "--samples", "32", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "diffusion_budget.py"), *args], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["measurements"]
+    assert [r["step"] for r in rows] == [2, 5] and all(r["width"] == 8 and r["epoch"] == 1 for r in rows)
+    assert all(r["training_seconds"] == pytest.approx(r["step"] * r["seconds_per_step"]) for r in rows)
+    assert all(r["fid_classifier"] > 0 and 1 <= r["class_coverage"] <= 10 for r in rows)

@@ -1,0 +1,91 @@
+"""What a CPU's minutes buy a diffusion model: sample quality after a number of training steps, for UNet widths
+and batch sizes, with each setting's seconds per step, so that quality can be read against training time.
+
+    python benchmarks/diffusion_budget.py [--config '{"width": 16, "batch_size": 64}' --checks 1000 2000 ...]
+                                          [--samples 500] [--out benchmarks/results/diffusion_budget.json]
+
+Each ``--config`` (a JSON object of ``DiffusionSettings`` fields; by default the two of the committed result:
+width 16 on batches of 64, and width 32 on batches of 128) first times 10 training steps on random digits (after
+3 to warm up), then trains flow matching on the MNIST training digits and, after each number of steps in
+``--checks``, draws ``--samples`` images with the default sampler and measures their classifier Fréchet distance
+to the test digits and the classes covered. One JSON line per measurement; all of them, the machine and the
+note go to ``--out``. ``labkit.diffusion.recipe``'s CPU defaults quote it.
+"""
+
+import argparse
+import json
+import time
+
+import torch
+from common import write_result
+
+from labkit import datasets, metrics
+from labkit.data import batches
+from labkit.diffusion.recipe import DiffusionSettings
+from labkit.engine import device
+
+DEFAULT_CONFIGS = ({"width": 16, "batch_size": 64}, {"width": 32, "batch_size": 128})
+DEFAULT_CHECKS = {16: (1000, 2000, 3000, 4000), 32: (150, 300, 450, 600)}
+
+
+def seconds_per_step(cfg: DiffusionSettings, dev) -> float:
+    """The mean seconds of 10 training steps on a batch of random images, after 3 to warm up."""
+    training = cfg.training(dev, (1, 28, 28))
+    x = torch.rand(cfg.batch_size, 1, 28, 28, device=dev)
+    for _ in range(3):
+        training.train_step(x)
+    start = time.perf_counter()
+    for _ in range(10):
+        training.train_step(x)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return (time.perf_counter() - start) / 10
+
+
+def quality_after_steps(cfg: DiffusionSettings, checks, mnist, n_samples: int, dev):
+    """Train ``cfg`` on ``mnist`` and yield the judge's numbers after each number of steps in ``checks``."""
+    torch.manual_seed(cfg.seed)
+    training = cfg.training(dev, mnist.image_shape)
+    classifier, _ = metrics.digit_classifier(mnist, seed=0)
+    step, epoch, pending = 0, 0, sorted(checks)
+    while pending:
+        epoch += 1
+        for xb in batches(mnist.train_x, batch_size=cfg.batch_size, shuffle=True):
+            training.train_step(xb)
+            step += 1
+            if step == pending[0]:
+                pending.pop(0)
+                images = training.draw(n_samples, seed=1)
+                quality = metrics.sample_quality(classifier, mnist.test_x, images)
+                yield {"step": step, "epoch": epoch, **quality}
+                if not pending:
+                    return
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", type=json.loads, action="append", help="DiffusionSettings fields, as JSON")
+    parser.add_argument("--checks", type=int, nargs="+", help="steps after which to measure (default: per width)")
+    parser.add_argument("--samples", type=int, default=500)
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--out", default="benchmarks/results/diffusion_budget.json")
+    parser.add_argument("--note", default=None, help="a sentence on how it was run, shown with the table")
+    args = parser.parse_args()
+    dev = device.pick_device(args.device)
+    mnist = datasets.load_dataset("mnist", dev)
+    started, rows = time.time(), []
+    for fields in args.config or DEFAULT_CONFIGS:
+        cfg = DiffusionSettings(epochs=1, **fields)
+        step_seconds = seconds_per_step(cfg, dev)
+        checks = args.checks or DEFAULT_CHECKS.get(cfg.width, (500, 1000))
+        for measured in quality_after_steps(cfg, checks, mnist, args.samples, dev):
+            row = {**fields, "seconds_per_step": step_seconds, "training_seconds": measured["step"] * step_seconds}
+            row.update(measured)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    result = {"benchmark": "benchmarks/diffusion_budget.py", "samples": args.samples, "measurements": rows}
+    write_result(args.out, result, data=mnist, device=dev, started=started, note=args.note)
+
+
+if __name__ == "__main__":
+    main()
