@@ -308,3 +308,22 @@ def test_the_weights_average_starts_at_the_weights_and_settles_to_its_decay():
     assert values[1] == pytest.approx(2 / 11)  # n = 1: the decay is capped at (1 + n) / (10 + n)
     assert values[2] == pytest.approx(values[1] * 3 / 12)  # n = 2: 3/12
     assert values[30] / values[29] == pytest.approx(0.5)  # the cap passes 0.5 at n = 8: the decay itself
+
+
+def test_drawing_in_batches_gives_the_images_of_drawing_all_at_once(monkeypatch):
+    """On a CPU draw samples 128 images at a time from one generator: the same starting noise, labels and path
+    as one batch of all of them, so a run's numbers do not depend on the batch its samples were drawn in."""
+    from test_diffusion_notebook import _randomised
+
+    from labkit.diffusion import training as diffusion_training
+    from labkit.diffusion.recipe import DiffusionSettings
+
+    training = DiffusionSettings(width=8, mults=(1, 2), sample_steps=3, conditional=True).training()
+    _randomised(training.ema)
+    in_batches: list[torch.Tensor] = []
+    images = training.draw(300, seed=5, trajectory=in_batches)
+    monkeypatch.setattr(diffusion_training, "DRAW_BATCH", {})
+    at_once: list[torch.Tensor] = []
+    assert torch.equal(images, training.draw(300, seed=5, trajectory=at_once))
+    assert len(in_batches) == 4 and all(torch.equal(a, b) for a, b in zip(in_batches, at_once))
+    assert in_batches[-1].shape == (300, 1, 28, 28)

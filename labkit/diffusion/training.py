@@ -18,6 +18,9 @@ from .schedule import NoiseSchedule, flow_interpolate, to_signed, to_unit
 
 OBJECTIVES = tuple(SAMPLERS)  # "eps" (DDPM) and "flow" (flow matching)
 DEFAULT_SAMPLER = {"eps": "ddim", "flow": "euler"}
+# Images sampled at once, per device type: on a CPU, batches of 1,000 allocate activations so large that every
+# step maps fresh memory; 128 at a time draw 1,000 samples in half the time (2 cores). A GPU takes them all.
+DRAW_BATCH = {"cpu": 128}
 
 
 def ema_with_warmup(decay: float):
@@ -143,23 +146,35 @@ class DiffusionTraining(TrainingBase):
         """``n`` images in [0, 1] from the averaged weights (``averaged=False``: the trained weights themselves,
         to see what the average changes), the noise drawn from ``seed`` (the same seed, the same starting noise:
         the fixed-noise progression). A conditional network draws ``labels`` (default: the classes in turn) with
-        this training's guidance. ``trajectory``: a list that receives x after every step."""
+        this training's guidance. ``trajectory``: a list that receives x after every step. Drawn in batches of
+        ``DRAW_BATCH`` (on a CPU), one after the other from the same random generator."""
         net, ema = self.unwrapped()
         device = next(net.parameters()).device
         if labels is None and self.num_classes:
             labels = torch.arange(n, device=device) % self.num_classes
-        images = sample(
-            ema if averaged else net,
-            (n, *net.image_shape),
-            objective=self.objective,
-            sampler=self.sampler,
-            steps=self.sample_steps,
-            schedule=self.schedule,
-            labels=labels,
-            guidance=self.guidance,
-            null_label=self.num_classes,
-            generator=torch.Generator(device=device).manual_seed(seed),
-            device=device,
-            trajectory=trajectory,
-        )
+        generator = torch.Generator(device=device).manual_seed(seed)
+        size = DRAW_BATCH.get(device.type, n)
+        parts, paths = [], []
+        for start in range(0, n, size):
+            path = [] if trajectory is not None else None
+            parts.append(
+                sample(
+                    ema if averaged else net,
+                    (min(size, n - start), *net.image_shape),
+                    objective=self.objective,
+                    sampler=self.sampler,
+                    steps=self.sample_steps,
+                    schedule=self.schedule,
+                    labels=None if labels is None else labels[start : start + size],
+                    guidance=self.guidance,
+                    null_label=self.num_classes,
+                    generator=generator,
+                    device=device,
+                    trajectory=path,
+                )
+            )
+            paths.append(path)
+        if trajectory is not None:
+            trajectory.extend(torch.cat(moment) for moment in zip(*paths))  # x of every image after each step
+        images = torch.cat(parts)
         return to_unit(images)
