@@ -29,7 +29,6 @@ COMPARED = ("ae", "vae", "gan", "diffusion")
 CONDITIONAL = ("cvae", "cgan", "diffusion-cond")  # told which digit to draw: notebook 04, "The conditional models"
 RECIPE_OF = {"diffusion-cond": "diffusion"}  # written by another name's recipe: train diffusion --conditional
 INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose codes we walk between
-SMOKE_DIFFUSION_WIDTH = 8  # notebook 05's UNet width in smoke mode: 32 takes minutes per smoke epoch on a CPU
 DIGITS = 10
 
 
@@ -37,14 +36,11 @@ def default_settings(name: str):
     """The settings notebook 04 compares model ``name`` with: the defaults of its notebook, which are those
     of ``python -m labkit train NAME`` (``labkit.experiments.RECIPES``). ``diffusion`` is flow matching
     (``labkit.diffusion.recipe.DiffusionSettings``), ``diffusion-cond`` the same model told the digit and
-    sampled with classifier-free guidance (``train diffusion --conditional``); in smoke mode their UNet is
-    as narrow as notebook 05's, so that a smoke run stays quick on a CPU."""
+    sampled with classifier-free guidance (``train diffusion --conditional``)."""
     _check_name(name)
     cfg = RECIPES[RECIPE_OF.get(name, name)][1]()
     if name in ("diffusion", "diffusion-cond"):
         cfg = replace(cfg, conditional=name == "diffusion-cond")
-        if settings.smoke_mode():
-            cfg = replace(cfg, width=SMOKE_DIFFUSION_WIDTH)
     return cfg
 
 

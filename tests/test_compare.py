@@ -201,7 +201,7 @@ def test_the_compared_settings_are_the_commands_and_a_conditional_run_has_its_ow
     assert cond == DiffusionSettings(conditional=True) and cond.run_name == "diffusion-cond"
     monkeypatch.setenv("LABKIT_SMOKE", "1")
     smoke = compare.default_settings("diffusion-cond")
-    assert (smoke.width, smoke.conditional) == (compare.SMOKE_DIFFUSION_WIDTH, True)
+    assert smoke == DiffusionSettings(conditional=True) and smoke.width == 8  # the smoke-mode UNet of the command
     with pytest.raises(ValueError, match="a 'diffusion-cond' run, which is not kept in runs/diffusion"):
         compare.trained("diffusion", mnist_offline, "cpu", DiffusionSettings(conditional=True))
 
