@@ -33,7 +33,8 @@ PROGRESSION_IMAGES = 16  # images drawn from the same noise after every epoch (e
 # Without a GPU the UNet is narrower (width 16: 4 times cheaper a step than 32) and trains on batches of 64 for
 # 40 epochs (2,480 steps on the 4,000 offline digits, about 15 s an epoch on 2 cores): at a CPU's fixed budget,
 # more steps of a smaller network give better samples than fewer of a wider one (benchmarks/diffusion_budget.py).
-# 60 epochs reached a Fréchet distance of 11.4 but took 25 minutes; 40 keep a run near 15 (the README's figures).
+# 60 epochs reached a Fréchet distance of 11.4 (the README) but took 25 minutes; at 15 s an epoch, 40 epochs are
+# 10 minutes of training, which leaves the evaluation and the samples room within a 15-minute run.
 CPU_EPOCHS = 40
 
 
