@@ -152,8 +152,8 @@ def network_evaluations(model: Trained) -> int:
     steps = getattr(training, "sample_steps", None)
     if steps is None:
         return 1
-    guided = bool(getattr(training, "num_classes", 0)) and training.guidance not in (0, 1)
-    return samplers.network_evaluations(training.sampler, steps, guided)
+    guidance = training.guidance if getattr(training, "num_classes", 0) else None
+    return samplers.network_evaluations(training.sampler, steps, guidance)
 
 
 @torch.no_grad()

@@ -131,10 +131,10 @@ def _diffusion(**overrides):
 
 
 def test_a_diffusion_sample_costs_its_sampler_steps_in_network_calls_and_twice_that_when_guided():
-    assert compare.network_evaluations(_diffusion()) == 4  # Euler: one call per step
-    assert compare.network_evaluations(_diffusion(sampler="heun")) == 7  # Heun: two per step but the last
-    assert compare.network_evaluations(_diffusion(conditional=True)) == 8  # guided (w = 2): two per step
-    assert compare.network_evaluations(_diffusion(conditional=True, guidance=1.0)) == 4  # plain conditional
+    assert compare.network_evaluations(_diffusion(sampler="euler")) == 4  # Euler: one call per step
+    assert compare.network_evaluations(_diffusion()) == 7  # Heun, flow's default: two per step but the last
+    assert compare.network_evaluations(_diffusion(sampler="euler", conditional=True)) == 8  # guided (w = 2)
+    assert compare.network_evaluations(_diffusion(sampler="euler", conditional=True, guidance=1.0)) == 4  # plain
     ae = AESettings()
     assert compare.network_evaluations(_trained("ae", ae, ae.training("cpu"))) == 1  # one call of the decoder
 

@@ -61,11 +61,13 @@ def ddim_timesteps(schedule: NoiseSchedule, steps: int) -> list[int]:
     return [i * ratio for i in reversed(range(steps))]
 
 
-def network_evaluations(sampler: str, steps: int, guided_labels: bool = False) -> int:
-    """Calls of the network per sample: one per step, Heun two per step but the last; guidance batches the
-    conditional and unconditional predictions into one call of twice the batch, counted as two."""
+def network_evaluations(sampler: str, steps: int, guidance: float | None = None) -> int:
+    """Calls of the network per sample: one per step, Heun two per step but the last. ``guidance``: the weight
+    of a conditional network (None: unconditional). At any weight but 0 and 1, ``guided`` mixes a conditional
+    and an unconditional prediction, batched into one call of twice the batch and counted as two; at 0 or 1
+    it makes one of them only."""
     calls = 2 * steps - 1 if sampler == "heun" else steps
-    return calls * (2 if guided_labels else 1)
+    return calls * (1 if guidance is None or guidance in (0, 1) else 2)
 
 
 def check_sampler(objective: str, sampler: str, steps: int, schedule_steps: int | None = None) -> None:
