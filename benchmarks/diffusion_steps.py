@@ -76,7 +76,7 @@ def main():
                 "epochs": cfg.epochs,
                 "train_seconds": run.final["train_seconds"],
                 "parameters": run.final["parameters"],
-                "default": {"sampler": cfg.sampler_name, "sample_steps": cfg.sample_steps},
+                "default": {"sampler": cfg.sampler_name, "sample_steps": cfg.sampling_steps},
             }
             few_steps = [sampler for sampler in SAMPLERS[objective] if sampler != "ddpm"]
             measurements = [(sampler, steps) for sampler in few_steps for steps in args.steps]
@@ -86,7 +86,7 @@ def main():
                 row = measure(run.training, mnist, sampler, steps)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-            row = measure(run.training, mnist, cfg.sampler_name, cfg.sample_steps, averaged=False)
+            row = measure(run.training, mnist, cfg.sampler_name, cfg.sampling_steps, averaged=False)
             print(json.dumps(row), flush=True)
             rows.append(row)
     result = {

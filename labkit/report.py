@@ -136,7 +136,7 @@ PARTS = (
             "with the MNIST GAN's in Part 3? Do the classes covered and the samples tell the same story?",
             "Where does the quality-against-steps curve of notebook 05 flatten, and what does a sample cost there "
             "(`network_evaluations`, `sampling_seconds_per_1000`) against the GAN's single call of G? Which "
-            "objective, flow matching with Euler (`diffusion`) or DDPM with DDIM (`diffusion-eps`), reaches a "
+            "objective, flow matching with Heun (`diffusion`) or DDPM with DDIM (`diffusion-eps`), reaches a "
             "good Fréchet distance in fewer steps, and what about its sampler explains it?",
             "Samples are drawn from the exponential moving average of the weights. Train once more with "
             "`--ema 0 --out runs/diffusion-ema0` (samples from the last weights) and compare the Fréchet "

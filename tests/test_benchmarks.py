@@ -164,7 +164,7 @@ def test_the_diffusion_steps_benchmark_measures_every_sampler_at_every_step_coun
     result = json.loads(out.read_text())
     table = {(r["sampler"], r["sample_steps"], r["weights"]): r for r in result["measurements"]}
     expected = {(s, n, "average") for s in ("euler", "heun", "ddim") for n in (1, 2)}
-    assert set(table) == expected | {("euler", 4, "trained"), ("ddim", 4, "trained")}  # smoke: 4 sampler steps
+    assert set(table) == expected | {("heun", 4, "trained"), ("ddim", 4, "trained")}  # smoke: 4 sampler steps
     heun = [table["heun", n, "average"]["network_evaluations"] for n in (1, 2)]
     assert heun == [1, 3]  # Heun: 2 per step but the last
     assert all(r["sampling_seconds_per_1000"] > 0 and r["fid_classifier"] > 0 for r in table.values())

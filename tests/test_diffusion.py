@@ -183,7 +183,9 @@ def test_a_sampler_that_does_not_fit_is_a_clear_error(objective, sampler, steps,
 def test_network_evaluations_per_sample():
     assert samplers.network_evaluations("ddim", 8) == 8
     assert samplers.network_evaluations("heun", 8) == 15
-    assert samplers.network_evaluations("euler", 4, guided_labels=True) == 8
+    assert samplers.network_evaluations("euler", 4, guidance=2.0) == 8  # two predictions mixed per step
+    assert samplers.network_evaluations("euler", 4, guidance=1.0) == 4  # the conditional one alone
+    assert samplers.network_evaluations("euler", 4, guidance=0.0) == 4  # the unconditional one alone
 
 
 def test_the_unet_keeps_the_image_shape_and_refuses_sizes_it_cannot_halve():
@@ -225,6 +227,20 @@ def test_the_progression_starts_every_epoch_from_the_same_noise(mnist_offline):
     assert again.epochs == [1, 2, 3] and torch.allclose(again.frames[2], recorder.frames[2], atol=1 / 127)
 
 
+def test_each_sampler_draws_in_its_own_default_number_of_steps(monkeypatch):
+    from labkit.diffusion.recipe import DiffusionSettings
+
+    assert (DiffusionSettings().sampler_name, DiffusionSettings().sampling_steps) == ("heun", 16)  # 31 evaluations
+    assert DiffusionSettings(sampler="euler").sampling_steps == 32
+    assert DiffusionSettings(objective="eps").sampling_steps == 32  # DDIM
+    assert DiffusionSettings(objective="eps", sampler="ddpm").sampling_steps == 1000  # every noise level
+    assert DiffusionSettings(sample_steps=5).sampling_steps == 5
+    monkeypatch.setenv("LABKIT_SMOKE", "1")
+    assert DiffusionSettings().sampling_steps == 4
+    training = DiffusionSettings(width=8, mults=(1, 2)).training()
+    assert (training.sampler, training.sample_steps) == ("heun", 4)
+
+
 def test_a_run_records_the_judges_numbers_and_its_figures(tmp_path, mnist_offline):
     from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
 
@@ -234,7 +250,8 @@ def test_a_run_records_the_judges_numbers_and_its_figures(tmp_path, mnist_offlin
     for key in ("fid_classifier", "class_coverage", "class_kl_from_uniform", "conditional_accuracy"):
         assert math.isfinite(final[key]), key
     assert 0 <= final["memorised_fraction"] <= 1 and final["memorisation_threshold"] > 0
-    assert final["sampler"] == "euler" and final["sample_steps"] == 2 and final["network_evaluations"] == 4
+    assert final["sampler"] == "heun" and final["sample_steps"] == 2  # flow matching's default sampler
+    assert final["network_evaluations"] == 6  # 2 Heun steps: 3 calls, each of the guided pair
     assert final["sampling_seconds_per_1000"] > 0
     assert set(trained.metrics["figures"]) == {
         "loss_curves",
@@ -255,7 +272,7 @@ def test_a_run_records_the_judges_numbers_and_its_figures(tmp_path, mnist_offlin
         (["--guidance", "-1"], "guidance must be a weight >= 0"),
         (["--sample-steps", "0"], "--sample-steps must be a whole number of at least 1"),
         (["--sampler", "ddpm"], "--sampler ddpm does not sample a model trained with --objective flow"),
-        (["--objective", "eps", "--sampler", "ddpm"], "--sampler ddpm visits all 1000 noise levels"),
+        (["--objective", "eps", "--sampler", "ddpm", "--sample-steps", "50"], "--sampler ddpm visits all 1000"),
         (["--sampler", "plms"], "choose euler or heun"),
         (["--ema", "1"], "--ema must be a decay in [0, 1)"),
     ],

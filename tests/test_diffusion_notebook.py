@@ -152,7 +152,14 @@ def test_the_notebooks_ddim_step_and_guidance_are_labkits():
 
 @pytest.mark.parametrize(
     "objective, sampler, steps, guidance",
-    [("flow", "euler", 4, 1.0), ("flow", "euler", 3, 2.0), ("eps", "ddim", 4, 1.0), ("eps", "ddim", 5, 3.0)],
+    [
+        ("flow", "euler", 4, 1.0),
+        ("flow", "euler", 3, 2.0),
+        ("flow", "heun", 4, 1.0),
+        ("flow", "heun", 3, 2.0),
+        ("eps", "ddim", 4, 1.0),
+        ("eps", "ddim", 5, 3.0),
+    ],
 )
 def test_the_notebooks_draw_is_labkits_sample(objective, sampler, steps, guidance):
     """The notebook's whole sampling loop, from the same starting noise, against ``samplers.sample``, and the
@@ -161,7 +168,7 @@ def test_the_notebooks_draw_is_labkits_sample(objective, sampler, steps, guidanc
     cells = _run_cells(
         SAMPLERS_CELL,
         data=SimpleNamespace(image_shape=(1, 28, 28)),
-        cfg=SimpleNamespace(objective=objective),
+        cfg=SimpleNamespace(objective=objective, sampler_name=sampler),
         device=torch.device("cpu"),
         schedule=schedule,
         ddim_timesteps=samplers.ddim_timesteps,
@@ -209,16 +216,20 @@ def test_notebook_05_trains_and_samples_with_the_code_it_teaches():
         "q_sample": "eps_loss",
         "eps_loss": "DenoiserTraining",
         "flow_matching_loss": "DenoiserTraining",
-        "DenoiserTraining": "make_training",
         "ddim_step": "draw",
         "euler_step": "draw",
+        "heun_step": "draw",
         "guided": "draw",
     }
     for idea, user in uses.items():
         assert idea in definitions and user in definitions, f"notebook 05 does not define {idea} and {user}"
         assert idea in _loads(definitions[user]), f"notebook 05: {user} does not use the notebook's {idea}"
-    called = {c.func.id for c in _top_level_calls(trees) if hasattr(c.func, "id")}
-    assert {"UNet", "make_training", "draw"} <= called
+    calls = _top_level_calls(trees)
+    called = {c.func.id for c in calls if hasattr(c.func, "id")}
+    assert {"UNet", "draw"} <= called
+    keywords = [k for c in calls for k in c.keywords]
+    trained_with = {k.value.id for k in keywords if k.arg == "training_class" and hasattr(k.value, "id")}
+    assert trained_with == {"DenoiserTraining"}, "notebook 05 trains with a training class other than its own"
     code = "\n".join(_text(c) for c in nb["cells"] if c["cell_type"] == "code")
     for labkit_copy in ("eps_loss", "flow_matching_loss", "ddim_step", "guided", "sample"):
         assert f"samplers.{labkit_copy}(" not in code and f"losses.{labkit_copy}(" not in code

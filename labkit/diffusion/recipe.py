@@ -19,12 +19,12 @@ from ..data import ImageData
 from ..engine import distributed, settings
 from ..engine.loop import History, evaluate
 from ..engine.precision import PRECISIONS
-from ..engine.runs import Trained, cost, fit_in_run, start_run
+from ..engine.runs import Run, Trained, cost, fit_in_run, start_run
 from ..models import MNIST_SHAPE
 from .losses import TIME_DENSITIES
 from .samplers import SAMPLERS, check_sampler, network_evaluations
 from .schedule import SCHEDULES, NoiseSchedule, to_unit
-from .training import DEFAULT_SAMPLER, OBJECTIVES, DiffusionTraining
+from .training import DEFAULT_SAMPLE_STEPS, DEFAULT_SAMPLER, OBJECTIVES, DiffusionTraining, classes_in_turn
 from .unet import UNet, check_image_shape
 
 N_SAMPLES = (1000, 256)  # images drawn to judge a run (full, smoke), as many as the GANs are judged on
@@ -42,7 +42,8 @@ CPU_EPOCHS = 40
 class DiffusionSettings:
     """Defaults of notebook 05 ("Settings"). ``objective``: "eps" (DDPM's noise prediction, with
     ``schedule`` of ``steps`` noise levels) or "flow" (flow matching); ``sampler`` (default: DDIM for eps,
-    Euler for flow) and ``sample_steps`` say how samples are drawn; ``conditional`` trains with the labels
+    Heun for flow) and ``sample_steps`` (default: the sampler's, see ``sampling_steps``) say how samples are
+    drawn; ``conditional`` trains with the labels
     (dropped with probability ``label_dropout``) and samples with classifier-free ``guidance``; ``ema``: the
     decay of the weights' average that samples are drawn from; ``width`` and ``mults``: the UNet
     (``labkit.diffusion.unet.UNet``); ``time_density``: which times flow matching trains on."""
@@ -54,7 +55,7 @@ class DiffusionSettings:
     schedule: str = "cosine"
     steps: int = 1000
     sampler: str | None = None
-    sample_steps: int = field(default_factory=lambda: settings.pick(full=32, smoke=4))
+    sample_steps: int | None = None
     conditional: bool = False
     guidance: float = 2.0
     label_dropout: float = 0.1
@@ -75,8 +76,8 @@ class DiffusionSettings:
         settings.one_of("objective", self.objective, OBJECTIVES, "eps: DDPM's noise prediction; flow: flow matching")
         settings.one_of("schedule", self.schedule, SCHEDULES)
         settings.whole_number("steps (noise levels)", self.steps, low=2)
-        check_sampler(self.objective, self.sampler_name, self.sample_steps, self.steps)
-        if self.sampler_name == "ddpm" and self.sample_steps != self.steps:
+        check_sampler(self.objective, self.sampler_name, self.sampling_steps, self.steps)
+        if self.sampler_name == "ddpm" and self.sampling_steps != self.steps:
             raise ValueError(
                 f"--sampler ddpm visits all {self.steps} noise levels: give --sample-steps {self.steps}, "
                 "or choose --sampler ddim for fewer"
@@ -106,19 +107,36 @@ class DiffusionSettings:
         return self.sampler or DEFAULT_SAMPLER.get(self.objective, "")
 
     @property
+    def sampling_steps(self) -> int:
+        """The steps samples are drawn in: ``sample_steps``, or the sampler's default (16 for Heun, whose steps
+        call the network twice, 32 for DDIM and Euler, all T for DDPM; 4 in smoke mode)."""
+        if self.sample_steps is not None:
+            return self.sample_steps
+        if self.sampler_name == "ddpm":
+            return self.steps
+        return settings.pick(full=DEFAULT_SAMPLE_STEPS.get(self.sampler_name, 32), smoke=4)
+
+    @property
     def run_name(self) -> str:
         """``diffusion`` (flow matching) or ``diffusion-eps``, ``-cond`` when conditional, then the dataset."""
         name = "diffusion" + ("-eps" if self.objective == "eps" else "") + ("-cond" if self.conditional else "")
         return name + datasets.run_suffix(self.dataset, self.image_size)
 
     def training(
-        self, device: torch.device | str = "cpu", image_shape: Sequence[int] | None = None
+        self,
+        device: torch.device | str = "cpu",
+        image_shape: Sequence[int] | None = None,
+        *,
+        net: torch.nn.Module | None = None,
+        training_class: type[DiffusionTraining] = DiffusionTraining,
     ) -> DiffusionTraining:
-        """A fresh UNet on ``device`` with its training, as these settings describe it, for images of
-        ``image_shape`` (default: the dataset's)."""
-        shape = image_shape or datasets.image_shape(self.dataset, self.image_size)
-        net = UNet(shape, self.width, self.mults, num_classes=10 if self.conditional else 0).to(device)
-        return DiffusionTraining(
+        """The training these settings describe (``training_class``: notebook 05 passes its own, whose steps
+        it writes out) of ``net``, or of a fresh UNet on ``device`` for images of ``image_shape`` (default:
+        the dataset's)."""
+        if net is None:
+            shape = image_shape or datasets.image_shape(self.dataset, self.image_size)
+            net = UNet(shape, self.width, self.mults, num_classes=10 if self.conditional else 0).to(device)
+        return training_class(
             net,
             objective=self.objective,
             schedule=NoiseSchedule(self.schedule, self.steps),
@@ -127,14 +145,9 @@ class DiffusionSettings:
             label_dropout=self.label_dropout,
             time_density=self.time_density,
             sampler=self.sampler_name,
-            sample_steps=self.sample_steps,
+            sample_steps=self.sampling_steps,
             guidance=self.guidance,
         )
-
-
-def requested_classes(n: int, device) -> torch.Tensor:
-    """The classes 0-9 in turn, ``n`` of them: what a conditional run is asked to draw."""
-    return torch.arange(n, device=device) % 10
 
 
 def run_diffusion(
@@ -156,6 +169,23 @@ def run_diffusion(
     history = fit_in_run(run, training, data, cfg, progress, [recorder, *callbacks], labels=cfg.conditional)
     if not distributed.is_main():
         return None  # under torchrun, rank 0 evaluates and writes the run
+    return save_diffusion_run(run, cfg=cfg, training=training, data=data, history=history, recorder=recorder)
+
+
+def save_diffusion_run(
+    run: Run,
+    *,
+    cfg: DiffusionSettings,
+    training: DiffusionTraining,
+    data: ImageData,
+    history: History,
+    recorder: progression.FixedNoise,
+) -> Trained:
+    """Measure a trained diffusion model (``diffusion_final``), save its figures (loss curves, samples, the
+    fixed-noise progression and its GIF, the noise-to-image strip, and a row per digit for a conditional
+    model) and metrics.json in ``run``; return the trained run. The command line calls it after training,
+    and so does notebook 05 ("Training"), so that notebook 04 finds the notebook's runs."""
+    device = data.train_x.device
     labels = (data.test_y,) if cfg.conditional else ()
     test = evaluate(training, data.test_x, *labels)
     final = diffusion_final(cfg, training, data, test, history)
@@ -188,7 +218,8 @@ def diffusion_final(cfg: DiffusionSettings, training, data: ImageData, test: dic
     and the memorised fraction."""
     n = settings.pick(*N_SAMPLES)
     device = data.train_x.device
-    asked = requested_classes(n, device) if cfg.conditional else None
+    asked = classes_in_turn(n, training.num_classes, device) if cfg.conditional else None
+    guidance = cfg.guidance if cfg.conditional else None
     start = time.perf_counter()
     samples = training.draw(n, asked, seed=cfg.seed)
     if device.type == "cuda":
@@ -197,8 +228,8 @@ def diffusion_final(cfg: DiffusionSettings, training, data: ImageData, test: dic
     final = {
         "test_loss": test["loss"],
         "sampler": cfg.sampler_name,
-        "sample_steps": cfg.sample_steps,
-        "network_evaluations": network_evaluations(cfg.sampler_name, cfg.sample_steps, cfg.conditional),
+        "sample_steps": cfg.sampling_steps,
+        "network_evaluations": network_evaluations(cfg.sampler_name, cfg.sampling_steps, guidance),
         "sampling_seconds_per_1000": seconds * 1000 / n,
         "train_seconds": sum(history.series("seconds")),  # every epoch's training, evaluation excluded
         **cost(history, training.net),
@@ -216,4 +247,4 @@ def diffusion_final(cfg: DiffusionSettings, training, data: ImageData, test: dic
 
 
 RECIPES_DIFFUSION = {"diffusion": (run_diffusion, DiffusionSettings)}
-__all__ = ["SAMPLERS", "DiffusionSettings", "RECIPES_DIFFUSION", "run_diffusion"]
+__all__ = ["SAMPLERS", "DiffusionSettings", "RECIPES_DIFFUSION", "run_diffusion", "save_diffusion_run"]

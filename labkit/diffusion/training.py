@@ -17,10 +17,19 @@ from .samplers import SAMPLERS, check_sampler, sample
 from .schedule import NoiseSchedule, flow_interpolate, to_signed, to_unit
 
 OBJECTIVES = tuple(SAMPLERS)  # "eps" (DDPM) and "flow" (flow matching)
-DEFAULT_SAMPLER = {"eps": "ddim", "flow": "euler"}
+# Flow matching samples with Heun's method: on the offline digits, 16 Heun steps (31 network evaluations) gave a
+# Fréchet distance of 8.5 after 4,000 training steps where 32 Euler steps (32 evaluations) gave 10.4.
+DEFAULT_SAMPLER = {"eps": "ddim", "flow": "heun"}
+DEFAULT_SAMPLE_STEPS = {"ddim": 32, "euler": 32, "heun": 16}  # "ddpm" visits every one of the schedule's steps
 # Images sampled at once, per device type: on a CPU, batches of 1,000 allocate activations so large that every
 # step maps fresh memory; 128 at a time draw 1,000 samples in half the time (2 cores). A GPU takes them all.
 DRAW_BATCH = {"cpu": 128}
+
+
+def classes_in_turn(n: int, num_classes: int, device=None) -> torch.Tensor:
+    """The labels 0, 1, ..., num_classes - 1, 0, 1, ... (``n`` of them): what a conditional network draws
+    when it is given no labels, so that every class is asked for equally often."""
+    return torch.arange(n, device=device) % num_classes
 
 
 def ema_with_warmup(decay: float):
@@ -151,7 +160,7 @@ class DiffusionTraining(TrainingBase):
         net, ema = self.unwrapped()
         device = next(net.parameters()).device
         if labels is None and self.num_classes:
-            labels = torch.arange(n, device=device) % self.num_classes
+            labels = classes_in_turn(n, self.num_classes, device)
         generator = torch.Generator(device=device).manual_seed(seed)
         size = DRAW_BATCH.get(device.type, n)
         parts, paths = [], []
