@@ -123,10 +123,12 @@ def test_the_notebooks_objectives_are_labkits_draw_for_draw(num_classes):
             ours = cells["eps_loss"](net, schedule, x0, labels)
             torch.manual_seed(seed)
             torch.testing.assert_close(ours, losses.eps_loss(net, schedule, x0, labels), rtol=0, atol=0)
-            torch.manual_seed(seed)
-            ours = cells["flow_matching_loss"](net, x0, labels)
-            torch.manual_seed(seed)
-            torch.testing.assert_close(ours, losses.flow_matching_loss(net, x0, labels), rtol=0, atol=0)
+            for density in losses.TIME_DENSITIES:
+                torch.manual_seed(seed)
+                ours = cells["flow_matching_loss"](net, x0, labels, density)
+                torch.manual_seed(seed)
+                theirs = losses.flow_matching_loss(net, x0, labels, density)
+                torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
 # --------------------------------------------------------------------------- the samplers
