@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .engine import optim, settings
-from .engine.loop import History, TrainingBase
+from .engine.loop import History, TrainingBase, classes_in_turn
 from .gan_nets import LATENT_DIM
 
 
@@ -227,11 +227,6 @@ def batch_statistics(module: nn.Module):
         for m, (training, track) in zip(norms, saved):
             m.train(training)
             m.track_running_stats = track
-
-
-def classes_in_turn(n: int, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The labels 0, 1, ..., num_classes - 1, 0, 1, ... (n,): what a conditional generator draws by default."""
-    return torch.arange(n, device=device) % num_classes
 
 
 @torch.no_grad()

@@ -29,6 +29,7 @@ import torch
 from . import report
 from .engine import files
 from .engine.checkpoint import _refusal_reason
+from .engine.loop import classes_in_turn
 from .gradebook import MAIN_METRICS, class_report, number_problem, write_gradebook
 from .submit import MANIFEST, WEIGHTS_FILE, WEIGHTS_FORMAT, Refused, check_manifest, load_runs, open_submission
 
@@ -317,7 +318,7 @@ def _judge_drawn(training, data, record: dict, seed: int) -> tuple[dict[str, flo
     if classes:
         classifier, _ = metrics.digit_classifier(data, seed=seed)
         device = next(classifier.parameters()).device
-        asked = torch.arange(n) % classes  # what draw asks for by default
+        asked = classes_in_turn(n, classes)  # what draw asks for by default
         again["conditional_accuracy"] = conditional_accuracy(images.to(device), asked, classifier)[
             "conditional_accuracy"
         ]

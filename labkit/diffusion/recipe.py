@@ -17,14 +17,14 @@ from .. import datasets, metrics, plots, progression
 from ..cvae import conditional_accuracy
 from ..data import ImageData
 from ..engine import distributed, settings
-from ..engine.loop import History, evaluate
+from ..engine.loop import History, classes_in_turn, evaluate
 from ..engine.precision import PRECISIONS
 from ..engine.runs import Run, Trained, cost, fit_in_run, start_run
 from ..models import MNIST_SHAPE
 from .losses import TIME_DENSITIES
 from .samplers import SAMPLERS, check_sampler, network_evaluations
 from .schedule import SCHEDULES, NoiseSchedule, to_unit
-from .training import DEFAULT_SAMPLE_STEPS, DEFAULT_SAMPLER, OBJECTIVES, DiffusionTraining, classes_in_turn
+from .training import DEFAULT_SAMPLE_STEPS, DEFAULT_SAMPLER, OBJECTIVES, DiffusionTraining
 from .unet import UNet, check_image_shape
 
 N_SAMPLES = (1000, 256)  # images drawn to judge a run (full, smoke), as many as the GANs are judged on

@@ -11,7 +11,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ..engine import optim, settings
-from ..engine.loop import TrainingBase
+from ..engine.loop import TrainingBase, classes_in_turn
 from .losses import TIME_DENSITIES, drop_labels, eps_loss, flow_matching_loss
 from .samplers import SAMPLERS, check_sampler, sample
 from .schedule import NoiseSchedule, flow_interpolate, to_signed, to_unit
@@ -24,12 +24,6 @@ DEFAULT_SAMPLE_STEPS = {"ddim": 32, "euler": 32, "heun": 16}  # "ddpm" visits ev
 # Images sampled at once, per device type: on a CPU, batches of 1,000 allocate activations so large that every
 # step maps fresh memory; 128 at a time draw 1,000 samples in half the time (2 cores). A GPU takes them all.
 DRAW_BATCH = {"cpu": 128}
-
-
-def classes_in_turn(n: int, num_classes: int, device=None) -> torch.Tensor:
-    """The labels 0, 1, ..., num_classes - 1, 0, 1, ... (``n`` of them): what a conditional network draws
-    when it is given no labels, so that every class is asked for equally often."""
-    return torch.arange(n, device=device) % num_classes
 
 
 def ema_with_warmup(decay: float):
@@ -83,7 +77,7 @@ class DiffusionTraining(TrainingBase):
         label_dropout: float = 0.1,
         time_density: str = "uniform",
         sampler: str | None = None,
-        sample_steps: int = 32,
+        sample_steps: int | None = None,
         guidance: float = 2.0,
     ):
         settings.one_of("objective", objective, OBJECTIVES, "eps: DDPM's noise prediction; flow: flow matching")
@@ -92,8 +86,12 @@ class DiffusionTraining(TrainingBase):
             raise ValueError(f"label_dropout must be a probability in [0, 1), not {label_dropout!r}")
         self.net, self.objective = net, objective
         self.schedule = schedule or NoiseSchedule()
-        self.sampler, self.sample_steps = sampler or DEFAULT_SAMPLER[objective], sample_steps
-        check_sampler(objective, self.sampler, sample_steps, self.schedule.steps)
+        self.sampler = sampler or DEFAULT_SAMPLER[objective]
+        # None: the sampler's default (``DiffusionSettings.sampling_steps`` passes the settings' own)
+        if sample_steps is None:
+            sample_steps = DEFAULT_SAMPLE_STEPS.get(self.sampler, self.schedule.steps)
+        self.sample_steps = sample_steps
+        check_sampler(objective, self.sampler, self.sample_steps, self.schedule.steps)
         self.guidance = settings.number("guidance", guidance, at_least=0, what="a weight >= 0 (0: unconditional)")
         self.ema = exponential_moving_average(net, ema_decay)
         self.num_classes = getattr(net, "num_classes", 0)
