@@ -121,6 +121,26 @@ def test_settings_added_later_match_a_checkpoint_saved_without_them_only_at_thei
     ]
 
 
+def test_how_samples_are_drawn_is_not_compared_even_in_a_checkpoint_saved_when_it_was():
+    """Sampler, steps, guidance and compile are left out of a run's description; a checkpoint saved when they
+    were still in it (every diffusion run before) resumes all the same, and what it learned is still compared."""
+
+    def run(**config):
+        return {"objective": "diffusion", "shapes": {}, "config": config, "train_images": [8, 1, 28, 28]}
+
+    class Training:
+        name, modules = "diffusion", {}
+
+    drawn = {"sampler": "heun", "sample_steps": 16, "guidance": 2.0, "compile": False, "epochs": 65}
+    now = ckpt.describe(Training(), {"lr": 1e-3, **drawn}, torch.zeros(8, 1, 28, 28))
+    assert now == run(lr=1e-3)
+    saved_before = run(lr=1e-3, sampler=None, sample_steps=None, guidance=2.0, compile=False)
+    assert ckpt.mismatch(saved_before, now) == []
+    assert ckpt.mismatch(run(lr=1e-3, sampler="euler"), run(lr=2e-3)) == [
+        "it was saved with lr=0.001, this run has lr=0.002"
+    ]
+
+
 def test_a_checkpoint_of_another_architecture_is_refused_before_torch_sees_the_shapes(tmp_path, mnist_offline):
     x = mnist_offline.train_x[:128]
     _ae_run(x, 1, tmp_path, latent_dim=8)

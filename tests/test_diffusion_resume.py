@@ -179,3 +179,29 @@ def test_resuming_with_the_other_objective_is_refused_by_the_command_naming_it_a
     # the one difference, named as the option is: nothing else about the run differs
     assert "belongs to a different run: it was saved with objective='eps', this run has objective='flow'." in error
     assert {path.name: path.read_bytes() for path in folder.iterdir()} == before
+
+
+def test_a_finished_run_is_drawn_from_again_with_other_sampling_settings_without_training_again(
+    tmp_path, monkeypatch, capsys
+):
+    """How samples are drawn is not part of what a model learned: a finished run given another sampler, number
+    of steps or guidance resumes (no epoch trains again) and its metrics.json says what it was judged with."""
+    monkeypatch.setenv("LABKIT_SMOKE", "1")
+    folder = tmp_path / "run"
+    common = ["train", "diffusion", "--conditional", "--out", str(folder), "--no-progress", "--epochs", "1"]
+    assert main(common) == 0
+    first = json.loads((folder / "metrics.json").read_text())
+    weights = ckpt.safe_load(folder / ckpt.FILE_NAME)["modules"]
+    capsys.readouterr()
+
+    assert main([*common, "--sampler", "euler", "--sample-steps", "3", "--guidance", "0"]) == 0
+    assert "1 epoch(s) done, nothing left to train" in capsys.readouterr().out
+    again = json.loads((folder / "metrics.json").read_text())
+    assert (first["final"]["sampler"], first["final"]["sample_steps"]) == ("heun", 4)
+    assert (again["final"]["sampler"], again["final"]["sample_steps"], again["final"]["network_evaluations"]) == (
+        "euler",
+        3,
+        3,  # unguided (w = 0): one call a step
+    )
+    assert _without_seconds(again["history"]) == _without_seconds(first["history"])  # nothing trained again
+    assert _equal(ckpt.safe_load(folder / ckpt.FILE_NAME)["modules"], weights)

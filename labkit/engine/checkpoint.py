@@ -80,15 +80,21 @@ def set_rng_state(state: dict) -> None:
 # --------------------------------------------------------------------------- describing a run
 
 
+# Settings that say how long a model trains or how its samples are drawn, not what it learns: a checkpoint
+# resumes under other values of them, so that a run can be extended, or a finished one drawn from again with
+# another sampler, number of steps or guidance weight (its metrics.json then says which it was judged with).
+NOT_IN_IDENTITY = frozenset({"epochs", "sampler", "sample_steps", "guidance", "compile"})
+
+
 def describe(training, config: dict | None, train_x: torch.Tensor) -> dict:
     """What must match for a checkpoint to belong to this run: the training, every parameter's
-    shape, the settings (``config``, without ``epochs``: a run may be extended) and the data size."""
+    shape, the settings (``config``, less ``NOT_IN_IDENTITY``) and the data size."""
     shapes = {
         f"{name}.{key}": list(value.shape)
         for name, module in training.modules.items()
         for key, value in module.state_dict().items()
     }
-    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (config or {}).items() if k != "epochs"}
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in (config or {}).items() if k not in NOT_IN_IDENTITY}
     return {
         "objective": training.name,  # the key checkpoints have always used
         "shapes": shapes,
@@ -113,7 +119,8 @@ def mismatch(saved: dict, current: dict) -> list[str]:
             f"its training images have shape {tuple(saved['train_images'])}, "
             f"this run's {tuple(current['train_images'])}"
         )
-    for key in sorted(set(saved["config"]) | set(current["config"])):
+    # a checkpoint saved before a setting joined NOT_IN_IDENTITY still holds it: it is not compared either
+    for key in sorted((set(saved["config"]) | set(current["config"])) - NOT_IN_IDENTITY):
         old = saved["config"].get(key, ADDED_SETTINGS.get(key, "<unset>"))
         new = current["config"].get(key, "<unset>")
         if old != new:
