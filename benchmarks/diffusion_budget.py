@@ -8,8 +8,9 @@ Each ``--config`` (a JSON object of ``DiffusionSettings`` fields; by default the
 width 16 on batches of 64, and width 32 on batches of 128) first times 10 training steps on random digits (after
 3 to warm up), then trains flow matching on the MNIST training digits and, after each number of steps in
 ``--checks``, draws ``--samples`` images with the default sampler and measures their classifier Fréchet distance
-to the test digits and the classes covered. One JSON line per measurement; all of them, the machine and the
-note go to ``--out``. ``labkit.diffusion.recipe``'s CPU defaults quote it.
+to the test digits and the classes covered. A conditional config (``"conditional": true``) trains with the labels
+and draws the digits 0-9 in turn at its guidance weight, and adds their conditional accuracy. One JSON line per
+measurement; all of them, the machine and the note go to ``--out``. ``labkit.diffusion.recipe``'s CPU defaults quote it.
 """
 
 import argparse
@@ -19,7 +20,7 @@ import time
 import torch
 from common import write_result
 
-from labkit import datasets, metrics
+from labkit import cvae, datasets, metrics
 from labkit.data import batches
 from labkit.diffusion.recipe import DiffusionSettings
 from labkit.engine import device
@@ -48,15 +49,20 @@ def quality_after_steps(cfg: DiffusionSettings, checks, mnist, n_samples: int, d
     training = cfg.training(dev, mnist.image_shape)
     classifier, _ = metrics.digit_classifier(mnist, seed=0)
     step, epoch, pending = 0, 0, sorted(checks)
+    asked = torch.arange(n_samples, device=dev) % 10  # what a conditional model is asked for: 0-9 in turn
     while pending:
         epoch += 1
-        for xb in batches(mnist.train_x, batch_size=cfg.batch_size, shuffle=True):
-            training.train_step(xb)
+        for xb, yb in batches(mnist.train_x, mnist.train_y, batch_size=cfg.batch_size, shuffle=True):
+            training.train_step(xb, yb)  # the labels reach only a conditional network
             step += 1
             if step == pending[0]:
                 pending.pop(0)
-                images = training.draw(n_samples, seed=1)
+                images = training.draw(n_samples, labels=asked if cfg.conditional else None, seed=1)
                 quality = metrics.sample_quality(classifier, mnist.test_x, images)
+                if cfg.conditional:
+                    quality["conditional_accuracy"] = cvae.conditional_accuracy(images, asked, classifier)[
+                        "conditional_accuracy"
+                    ]
                 yield {"step": step, "epoch": epoch, **quality}
                 if not pending:
                     return

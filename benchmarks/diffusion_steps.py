@@ -3,15 +3,15 @@ at 1, 2, 4, ..., 64 steps (and DDPM's ancestral sampler at all its noise levels)
 evaluations per sample and the seconds per 1,000 samples.
 
     python benchmarks/diffusion_steps.py [--epochs N] [--steps 1 2 4 8 16 32 64] [--work DIR]
-                                         [--out benchmarks/results/diffusion_steps.json]
+                                         [--objectives flow eps] [--out benchmarks/results/diffusion_steps.json]
 
 Two models are trained at notebook 05's defaults for this machine (``python -m labkit train diffusion``,
-with ``--objective flow`` and ``--objective eps``) into ``--work`` (a run already complete there is reused,
-a partial one resumed); then each is sampled with each of its samplers: Euler and Heun for flow matching,
-DDIM and DDPM for the noise-predicting model, from the same starting noise (seed 0). One JSON line per
-measurement; the table, the real-data floor (real training digits against the test digits), what the
-weights' average changes (the default sampler from the trained weights instead) and the machine go to
-``--out``. Notebook 05's figure of quality against steps and the README quote it.
+with ``--objective flow`` and ``--objective eps``, or only those of ``--objectives``) into ``--work`` (a run
+already complete there is reused, a partial one resumed); then each is sampled with each of its samplers:
+Euler and Heun for flow matching, DDIM and DDPM for the noise-predicting model, from the same starting noise
+(seed 0). One JSON line per measurement; the table, the real-data floor (real training digits against the
+test digits), what the weights' average changes (the default sampler from the trained weights instead) and the
+machine go to ``--out``. Notebook 05's figure of quality against steps and the README quote it.
 """
 
 import argparse
@@ -58,6 +58,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=None, help="epochs of each model (default: notebook 05's)")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     parser.add_argument("--no-ddpm", action="store_true", help="leave out DDPM's sampler (all noise levels: slow)")
+    parser.add_argument("--objectives", nargs="+", choices=("flow", "eps"), default=["flow", "eps"])
     parser.add_argument("--work", default=None, help="where the two models' runs go (default: a temporary folder)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "diffusion_steps.json"))
@@ -69,7 +70,7 @@ def main():
     started, rows, trained = time.time(), [], {}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(args.work or scratch)
-        for objective in ("flow", "eps"):
+        for objective in args.objectives:
             cfg = DiffusionSettings(objective=objective, **({"epochs": args.epochs} if args.epochs is not None else {}))
             run = run_diffusion(cfg, out=work / cfg.run_name, device=str(dev), progress=False, data=mnist)
             trained[objective] = {
