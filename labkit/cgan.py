@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import gan, metrics, plots
-from .cvae import conditional_accuracy
 from .data import ImageData
 from .engine import settings
 from .gan_nets import LATENT_DIM, MLPGenerator
@@ -91,7 +90,7 @@ def cgan_sample_quality(generator: nn.Module, data: ImageData, fake: torch.Tenso
     requested = gan.classes_in_turn(len(fake), generator.num_classes)
     classifier, _ = metrics.digit_classifier(data, seed=seed)
     device = next(classifier.parameters()).device
-    return conditional_accuracy(((fake + 1) / 2).to(device), requested, classifier)
+    return metrics.conditional_accuracy(((fake + 1) / 2).to(device), requested, classifier)
 
 
 def digit_rows(generator: nn.Module, seed: int = 0, per_digit: int = 10):

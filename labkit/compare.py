@@ -173,7 +173,7 @@ def conditional_quality(model: Trained, classifier, real: torch.Tensor, n: int, 
     the classifier reads each sample as the digit it was asked for (overall and per digit)."""
     fake, digits = conditional_samples(model, n, seed)
     on_device = fake.to(next(classifier.parameters()).device)
-    return {**sample_quality(classifier, real, fake), **cvae.conditional_accuracy(on_device, digits, classifier)}
+    return {**sample_quality(classifier, real, fake), **metrics.conditional_accuracy(on_device, digits, classifier)}
 
 
 def memorised_fractions(

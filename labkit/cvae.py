@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import datasets, metrics, plots
-from .data import ImageData, batches
+from .data import ImageData
 from .engine import distributed, optim, settings
 from .engine.loop import History, TrainingBase, evaluate
 from .engine.precision import PRECISIONS
@@ -188,25 +188,7 @@ class CVAESettings:
         return ConditionalVAETraining(model, lr=self.lr, beta=self.beta)
 
 
-# --------------------------------------------------------------------------- does it draw the digit asked for?
-
-
-@torch.no_grad()
-def conditional_accuracy(images: torch.Tensor, requested: torch.Tensor, classifier: nn.Module) -> dict:
-    """How often ``classifier`` reads each generated image (N, 1, 28, 28) in [0, 1], on the classifier's
-    device, as the digit it was generated for (``requested``, (N,)): overall, and per requested digit
-    (NaN for a digit never asked for). ``labkit.metrics.digit_classifier`` gives the classifier."""
-    if len(images) != len(requested) or len(images) == 0:
-        raise ValueError(f"need one requested digit per image, got {len(images)} images and {len(requested)} digits")
-    classifier.eval()
-    chunks = batches(images, batch_size=500, shuffle=False)
-    predicted = torch.cat([classifier(xb.float()).argmax(1) for xb in chunks])
-    requested = requested.to(predicted.device).long()
-    hit = (predicted == requested).double()
-    asked = torch.bincount(requested, minlength=N_CLASSES).double()
-    hits = torch.bincount(requested, weights=hit, minlength=N_CLASSES)
-    per_digit = torch.where(asked > 0, hits / asked.clamp(min=1), torch.full_like(asked, float("nan")))
-    return {"conditional_accuracy": float(hit.mean()), "conditional_accuracy_per_digit": per_digit.tolist()}
+# --------------------------------------------------------------------------- samples of the digits asked for
 
 
 def conditional_samples(model: ConditionalVAE, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,7 +208,7 @@ def cvae_sample_quality(model: ConditionalVAE, data: ImageData, n: int, seed: in
     samples, digits = conditional_samples(model, n, seed)
     classifier, _ = metrics.digit_classifier(data, seed=seed)
     return {
-        **conditional_accuracy(samples, digits, classifier),
+        **metrics.conditional_accuracy(samples, digits, classifier),
         **metrics.digit_sample_quality(data, samples, seed=seed),
     }
 

@@ -308,7 +308,6 @@ def _judge_drawn(training, data, record: dict, seed: int) -> tuple[dict[str, flo
     the digit classifier reads the class asked for. Returns (the numbers, None), or (``{}``, why the
     weights cannot be those of the run) when they cover another number of digits than it claims."""
     from . import metrics
-    from .cvae import conditional_accuracy
 
     n = SAMPLES_JUDGED[1] if record.get("smoke") else SAMPLES_JUDGED[0]
     images = training.draw(n, seed=seed)  # (n, C, H, W) in [0, 1]
@@ -319,9 +318,8 @@ def _judge_drawn(training, data, record: dict, seed: int) -> tuple[dict[str, flo
         classifier, _ = metrics.digit_classifier(data, seed=seed)
         device = next(classifier.parameters()).device
         asked = classes_in_turn(n, classes)  # what draw asks for by default
-        again["conditional_accuracy"] = conditional_accuracy(images.to(device), asked, classifier)[
-            "conditional_accuracy"
-        ]
+        accuracy = metrics.conditional_accuracy(images.to(device), asked, classifier)
+        again["conditional_accuracy"] = accuracy["conditional_accuracy"]
     claimed = record.get("final", {}).get("class_coverage")
     if not (_is_number(claimed) and abs(quality["class_coverage"] - claimed) <= 1):
         return {}, f"its weights cover {quality['class_coverage']} digits, its metrics.json says {claimed}"

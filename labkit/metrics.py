@@ -314,6 +314,25 @@ def digit_sample_quality(data: ImageData, samples: torch.Tensor, seed: int = 0) 
     return {**sample_quality(classifier, data.test_x, samples), "classifier_test_accuracy": accuracy}
 
 
+@torch.no_grad()
+def conditional_accuracy(images: torch.Tensor, requested: torch.Tensor, classifier: nn.Module) -> dict:
+    """How often ``classifier`` reads each generated image (N, 1, 28, 28) in [0, 1], on the classifier's
+    device, as the digit it was generated for (``requested``, (N,)): overall, and per requested digit
+    (NaN for a digit never asked for). ``digit_classifier`` gives the classifier. Every conditional model's
+    judge: the cVAE and conditional GAN (notebooks 02, 03), the guided diffusion model (notebook 05)."""
+    if len(images) != len(requested) or len(images) == 0:
+        raise ValueError(f"need one requested digit per image, got {len(images)} images and {len(requested)} digits")
+    classifier.eval()
+    chunks = batches(images, batch_size=500, shuffle=False)
+    predicted = torch.cat([classifier(xb.float()).argmax(1) for xb in chunks])
+    requested = requested.to(predicted.device).long()
+    hit = (predicted == requested).double()
+    asked = torch.bincount(requested, minlength=10).double()
+    hits = torch.bincount(requested, weights=hit, minlength=10)
+    per_digit = torch.where(asked > 0, hits / asked.clamp(min=1), torch.full_like(asked, float("nan")))
+    return {"conditional_accuracy": float(hit.mean()), "conditional_accuracy_per_digit": per_digit.tolist()}
+
+
 INCEPTION_DOWNLOAD_TIMEOUT = 20  # seconds before giving up on the Inception weights
 
 

@@ -14,7 +14,6 @@ from labkit.cvae import (
     CVAE_BETA,
     ConditionalVAE,
     CVAESettings,
-    conditional_accuracy,
     conditional_samples,
     run_cvae,
 )
@@ -76,7 +75,7 @@ def test_conditional_accuracy_known_answers_overall_and_per_digit():
     predicted = torch.tensor([0, 1, 7, 3, 3, 8, 5, 5, 9, 4])
     images = torch.zeros(600, 1, 28, 28)  # the pattern 60 times: more images than one batch of 500
     images[:, 0, 0, 0] = predicted.repeat(60) / 10
-    result = conditional_accuracy(images, requested.repeat(60), ReadsTopLeftPixel())
+    result = metrics.conditional_accuracy(images, requested.repeat(60), ReadsTopLeftPixel())
     assert result["conditional_accuracy"] == pytest.approx(0.7)
     per_digit = result["conditional_accuracy_per_digit"]
     expected = {0: 1.0, 1: 0.5, 3: 2 / 3, 5: 1.0, 9: 0.5}  # the other digits were never asked for
@@ -84,7 +83,7 @@ def test_conditional_accuracy_known_answers_overall_and_per_digit():
     for digit, value in enumerate(per_digit):
         assert value == pytest.approx(expected[digit]) if digit in expected else math.isnan(value)
     with pytest.raises(ValueError, match="one requested digit per image"):
-        conditional_accuracy(images, requested, ReadsTopLeftPixel())
+        metrics.conditional_accuracy(images, requested, ReadsTopLeftPixel())
 
 
 def test_the_label_changes_the_code_and_the_image_and_only_its_own_row():
@@ -128,7 +127,7 @@ def test_the_trained_model_relies_on_the_label(trained, mnist_offline):
 def test_the_classifier_reads_samples_as_the_requested_digit_far_more_often_than_chance(trained, classifier):
     samples, digits = conditional_samples(trained[0].model, 500, seed=0)
     assert torch.equal(digits[:12], torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]))
-    result = conditional_accuracy(samples, digits, classifier)
+    result = metrics.conditional_accuracy(samples, digits, classifier)
     assert result["conditional_accuracy"] > 0.5  # chance is 0.1; 0.77 after these two epochs, 0.98 after twenty
     assert sum(a > 0.3 for a in result["conditional_accuracy_per_digit"]) >= 8
     torch.randn(3)  # the caller's generator moves on: the seed alone decides the samples

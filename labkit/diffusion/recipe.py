@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 
 from .. import datasets, metrics, plots, progression
-from ..cvae import conditional_accuracy
 from ..data import ImageData
 from ..engine import distributed, settings
 from ..engine.loop import History, classes_in_turn, evaluate
@@ -239,7 +238,7 @@ def diffusion_final(cfg: DiffusionSettings, training, data: ImageData, test: dic
         final.update(metrics.digit_sample_quality(data, samples, seed=cfg.seed))
         if cfg.conditional:
             classifier, _ = metrics.digit_classifier(data, seed=cfg.seed)
-            final.update(conditional_accuracy(samples, asked, classifier))
+            final.update(metrics.conditional_accuracy(samples, asked, classifier))
     elif data.image_shape[0] == 3:
         final.update(metrics.inception_fid(data.test_x[:n], samples))
     copies = metrics.memorisation(samples, data.train_x, data.test_x)
