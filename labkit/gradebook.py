@@ -182,6 +182,13 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
     return files.write_text(out / "class_report.md", "\n".join(lines) + "\n")
 
 
+# Every ASCII character Markdown or HTML could read as markup (CommonMark lets any ASCII punctuation be escaped).
+MARKUP_CHARACTERS = "\\`*_{}[]()<>#+-!|~&"
+
+
 def _one_line(text: str) -> str:
-    """Text from a submission on one line of the class report: a line break in it cannot start a heading."""
-    return " ".join(str(text).splitlines())
+    """Text from a submission (a file name, a flag quoting its metrics.json) as plain text on one line of
+    the class report: a line break in it cannot start a heading, and no character of it is read as
+    Markdown or HTML (a link, an image that loads from elsewhere, a tag), each shown as it was written."""
+    line = " ".join(str(text).splitlines())
+    return "".join("\\" + c if c in MARKUP_CHARACTERS else c for c in line)

@@ -7,6 +7,7 @@ that re-evaluate weights use one real smoke-mode AE run."""
 import csv
 import json
 import math
+import re
 import zipfile
 from pathlib import Path
 
@@ -252,6 +253,26 @@ def test_no_cell_of_the_gradebook_is_a_formula_and_numbers_are_numbers(tmp_path)
     assert "gan: fid_classifier = 1e+308 is absurdly large" in mallory["flags"]
     assert "gan: class_coverage = true is not a number" in mallory["flags"]
     assert by_name["'+1+1"]["ae_test_mse"] == "0.031" and by_name["'+1+1"]["status"] == "graded"
+
+
+def test_names_and_flags_from_submissions_are_plain_text_in_the_class_report(tmp_path):
+    """A file name or a quoted metrics.json value that is Markdown or HTML (a tag, a link, an image that
+    loads from elsewhere) reaches the instructor's class report escaped: shown as written, never rendered."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    tag, link = "<img src=x onerror=alert(1)>", "[grades](javascript:alert(1))"
+    _submission(inbox / f"{tag}.zip", {"ae": _record(final={"test_mse": float("nan")})})  # flagged
+    _submission(inbox / f"{link}.zip", {"ae": _record(final="![t](https://tracker.example/p.png)")})  # refused
+    _, class_report = grade.grade(inbox, tmp_path / "grades")
+    listed = [line[len("- **") :] for line in class_report.read_text().splitlines() if line.startswith("- **")]
+    assert len(listed) == 2, listed
+    for line in listed:
+        name, says = line.split("**: ", 1)
+        for text in (name, says):
+            assert not re.search(r"(?<!\\)[<>\[\]()!`*_]", text), text  # every markup character escaped
+    shown = [re.sub(r"\\(.)", r"\1", line) for line in listed]  # what a reader sees
+    assert any(line.startswith(f"{tag}**: ") for line in shown), shown
+    assert any(line.startswith(f"{link}**: ") and "![t](https://tracker.example/p.png)" in line for line in shown)
 
 
 # --------------------------------------------------------------------------- 8 and the cache: one real run
