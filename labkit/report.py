@@ -500,6 +500,24 @@ def find_gan_variants(runs_dir: Path) -> Path | None:
     return None
 
 
+def read_gan_variants(path: Path, shown: str) -> list[str]:
+    """The variants table of the benchmark's result at ``path``; a file that cannot be read or is not shaped
+    like one (a copy cut short, an edit gone wrong) leaves the table out with a line that says why and how to
+    write it again, and the rest of the report is built."""
+    try:
+        return gan_variants_section(json.loads(path.read_text(encoding="utf-8")), shown)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        why = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else 'no detail'}"
+        print(f"labkit: {shown} could not be read ({why}); the report leaves its table out")
+        return [
+            "### The MNIST GAN's variants over several seeds",
+            "",
+            f"Left out: `{shown}` could not be read ({why}). Run `python benchmarks/gan_variants.py` to write it "
+            "again, then rebuild the report.",
+            "",
+        ]
+
+
 def gan_variants_section(result: dict, source: str) -> list[str]:
     """The MNIST GAN's variants over several seeds as a Markdown table: mean ± standard deviation."""
 
@@ -877,7 +895,7 @@ def build_report(runs_dir: str | Path | None = None, out: str | Path | None = No
     if (benchmark := find_gan_variants(runs_dir)) is not None:
         root = settings.project_root()
         shown = benchmark.relative_to(root) if root and benchmark.is_relative_to(root) else benchmark.name
-        variants = gan_variants_section(json.loads(benchmark.read_text()), str(shown))
+        variants = read_gan_variants(benchmark, str(shown))
     built = (
         f"Built by `python -m labkit report` on {time.strftime('%Y-%m-%d %H:%M')} from {len(runs)} runs. "
         "Every number and figure below comes from those runs; edit only the Discussion sections "

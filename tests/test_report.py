@@ -100,6 +100,30 @@ def test_the_gan_variants_benchmark_is_a_table_of_means_and_spreads_in_part_3(sm
     assert "1.50 ± 0.25 |" in part3 and "real training digits score 3.30" in part3
 
 
+@pytest.mark.parametrize(
+    "content, says",
+    [
+        ('{"benchmark": "benchmarks/gan_variants.py", "seeds": [0, 1', "JSONDecodeError"),
+        (json.dumps(["not", "a", "result"]), "AttributeError"),
+        (json.dumps(_variants_result(variants={"plain": {"fid_classifier": 3}})), "TypeError"),
+        (json.dumps({k: v for k, v in _variants_result().items() if k != "seeds"}), "KeyError: 'seeds'"),
+    ],
+)
+def test_a_gan_variants_result_that_cannot_be_read_leaves_its_table_out_and_the_report_is_built(
+    smoke_runs, tmp_path, capsys, content, says
+):
+    (smoke_runs / report.GAN_VARIANTS_FILE).write_text(content)
+    try:
+        text = report.build_report(smoke_runs, tmp_path / "REPORT.md").read_text()
+    finally:
+        (smoke_runs / report.GAN_VARIANTS_FILE).unlink()
+    part3 = text.split("## Part 3", 1)[1].split("## Part 4", 1)[0]
+    assert f"Left out: `{report.GAN_VARIANTS_FILE}` could not be read ({says}" in part3
+    assert "Run `python benchmarks/gan_variants.py` to write it again" in part3
+    assert "## Part 5" in text  # the rest of the report is there
+    assert f"{report.GAN_VARIANTS_FILE} could not be read ({says}" in capsys.readouterr().out
+
+
 def test_runs_of_a_parts_model_with_a_suffix_join_that_part(smoke_runs, tmp_path):
     renamed = smoke_runs.parent / "suffixed"
     import shutil
