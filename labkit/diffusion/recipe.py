@@ -31,10 +31,10 @@ TRAJECTORY_IMAGES = 8  # rows of the noise-to-image strip
 PROGRESSION_IMAGES = 16  # images drawn from the same noise after every epoch (each costs a full sampling)
 # Without a GPU the UNet is narrower (width 16: 4 times cheaper a step than 32) and trains on batches of 64: at a
 # CPU's fixed budget, more steps of a smaller network give better samples than fewer of a wider one
-# (benchmarks/diffusion_budget.py). 65 epochs are 4,030 steps on the 4,000 offline digits, about 10 s an epoch on
-# 2 quiet cores: after 4,000 steps, flow matching with logit-normal times reached a Fréchet distance of 7.8 on
-# 1,000 samples of 16 Heun steps (uniform times: 8.5; after 2,000 steps: 13.6), with 11 minutes of training and
-# the evaluation's few minutes within a 15-minute run.
+# (benchmarks/diffusion_budget.py). 65 epochs are 4,030 steps on the 4,000 offline digits: after 4,000 steps, flow
+# matching with logit-normal times reached a Fréchet distance of 7.8 on 1,000 samples of 16 Heun steps (uniform
+# times: 8.5; after 2,000 steps: 13.6). The whole run's minutes depend on the machine's step time: 10 s an epoch
+# where a step took 0.155 s, 14.6 s (and 20 minutes in all, evaluation included) where it took 0.21 s.
 CPU_EPOCHS = 65
 
 
