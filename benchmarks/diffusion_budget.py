@@ -20,10 +20,11 @@ import time
 import torch
 from common import write_result
 
-from labkit import cvae, datasets, metrics
+from labkit import datasets, metrics
 from labkit.data import batches
 from labkit.diffusion.recipe import DiffusionSettings
 from labkit.engine import device
+from labkit.engine.loop import classes_in_turn
 
 DEFAULT_CONFIGS = ({"width": 16, "batch_size": 64}, {"width": 32, "batch_size": 128})
 DEFAULT_CHECKS = {16: (1000, 2000, 3000, 4000), 32: (150, 300, 450, 600)}
@@ -49,7 +50,7 @@ def quality_after_steps(cfg: DiffusionSettings, checks, mnist, n_samples: int, d
     training = cfg.training(dev, mnist.image_shape)
     classifier, _ = metrics.digit_classifier(mnist, seed=0)
     step, epoch, pending = 0, 0, sorted(checks)
-    asked = torch.arange(n_samples, device=dev) % 10  # what a conditional model is asked for: 0-9 in turn
+    asked = classes_in_turn(n_samples, 10, dev)  # what a conditional model draws when given no labels
     while pending:
         epoch += 1
         for xb, yb in batches(mnist.train_x, mnist.train_y, batch_size=cfg.batch_size, shuffle=True):
@@ -57,12 +58,11 @@ def quality_after_steps(cfg: DiffusionSettings, checks, mnist, n_samples: int, d
             step += 1
             if step == pending[0]:
                 pending.pop(0)
-                images = training.draw(n_samples, labels=asked if cfg.conditional else None, seed=1)
+                images = training.draw(n_samples, seed=1)
                 quality = metrics.sample_quality(classifier, mnist.test_x, images)
                 if cfg.conditional:
-                    quality["conditional_accuracy"] = cvae.conditional_accuracy(images, asked, classifier)[
-                        "conditional_accuracy"
-                    ]
+                    accuracy = metrics.conditional_accuracy(images, asked, classifier)
+                    quality["conditional_accuracy"] = accuracy["conditional_accuracy"]
                 yield {"step": step, "epoch": epoch, **quality}
                 if not pending:
                     return

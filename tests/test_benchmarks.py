@@ -187,3 +187,17 @@ def test_the_diffusion_budget_benchmark_measures_quality_after_each_number_of_st
     assert [r["step"] for r in rows] == [2, 5] and all(r["width"] == 8 and r["epoch"] == 1 for r in rows)
     assert all(r["training_seconds"] == pytest.approx(r["step"] * r["seconds_per_step"]) for r in rows)
     assert all(r["fid_classifier"] > 0 and 1 <= r["class_coverage"] <= 10 for r in rows)
+
+
+def test_the_diffusion_budget_benchmark_measures_a_conditional_models_accuracy(tmp_path):
+    out, data_root = tmp_path / "diffusion_budget.json", tmp_path / "data"
+    data_root.mkdir()
+    env = {**os.environ, "LABKIT_SMOKE": "1", "LABKIT_OFFLINE": "1", "LABKIT_DATA": str(data_root)}
+    config = json.dumps({"width": 8, "batch_size": 32, "mults": [1, 2], "conditional": True})
+    args = ["--config", config, "--checks", "2", "--samples", "20", "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "diffusion_budget.py"), *args], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(out.read_text())["measurements"]
+    assert row["conditional"] is True and 0 <= row["conditional_accuracy"] <= 1
