@@ -48,6 +48,7 @@ def quality_after_steps(cfg: DiffusionSettings, checks, mnist, n_samples: int, d
     """Train ``cfg`` on ``mnist`` and yield the judge's numbers after each number of steps in ``checks``."""
     torch.manual_seed(cfg.seed)
     training = cfg.training(dev, mnist.image_shape)
+    training.plan(max(checks))  # a learning rate that falls (lr_schedule "linear") ends at the last check
     classifier, _ = metrics.digit_classifier(mnist, seed=0)
     step, epoch, pending = 0, 0, sorted(checks)
     asked = classes_in_turn(n_samples, 10, dev)  # what a conditional model draws when given no labels

@@ -85,6 +85,15 @@ def _parser() -> argparse.ArgumentParser:
         "--sample-steps", type=int, dest="sample_steps", help="diffusion: sampler steps (heun 16, ddim/euler 32)"
     )
     train.add_argument("--ema", type=float, help="diffusion: decay of the weights' average samples come from (0.999)")
+    train.add_argument(
+        "--lr-schedule",
+        choices=("constant", "linear"),
+        dest="lr_schedule",
+        help="diffusion: after the warm-up, keep --lr (constant) or lower it to 0 at the last step (linear, default)",
+    )
+    train.add_argument(
+        "--warmup-steps", type=int, dest="warmup_steps", help="diffusion: steps the learning rate rises over (100)"
+    )
     train.add_argument("--dataset", help="mnist, fashion-mnist, kmnist, cifar10, abstract-art or an image folder")
     train.add_argument("--image-size", type=int, dest="image_size", help="pixels a side, resized (default: the data's)")
     train.add_argument("--downsample", help="dcgan: discriminator downsampling, stride (default) or maxpool")
@@ -166,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                 "sampler",
                 "sample_steps",
                 "ema",
+                "lr_schedule",
+                "warmup_steps",
                 "dataset",
                 "image_size",
                 "downsample",

@@ -344,3 +344,37 @@ def test_drawing_in_batches_gives_the_images_of_drawing_all_at_once(monkeypatch)
     assert torch.equal(images, training.draw(300, seed=5, trajectory=at_once))
     assert len(in_batches) == 4 and all(torch.equal(a, b) for a, b in zip(in_batches, at_once))
     assert in_batches[-1].shape == (300, 1, 28, 28)
+
+
+def test_the_learning_rate_warms_up_then_falls_linearly_to_the_last_step():
+    from labkit.diffusion.training import learning_rate_factor
+
+    linear = [learning_rate_factor(step, 4, 10, "linear") for step in range(10)]
+    assert linear == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6])
+    assert [learning_rate_factor(step, 4, 10, "constant") for step in range(10)] == linear[:4] + [1.0] * 6
+    assert learning_rate_factor(7, 0, None, "linear") == 1.0  # the run's length not known yet: no decay
+    assert learning_rate_factor(12, 0, 10, "linear") > 0  # steps past the plan (more epochs) still learn
+
+
+def test_fit_tells_the_training_its_steps_and_the_rate_follows_them(mnist_offline):
+    from labkit.diffusion.recipe import DiffusionSettings
+    from labkit.engine.loop import fit
+
+    cfg = DiffusionSettings(width=8, mults=(1, 2), lr=1e-3, warmup_steps=2, batch_size=16, epochs=2)
+    training = cfg.training("cpu", (1, 28, 28))
+    rates = []
+    original = training.set_learning_rate
+
+    def recorded():
+        original()
+        rates.append(training.optimizer.param_groups[0]["lr"])
+
+    training.set_learning_rate = recorded
+    fit(training, mnist_offline.train_x[:64], epochs=2, batch_size=16, progress=False)
+    assert training.total_steps == 8  # 64 images in batches of 16, 2 epochs
+    assert rates == pytest.approx([1e-3 * f for f in (0.5, 1, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6)])
+    group = training.optimizer.param_groups[0]
+    assert group["steps_taken"] == 8
+    del group["steps_taken"]  # an optimiser saved before the count existed: the average's count stands in
+    training.set_learning_rate()
+    assert group["steps_taken"] == 9 and group["lr"] == pytest.approx(1e-3 / 6)  # past the plan: its floor

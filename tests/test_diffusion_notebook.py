@@ -131,6 +131,36 @@ def test_the_notebooks_objectives_are_labkits_draw_for_draw(num_classes):
                 torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("objective", ["eps", "flow"])
+def test_the_notebooks_training_step_is_labkits(objective):
+    """Steps of the notebook's ``DenoiserTraining`` and of labkit's ``DiffusionTraining`` from the same weights
+    and random numbers end with the same weights, average, optimiser state and learning rate: the warm-up and
+    the falling rate, the labels dropped, the loss, zero_grad / backward / step and the average are the same."""
+    from labkit.diffusion.losses import drop_labels
+    from labkit.diffusion.schedule import to_signed
+    from labkit.diffusion.training import DiffusionTraining
+
+    names = {"DiffusionTraining": DiffusionTraining, "drop_labels": drop_labels, "to_signed": to_signed}
+    notebook_class = _run_cells(Q_SAMPLE_CELL, OBJECTIVES_CELL, "class DenoiserTraining(", **names)["DenoiserTraining"]
+    x, y = torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4, 5])
+    trained = []
+    for training_class in (notebook_class, DiffusionTraining):
+        net = _randomised(UNet((1, 28, 28), 8, (1, 2), num_classes=10)).train()
+        training = training_class(
+            net, objective=objective, lr=1e-3, lr_schedule="linear", warmup_steps=2, time_density="logit-normal"
+        )
+        training.plan(5)
+        torch.manual_seed(0)
+        for _ in range(4):
+            training.train_step(x, y)
+        trained.append(training)
+    ours, theirs = trained
+    for name in ("net", "ema"):
+        for key, value in ours.modules[name].state_dict().items():
+            torch.testing.assert_close(value, theirs.modules[name].state_dict()[key], rtol=0, atol=0, msg=key)
+    assert ours.optimizer.param_groups[0]["lr"] == theirs.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 2 / 3)
+
+
 # --------------------------------------------------------------------------- the samplers
 
 

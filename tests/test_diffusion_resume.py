@@ -23,7 +23,7 @@ from labkit.engine.device import seed_everything
 from labkit.engine.loop import History, fit
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"width": 8, "mults": (1, 2), "sample_steps": 2, "batch_size": 32}
+TINY = {"width": 8, "mults": (1, 2), "sample_steps": 2, "batch_size": 32, "warmup_steps": 2}  # then falling: 4 steps
 KINDS = {"eps": {"objective": "eps"}, "flow-conditional": {"objective": "flow", "conditional": True}}
 
 

@@ -23,7 +23,7 @@ from ..models import MNIST_SHAPE
 from .losses import TIME_DENSITIES
 from .samplers import SAMPLERS, check_sampler, network_evaluations
 from .schedule import SCHEDULES, NoiseSchedule, to_unit
-from .training import DEFAULT_SAMPLE_STEPS, DEFAULT_SAMPLER, OBJECTIVES, DiffusionTraining
+from .training import DEFAULT_SAMPLE_STEPS, DEFAULT_SAMPLER, LR_SCHEDULES, OBJECTIVES, DiffusionTraining
 from .unet import UNet, check_image_shape
 
 N_SAMPLES = (1000, 256)  # images drawn to judge a run (full, smoke), as many as the GANs are judged on
@@ -31,10 +31,11 @@ TRAJECTORY_IMAGES = 8  # rows of the noise-to-image strip
 PROGRESSION_IMAGES = 16  # images drawn from the same noise after every epoch (each costs a full sampling)
 # Without a GPU the UNet is narrower (width 16: 4 times cheaper a step than 32) and trains on batches of 64: at a
 # CPU's fixed budget, more steps of a smaller network give better samples than fewer of a wider one
-# (benchmarks/diffusion_budget.py). 65 epochs are 4,030 steps on the 4,000 offline digits: after 4,000 steps, flow
-# matching with logit-normal times reached a Fréchet distance of 7.8 on 1,000 samples of 16 Heun steps (uniform
-# times: 8.5; after 2,000 steps: 13.6). The whole run's minutes depend on the machine's step time: 10 s an epoch
-# where a step took 0.155 s, 14.6 s (and 20 minutes in all, evaluation included) where it took 0.21 s.
+# (benchmarks/diffusion_budget.py). 65 epochs are 4,030 steps on the 4,000 offline digits: after 4,000 steps at a
+# constant lr of 0.001, flow matching with logit-normal times reached a Fréchet distance of 7.8 on 1,000 samples of
+# 16 Heun steps (uniform times: 8.5; after 2,000 steps: 13.6). With lr 0.002 falling linearly to 0 (the default
+# since; after 3,000 steps 9.3 where a constant 0.001 gave 10.3) the whole run reached 8.28 in 14.7 minutes,
+# evaluation included, where a step took about 0.18 s (11.3 s an epoch); the minutes follow the machine's step time.
 CPU_EPOCHS = 65
 
 
@@ -45,12 +46,16 @@ class DiffusionSettings:
     Heun for flow) and ``sample_steps`` (default: the sampler's, see ``sampling_steps``) say how samples are
     drawn; ``conditional`` trains with the labels
     (dropped with probability ``label_dropout``) and samples with classifier-free ``guidance``; ``ema``: the
-    decay of the weights' average that samples are drawn from; ``width`` and ``mults``: the UNet
+    decay of the weights' average that samples are drawn from; ``lr`` the peak learning rate, reached after
+    ``warmup_steps`` and kept ("constant") or lowered to 0 at the run's last step (``lr_schedule`` "linear",
+    ``labkit.diffusion.training.learning_rate_factor``); ``width`` and ``mults``: the UNet
     (``labkit.diffusion.unet.UNet``); ``time_density``: which times flow matching trains on."""
 
     epochs: int = field(default_factory=lambda: settings.pick(full=30, smoke=settings.SMOKE_EPOCHS, cpu=CPU_EPOCHS))
     batch_size: int = field(default_factory=lambda: settings.pick(full=128, smoke=128, cpu=64))
-    lr: float = 1e-3
+    lr: float = 2e-3
+    lr_schedule: str = "linear"
+    warmup_steps: int = 100
     objective: str = "flow"
     schedule: str = "cosine"
     steps: int = 1000
@@ -73,6 +78,8 @@ class DiffusionSettings:
         settings.whole_number("epochs", self.epochs, low=0)
         settings.whole_number("batch_size", self.batch_size)
         settings.learning_rate("lr", self.lr)
+        settings.one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES, "linear: falls to 0 at the last step")
+        settings.whole_number("warmup_steps", self.warmup_steps, low=0)
         settings.one_of("objective", self.objective, OBJECTIVES, "eps: DDPM's noise prediction; flow: flow matching")
         settings.one_of("schedule", self.schedule, SCHEDULES)
         settings.whole_number("steps (noise levels)", self.steps, low=2)
@@ -141,6 +148,8 @@ class DiffusionSettings:
             objective=self.objective,
             schedule=NoiseSchedule(self.schedule, self.steps),
             lr=self.lr,
+            lr_schedule=self.lr_schedule,
+            warmup_steps=self.warmup_steps,
             ema_decay=self.ema,
             label_dropout=self.label_dropout,
             time_density=self.time_density,

@@ -123,6 +123,8 @@ class Harness:
         self.train_x, self.train_y = distributed.shard(train_x), distributed.shard(train_y)
         n = self.train_x.shape[0]
         self.n_batches = n // batch_size if training.drop_last else math.ceil(n / batch_size)
+        if callable(getattr(training, "plan", None)):
+            training.plan(self.target * self.n_batches)  # every epoch's steps, those a checkpoint holds included
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Harness:

@@ -39,7 +39,9 @@ class Training(Protocol):
 
     Both steps return per-batch means as 0-d tensors (kept on the device: no host sync per step).
     Optional: ``optimizers`` (name -> optimiser, saved in checkpoints), ``precision`` (set by
-    ``fit``) and ``epoch_end(record, history)`` (called after each epoch, e.g. to warn).
+    ``fit``), ``plan(steps)`` (called once before training with the number of steps of the whole run,
+    resumed epochs included, e.g. to schedule the learning rate) and ``epoch_end(record, history)``
+    (called after each epoch, e.g. to warn).
     """
 
     name: str
@@ -56,6 +58,9 @@ class TrainingBase:
 
     precision: Precision = FULL_PRECISION
     drop_last = False
+
+    def plan(self, steps: int) -> None:
+        """Called by ``fit`` before the first step with the steps the whole run takes; nothing by default."""
 
     def epoch_end(self, record: dict, history: History) -> None:
         """Called by ``fit`` after each epoch; nothing by default."""
