@@ -134,8 +134,8 @@ def test_the_notebooks_objectives_are_labkits_draw_for_draw(num_classes):
 @pytest.mark.parametrize("objective", ["eps", "flow"])
 def test_the_notebooks_training_step_is_labkits(objective):
     """Steps of the notebook's ``DenoiserTraining`` and of labkit's ``DiffusionTraining`` from the same weights
-    and random numbers end with the same weights, average, optimiser state and learning rate: the warm-up and
-    the falling rate, the labels dropped, the loss, zero_grad / backward / step and the average are the same."""
+    and random numbers end with the same weights, average and learning rate: the warm-up and the falling rate,
+    the labels dropped, the loss, zero_grad / backward / step and the average are the same."""
     from labkit.diffusion.losses import drop_labels
     from labkit.diffusion.schedule import to_signed
     from labkit.diffusion.training import DiffusionTraining
