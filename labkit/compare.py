@@ -10,7 +10,7 @@ same name. Samples come from each training's ``draw`` where it has one (the GANs
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import torch
 
@@ -38,10 +38,8 @@ def default_settings(name: str):
     (``labkit.diffusion.recipe.DiffusionSettings``), ``diffusion-cond`` the same model told the digit and
     sampled with classifier-free guidance (``train diffusion --conditional``)."""
     _check_name(name)
-    cfg = RECIPES[RECIPE_OF.get(name, name)][1]()
-    if name in ("diffusion", "diffusion-cond"):
-        cfg = replace(cfg, conditional=name == "diffusion-cond")
-    return cfg
+    settings_class = RECIPES[RECIPE_OF.get(name, name)][1]
+    return settings_class(conditional=True) if name == "diffusion-cond" else settings_class()
 
 
 def _check_name(name: str) -> None:

@@ -5,8 +5,6 @@ VQ-VAE (``labkit.vqvae``), the GANs (``labkit.gan_experiments``) and diffusion (
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from .ae import AESettings, run_ae
 from .cvae import CVAESettings, run_cvae
 from .diffusion.recipe import RECIPES_DIFFUSION
@@ -25,8 +23,8 @@ RECIPES = {
 
 
 def settings_for(model: str, **overrides) -> object:
-    """The settings object of ``model`` with the given fields replaced (None means default)."""
+    """The settings object of ``model`` built with the given fields (None: the default, which may depend on the
+    others, as a conditional diffusion model's epochs do)."""
     if model not in RECIPES:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(RECIPES)}")
-    cfg = RECIPES[model][1]()
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return RECIPES[model][1](**{k: v for k, v in overrides.items() if v is not None})

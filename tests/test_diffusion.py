@@ -241,6 +241,26 @@ def test_each_sampler_draws_in_its_own_default_number_of_steps(monkeypatch):
     assert (training.sampler, training.sample_steps) == ("heun", 4)
 
 
+def test_a_conditional_model_trains_its_own_epochs_on_a_cpu_wherever_it_is_asked_for(monkeypatch):
+    """Told the digit, the conditional model needs fewer CPU epochs (40 of the unconditional model's 65): the
+    command line (``--conditional``), notebook 04 and notebook 05 each build it so. Built by replacing a field of
+    the default settings, it kept their 65 epochs."""
+    from labkit import compare, experiments
+    from labkit.diffusion.recipe import CPU_EPOCHS, CPU_EPOCHS_CONDITIONAL, DiffusionSettings
+    from labkit.engine import settings
+
+    assert (DiffusionSettings().epochs, DiffusionSettings(conditional=True).epochs) == (65, 40)
+    assert (CPU_EPOCHS, CPU_EPOCHS_CONDITIONAL) == (65, 40)
+    assert experiments.settings_for("diffusion", conditional=True, epochs=None).epochs == 40  # train --conditional
+    assert experiments.settings_for("diffusion", conditional=True, epochs=7).epochs == 7  # --epochs 7 wins
+    assert compare.default_settings("diffusion-cond").epochs == 40
+    assert compare.default_settings("diffusion").epochs == 65
+    monkeypatch.setattr(settings, "training_on_cpu", lambda: False)  # a GPU: the course's 30 for both
+    assert (DiffusionSettings().epochs, DiffusionSettings(conditional=True).epochs) == (30, 30)
+    monkeypatch.setenv("LABKIT_SMOKE", "1")
+    assert DiffusionSettings(conditional=True).epochs == settings.SMOKE_EPOCHS
+
+
 def test_a_run_records_the_judges_numbers_and_its_figures(tmp_path, mnist_offline):
     from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
 
