@@ -25,7 +25,7 @@ from .models import MNIST_SHAPE, count_parameters
 DCGAN_REAL_LABEL = 0.9  # one-sided label smoothing, on by default for the DCGAN
 DCGAN_EPOCHS = 100  # the course's full settings for the DCGAN ...
 DCGAN_CPU_EPOCHS = 30  # ... and what fits on a CPU: 24 s per epoch of the 2,872 64x64 images on 2 cores, so
-# that make run stays within half an hour there (measured: the other notebooks take 7 minutes)
+# that notebook 03 takes about 17 minutes there (labkit.run_notebooks.REFERENCE_CPU_MINUTES)
 LOSSES = ("bce", "wgan-gp")  # the minimax game on logits (Goodfellow et al. 2014), or WGAN-GP (labkit.wgan)
 N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)
 
@@ -182,8 +182,8 @@ class DCGANSettings(GANSettings):
         if settings.smoke_mode() or self.epochs >= DCGAN_EPOCHS or not settings.training_on_cpu():
             return None
         return (
-            f"CPU: {self.epochs} of the course's {DCGAN_EPOCHS} DCGAN epochs, so that the notebooks fit in about "
-            f"half an hour on 2 cores; a GPU runtime (Colab, Kaggle) runs all {DCGAN_EPOCHS}"
+            f"CPU: {self.epochs} of the course's {DCGAN_EPOCHS} DCGAN epochs, so that notebook 03 runs in about "
+            f"a quarter of an hour on 2 cores; a GPU runtime (Colab, Kaggle) runs all {DCGAN_EPOCHS}"
         )
 
     @property

@@ -92,8 +92,7 @@ def run_notebooks(notebooks: str | Path = "notebooks", out: str | Path = "runs/n
         print(f"  {name:<22} {guess}")
     if expected and all(name in expected for name in names):
         print(f"  {'in all':<22} about {sum(expected[n] for n in names):.0f} min, {source}")
-    note = _dcgan_note()
-    if note:
+    for note in _cpu_notes():
         print(f"  {note}")
     minutes: dict[str, float] = {}
     before = os.environ.get("LABKIT_PLAIN_PROGRESS")
@@ -135,10 +134,12 @@ def _execute(i: int, n: int, name: str, path: Path, out: Path, minutes: dict[str
     return True
 
 
-def _dcgan_note() -> str | None:
+def _cpu_notes() -> list[str]:
+    """What the notebooks shrink on a machine without a GPU, and what a GPU runs instead."""
+    from .diffusion.recipe import DiffusionSettings
     from .gan_experiments import DCGANSettings
 
-    return DCGANSettings().epochs_note
+    return [note for note in (DCGANSettings().epochs_note, DiffusionSettings().cpu_note) if note]
 
 
 def _record(out: Path, kind: str, minutes: dict[str, float]) -> None:

@@ -72,6 +72,21 @@ def test_it_announces_the_plan_shows_progress_and_bars_and_records_the_times(fol
     assert f"  a_first                about {recorded['a_first']:.0f} min" in capsys.readouterr().out
 
 
+def test_on_a_cpu_it_says_first_what_the_notebooks_shrink_and_what_a_gpu_runs(folder, tmp_path, capsys, monkeypatch):
+    from labkit.engine import settings
+
+    monkeypatch.setattr(settings, "training_on_cpu", lambda: True)
+    assert runner.run_notebooks(folder, tmp_path / "executed", names=("a_first",)) == 0
+    notes = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("CPU: ")]
+    assert len(notes) == 2, notes
+    assert notes[0].startswith("CPU: 30 of the course's 100 DCGAN epochs")  # notebook 03
+    assert notes[1].startswith("CPU: a diffusion UNet of width 16 on batches of 64 for 65 epochs")  # notebook 05
+    assert notes[1].endswith("trains the course's width 32 on batches of 128 for 30 epochs")
+    monkeypatch.setattr(settings, "training_on_cpu", lambda: False)  # a GPU runs the course's settings
+    assert runner.run_notebooks(folder, tmp_path / "executed", names=("a_first",)) == 0
+    assert "CPU: " not in capsys.readouterr().out
+
+
 def test_a_failing_notebook_stops_the_run_names_the_error_and_keeps_what_ran(folder, tmp_path, capsys):
     out = tmp_path / "executed"
     assert runner.run_notebooks(folder, out, names=("c_fails", "a_first")) == 1

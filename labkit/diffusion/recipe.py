@@ -41,6 +41,7 @@ CPU_EPOCHS = 65
 # to 0 at the last) reached a conditional accuracy of 0.997 at w = 2 in 455 s of training
 # (benchmarks/results/diffusion_budget_conditional.json), where 65 would take the run past 15 minutes.
 CPU_EPOCHS_CONDITIONAL = 40
+FULL_WIDTH, FULL_BATCH_SIZE, FULL_EPOCHS = 32, 128, 30  # the course's settings, on a GPU
 
 
 @dataclass
@@ -56,7 +57,7 @@ class DiffusionSettings:
     (``labkit.diffusion.unet.UNet``); ``time_density``: which times flow matching trains on."""
 
     epochs: int | None = None  # None: 30, or on a CPU CPU_EPOCHS (CPU_EPOCHS_CONDITIONAL for a conditional model)
-    batch_size: int = field(default_factory=lambda: settings.pick(full=128, smoke=128, cpu=64))
+    batch_size: int = field(default_factory=lambda: settings.pick(full=FULL_BATCH_SIZE, smoke=128, cpu=64))
     lr: float = 2e-3
     lr_schedule: str = "linear"
     warmup_steps: int = 100
@@ -69,7 +70,7 @@ class DiffusionSettings:
     guidance: float = 2.0
     label_dropout: float = 0.1
     ema: float = 0.999
-    width: int = field(default_factory=lambda: settings.pick(full=32, smoke=8, cpu=16))
+    width: int = field(default_factory=lambda: settings.pick(full=FULL_WIDTH, smoke=8, cpu=16))
     mults: tuple = (1, 2, 2)
     time_density: str = "logit-normal"  # 7.8 against uniform's 8.5 after 4,000 steps (flow matching, offline digits)
     seed: int = 0
@@ -81,7 +82,7 @@ class DiffusionSettings:
     def __post_init__(self):
         if self.epochs is None:
             cpu_epochs = CPU_EPOCHS_CONDITIONAL if self.conditional else CPU_EPOCHS
-            self.epochs = settings.pick(full=30, smoke=settings.SMOKE_EPOCHS, cpu=cpu_epochs)
+            self.epochs = settings.pick(full=FULL_EPOCHS, smoke=settings.SMOKE_EPOCHS, cpu=cpu_epochs)
         settings.whole_number("epochs", self.epochs, low=0)
         settings.whole_number("batch_size", self.batch_size)
         settings.learning_rate("lr", self.lr)
@@ -114,6 +115,18 @@ class DiffusionSettings:
                 f"image, and {self.dataset} has none: choose one of {', '.join(datasets.LABELLED)}, or leave out "
                 "--conditional"
             )
+
+    @property
+    def cpu_note(self) -> str | None:
+        """The sentence that says plainly that this model is the CPU's smaller one (the ``cpu=`` of
+        ``labkit.pick``) and what a GPU runs instead; None in smoke mode, on a GPU, or for the course's width."""
+        if settings.smoke_mode() or self.width >= FULL_WIDTH or not settings.training_on_cpu():
+            return None
+        return (
+            f"CPU: a diffusion UNet of width {self.width} on batches of {self.batch_size} for {self.epochs} epochs, "
+            f"so that a run fits in about 15 minutes on 2 cores; a GPU runtime (Colab, Kaggle) trains the course's "
+            f"width {FULL_WIDTH} on batches of {FULL_BATCH_SIZE} for {FULL_EPOCHS} epochs"
+        )
 
     @property
     def sampler_name(self) -> str:
@@ -179,6 +192,8 @@ def run_diffusion(
     run (None under torchrun on ranks other than 0). The run is called ``cfg.run_name``."""
     cfg = cfg or DiffusionSettings()
     run, device = start_run(cfg.run_name, cfg.seed, out, device)
+    if cfg.cpu_note:
+        print(f"labkit: {cfg.cpu_note}")
     data = datasets.load_for(cfg, device, data)
     training = cfg.training(device, data.image_shape)
     recorder = progression.FixedNoise(training, n=PROGRESSION_IMAGES, seed=cfg.seed)
@@ -223,7 +238,14 @@ def save_diffusion_run(
             run.save_figure(plots.image_grid(grid, nrow=10, title=f"{title}: one row per class 0-9"), "digit_grid")
     plots.close_all()
     return run.record(
-        model="diffusion", cfg=cfg, training=training, data=data, history=history, final=final, device=device
+        model="diffusion",
+        cfg=cfg,
+        training=training,
+        data=data,
+        history=history,
+        final=final,
+        device=device,
+        note=cfg.cpu_note,
     )
 
 

@@ -154,7 +154,8 @@ class Run:
 
         The hyperparameters are the settings as used: ``asdict(cfg)`` with the precision that
         ``auto`` chose and the values in ``used`` (for example the GAN's two learning rates).
-        ``note``: a sentence the report shows under the run's title (the DCGAN's epochs on a CPU)."""
+        ``note``: a sentence the report shows under the run's title (what a CPU shrank: the DCGAN's epochs, the
+        diffusion UNet)."""
         hyperparameters = {**asdict(cfg), "precision": training.precision.mode, **used}
         self.write_metrics(
             **({"note": note} if note else {}),
