@@ -244,7 +244,7 @@ def test_each_sampler_draws_in_its_own_default_number_of_steps(monkeypatch):
 def test_a_conditional_model_trains_its_own_epochs_on_a_cpu_wherever_it_is_asked_for(monkeypatch):
     """Told the digit, the conditional model needs fewer CPU epochs (40 of the unconditional model's 65): the
     command line (``--conditional``), notebook 04 and notebook 05 each build it so. Built by replacing a field of
-    the default settings, it kept their 65 epochs."""
+    the default settings, it kept their 65 epochs. What the CPU shrank is said (``cpu_note``)."""
     from labkit import compare, experiments
     from labkit.diffusion.recipe import CPU_EPOCHS, CPU_EPOCHS_CONDITIONAL, DiffusionSettings
     from labkit.engine import settings
@@ -255,8 +255,13 @@ def test_a_conditional_model_trains_its_own_epochs_on_a_cpu_wherever_it_is_asked
     assert experiments.settings_for("diffusion", conditional=True, epochs=7).epochs == 7  # --epochs 7 wins
     assert compare.default_settings("diffusion-cond").epochs == 40
     assert compare.default_settings("diffusion").epochs == 65
+    assert DiffusionSettings(conditional=True).cpu_note.startswith(
+        "CPU: a diffusion UNet of width 16 on batches of 64 for 40 epochs, so that a run fits in about 15 minutes"
+    )  # said by the command line, notebook 05 and the run's metrics.json (the report shows it)
+    assert DiffusionSettings(width=32).cpu_note is None  # the course's UNet: nothing shrank
     monkeypatch.setattr(settings, "training_on_cpu", lambda: False)  # a GPU: the course's 30 for both
     assert (DiffusionSettings().epochs, DiffusionSettings(conditional=True).epochs) == (30, 30)
+    assert DiffusionSettings().width == 32 and DiffusionSettings().cpu_note is None
     monkeypatch.setenv("LABKIT_SMOKE", "1")
     assert DiffusionSettings(conditional=True).epochs == settings.SMOKE_EPOCHS
 
@@ -342,9 +347,9 @@ def test_the_weights_average_starts_at_the_weights_and_settles_to_its_decay():
         values.append(ema.module.weight.item())
         if step == 0:
             assert values[0] == 1.0  # the first update copies the weights
-    assert values[1] == pytest.approx(2 / 11)  # n = 1: the decay is capped at (1 + n) / (10 + n)
-    assert values[2] == pytest.approx(values[1] * 3 / 12)  # n = 2: 3/12
-    assert values[30] / values[29] == pytest.approx(0.5)  # the cap passes 0.5 at n = 8: the decay itself
+    assert values[1] == pytest.approx(2 / 6)  # n = 1: the decay is capped at (1 + n) / (5 + n)
+    assert values[2] == pytest.approx(values[1] * 3 / 7)  # n = 2: 3/7
+    assert values[30] / values[29] == pytest.approx(0.5)  # the cap passes 0.5 at n = 3: the decay itself
 
 
 def test_drawing_in_batches_gives_the_images_of_drawing_all_at_once(monkeypatch):

@@ -31,7 +31,7 @@ TRAJECTORY_IMAGES = 8  # rows of the noise-to-image strip
 PROGRESSION_IMAGES = 16  # images drawn from the same noise after every epoch (each costs a full sampling)
 # Without a GPU the UNet is narrower (width 16: 4 times cheaper a step than 32) and trains on batches of 64: at a
 # CPU's fixed budget, more steps of a smaller network give better samples than fewer of a wider one
-# (benchmarks/diffusion_budget.py). 65 epochs are 4,030 steps on the 4,000 offline digits: after 4,000 steps at a
+# (benchmarks/diffusion_budget.py). 65 epochs are 4,095 steps on the 4,000 offline digits: after 4,000 steps at a
 # constant lr of 0.001, flow matching with logit-normal times reached a Fréchet distance of 7.8 on 1,000 samples of
 # 16 Heun steps (uniform times: 8.5; after 2,000 steps: 13.6). With lr 0.002 falling linearly to 0 (the default
 # since; after 3,000 steps 9.3 where a constant 0.001 gave 10.3) the whole run reached 8.28 in 14.7 minutes,
