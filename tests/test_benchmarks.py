@@ -201,3 +201,24 @@ def test_the_diffusion_budget_benchmark_measures_a_conditional_models_accuracy(t
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads(out.read_text())["measurements"]
     assert row["conditional"] is True and 0 <= row["conditional_accuracy"] <= 1
+
+
+def test_the_diffusion_ema_benchmark_judges_every_average_of_one_training(tmp_path):
+    from diffusion_ema import VARIANTS
+
+    out, data_root = tmp_path / "diffusion_ema.json", tmp_path / "data"
+    data_root.mkdir()
+    env = {**os.environ, "LABKIT_SMOKE": "1", "LABKIT_OFFLINE": "1", "LABKIT_DATA": str(data_root)}
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "diffusion_ema.py"), "--samples", "32", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    fid = {r["average"]: r["fid_classifier"] for r in result["measurements"]}
+    assert list(fid) == ["weights", *VARIANTS] and all(value > 0 for value in fid.values())
+    # a few smoke steps: the cap (1 + n) / (10 + n) stays below 0.99, so capping the decay there changes nothing ...
+    assert fid["k10"] == fid["k10_decay0.995"] == fid["k10_decay0.99"]
+    assert len({fid["k3"], fid["k10"], fid["k40"], fid["weights"]}) == 4  # ... while another cap is another average
