@@ -95,12 +95,24 @@ def report_flags(folder: Path, runs: dict[str, dict]) -> list[str]:
         for metric, written in table.items():
             if metric not in final:
                 flags.append(f"REPORT.md lists {run} {metric} = {written}, which its metrics.json does not have")
-            elif written != report.table_cell(final[metric]):
+            elif not _shows(written, final[metric]):
                 flags.append(
                     f"REPORT.md says {run} {metric} = {_shown(written)} but its metrics.json says "
                     f"{_shown(report.table_cell(final[metric]))} (edited by hand?)"
                 )
     return flags
+
+
+def _shows(written: str, value) -> bool:
+    """Whether a number written in REPORT.md is ``value``: as the report writes it, or the same number written
+    another way ("232.0" where the report writes 232)."""
+    shown = report.table_cell(value)
+    if written == shown:
+        return True
+    try:
+        return math.isfinite(float(written)) and float(written) == float(shown)
+    except ValueError:
+        return False
 
 
 def _shown(text: str, limit: int = 60) -> str:

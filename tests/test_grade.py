@@ -217,6 +217,24 @@ def test_a_number_edited_in_the_report_is_flagged(graded):
     assert "REPORT.md says ae test_mse = 0.001 but its metrics.json says" in flags and "edited by hand" in flags
 
 
+def test_a_number_written_another_way_is_the_same_number_and_not_flagged(tmp_path):
+    """The report writes 232.0 as "232"; a student's "232.0" is the same number, not an edit. Compared as text,
+    it was flagged as edited by hand (a smoke-mode Fréchet distance of 464.0, halved, hit it)."""
+    runs = {"diffusion-cond": {"final": {"fid_classifier": 232.0, "conditional_accuracy": 0.5}}}
+    section = "### Run `diffusion-cond`: diffusion, 1 epochs\n\nMeasured:\n\n| metric | value |\n|---|---|\n"
+    for written, flagged in (("232", False), ("232.0", False), ("2.32e2", False), ("231", True), ("nan", True)):
+        (tmp_path / "REPORT.md").write_text(
+            section + f"| fid_classifier | {written} |\n| conditional_accuracy | 0.5 |\n"
+        )
+        flags = grade.report_flags(tmp_path, runs)
+        assert bool(flags) == flagged, (written, flags)
+        if flagged:
+            assert flags == [
+                f"REPORT.md says diffusion-cond fid_classifier = {written} but its metrics.json says 232 "
+                "(edited by hand?)"
+            ]
+
+
 def test_a_swapped_checkpoint_does_not_reproduce_its_metrics(graded):
     flags = graded["rows"]["erin"]["flags"]
     assert "ae: its weights give test_mse = " in flags and "not the weights that made these numbers" in flags
@@ -292,7 +310,8 @@ def test_a_diffusion_run_is_verified_from_its_weights_and_an_edited_frechet_dist
     assert "its weights" not in rows["ivan"]["flags"] and "diffusion-cond: a smoke-mode run" in rows["ivan"]["flags"]
     assert rows["ivan"]["diffusion conditional diffusion samples, one row per digit"] == "present"
     flags = rows["judy"]["flags"]
-    assert "diffusion-cond: its weights give fid_classifier = " in flags and f"says {claimed}" in flags
+    assert "diffusion-cond: its weights give fid_classifier = " in flags
+    assert f"its metrics.json says {report.format_value(claimed)} (beyond 15%" in flags
     assert "REPORT.md says" not in flags and rows["judy"]["verified"] == ""
 
 
