@@ -34,12 +34,14 @@ DIGITS = 10
 
 def default_settings(name: str):
     """The settings notebook 04 compares model ``name`` with: the defaults of its notebook, which are those
-    of ``python -m labkit train NAME`` (``labkit.experiments.RECIPES``). ``diffusion`` is flow matching
-    (``labkit.diffusion.recipe.DiffusionSettings``), ``diffusion-cond`` the same model told the digit and
-    sampled with classifier-free guidance (``train diffusion --conditional``)."""
+    of ``python -m labkit train NAME`` (``labkit.experiments.RECIPES``), except where a notebook trains fewer
+    epochs on a CPU (a settings class's ``for_notebook``). ``diffusion`` is flow matching
+    (``labkit.diffusion.recipe.DiffusionSettings.for_notebook``: notebook 05's epochs), ``diffusion-cond`` the
+    same model told the digit and sampled with classifier-free guidance (``train diffusion --conditional``)."""
     _check_name(name)
     settings_class = RECIPES[RECIPE_OF.get(name, name)][1]
-    return settings_class(conditional=True) if name == "diffusion-cond" else settings_class()
+    notebook_settings = getattr(settings_class, "for_notebook", settings_class)  # fewer CPU epochs than the CLI
+    return notebook_settings(conditional=True) if name == "diffusion-cond" else notebook_settings()
 
 
 def _check_name(name: str) -> None:

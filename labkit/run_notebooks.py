@@ -140,7 +140,8 @@ def _cpu_notes() -> list[str]:
     from .diffusion.recipe import DiffusionSettings
     from .gan_experiments import DCGANSettings
 
-    return [note for note in (DCGANSettings().epochs_note, DiffusionSettings().cpu_note) if note]
+    notes = (DCGANSettings().epochs_note, DiffusionSettings.for_notebook().cpu_note)
+    return [note for note in notes if note]
 
 
 def _record(out: Path, kind: str, minutes: dict[str, float]) -> None:

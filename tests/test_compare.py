@@ -195,10 +195,12 @@ def test_diffusion_has_no_latent_path_to_walk(mnist_offline):
 
 
 def test_the_compared_settings_are_the_commands_and_a_conditional_run_has_its_own_folder(monkeypatch, mnist_offline):
-    full = compare.default_settings("diffusion")
-    assert full == DiffusionSettings() and full.run_name == "diffusion"  # python -m labkit train diffusion
+    full = compare.default_settings("diffusion")  # notebook 05's: python -m labkit train diffusion, but on a CPU
+    assert full == DiffusionSettings.for_notebook() and full.run_name == "diffusion"  # fewer epochs
+    assert replace(full, epochs=DiffusionSettings().epochs) == DiffusionSettings()  # the same run otherwise
     cond = compare.default_settings("diffusion-cond")
-    assert cond == DiffusionSettings(conditional=True) and cond.run_name == "diffusion-cond"
+    assert cond == DiffusionSettings.for_notebook(conditional=True) and cond.run_name == "diffusion-cond"
+    assert replace(cond, epochs=DiffusionSettings(conditional=True).epochs) == DiffusionSettings(conditional=True)
     monkeypatch.setenv("LABKIT_SMOKE", "1")
     smoke = compare.default_settings("diffusion-cond")
     assert smoke == DiffusionSettings(conditional=True) and smoke.width == 8  # the smoke-mode UNet of the command

@@ -243,9 +243,9 @@ def test_each_sampler_draws_in_its_own_default_number_of_steps(monkeypatch):
 
 def test_a_conditional_model_trains_its_own_epochs_on_a_cpu_wherever_it_is_asked_for(monkeypatch):
     """Told the digit, the conditional model needs fewer CPU epochs (40 of the unconditional model's 65): the
-    command line (``--conditional``), notebook 04 and notebook 05 each build it so. Built by replacing a field of
+    command line (``--conditional``) builds it so. Built by replacing a field of
     the default settings, it kept their 65 epochs. What the CPU shrank is said (``cpu_note``)."""
-    from labkit import compare, experiments
+    from labkit import experiments
     from labkit.diffusion.recipe import CPU_EPOCHS, CPU_EPOCHS_CONDITIONAL, DiffusionSettings
     from labkit.engine import settings
 
@@ -253,8 +253,6 @@ def test_a_conditional_model_trains_its_own_epochs_on_a_cpu_wherever_it_is_asked
     assert (CPU_EPOCHS, CPU_EPOCHS_CONDITIONAL) == (65, 40)
     assert experiments.settings_for("diffusion", conditional=True, epochs=None).epochs == 40  # train --conditional
     assert experiments.settings_for("diffusion", conditional=True, epochs=7).epochs == 7  # --epochs 7 wins
-    assert compare.default_settings("diffusion-cond").epochs == 40
-    assert compare.default_settings("diffusion").epochs == 65
     assert DiffusionSettings(conditional=True).cpu_note.startswith(
         "CPU: a diffusion UNet of width 16 on batches of 64 for 40 epochs, so that a run fits in about 15 minutes"
     )  # said by the command line, notebook 05 and the run's metrics.json (the report shows it)
@@ -264,6 +262,31 @@ def test_a_conditional_model_trains_its_own_epochs_on_a_cpu_wherever_it_is_asked
     assert DiffusionSettings().width == 32 and DiffusionSettings().cpu_note is None
     monkeypatch.setenv("LABKIT_SMOKE", "1")
     assert DiffusionSettings(conditional=True).epochs == settings.SMOKE_EPOCHS
+
+
+def test_the_notebooks_train_fewer_cpu_epochs_than_the_command_line_and_say_so(monkeypatch):
+    """So that `make run` of all five notebooks fits in half an hour on 2 cores, notebook 05 (and notebook 04,
+    which compares its runs and would otherwise train them on to the command line's epochs) trains
+    ``NOTEBOOK_CPU_EPOCHS``: said in the note, and nothing changes on a GPU or in smoke mode."""
+    from labkit import compare, run_notebooks
+    from labkit.diffusion.recipe import NOTEBOOK_CPU_EPOCHS, NOTEBOOK_CPU_EPOCHS_CONDITIONAL, DiffusionSettings
+    from labkit.engine import settings
+
+    assert (NOTEBOOK_CPU_EPOCHS, NOTEBOOK_CPU_EPOCHS_CONDITIONAL) == (20, 10)
+    notebook, notebook_cond = DiffusionSettings.for_notebook(), DiffusionSettings.for_notebook(conditional=True)
+    assert (notebook.epochs, notebook_cond.epochs) == (20, 10)
+    assert (compare.default_settings("diffusion").epochs, compare.default_settings("diffusion-cond").epochs) == (20, 10)
+    assert DiffusionSettings.for_notebook(epochs=7, conditional=True).epochs == 7  # asked for: kept
+    assert notebook.width == DiffusionSettings().width == 16  # only the epochs differ from the command line's
+    assert notebook_cond.cpu_note.startswith(
+        "CPU: a diffusion UNet of width 16 on batches of 64 for 10 epochs, fewer than the 40 of "
+        "`python -m labkit train diffusion --conditional` (about 15 minutes a run), whose digits are better;"
+    )
+    assert "fewer than the 65 of `python -m labkit train diffusion` (" in " ".join(run_notebooks._cpu_notes())
+    monkeypatch.setattr(settings, "training_on_cpu", lambda: False)  # a GPU: the course's 30, as the command line
+    assert (DiffusionSettings.for_notebook().epochs, compare.default_settings("diffusion-cond").epochs) == (30, 30)
+    monkeypatch.setenv("LABKIT_SMOKE", "1")
+    assert DiffusionSettings.for_notebook(conditional=True).epochs == settings.SMOKE_EPOCHS
 
 
 def test_a_run_records_the_judges_numbers_and_its_figures(tmp_path, mnist_offline):
