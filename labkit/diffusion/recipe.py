@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -267,7 +267,7 @@ def save_diffusion_run(
         history=history,
         final=final,
         device=device,
-        note=cfg.cpu_note,
+        note=replace(cfg, epochs=len(history)).cpu_note,  # the epochs trained: notebook 05 reuses a longer run
     )
 
 
