@@ -266,7 +266,7 @@ def test_a_conditional_model_trains_its_own_epochs_on_a_cpu_wherever_it_is_asked
 
 
 def test_the_notebooks_train_fewer_cpu_epochs_than_the_command_line_and_say_so(monkeypatch):
-    """So that `make run` of all five notebooks fits in half an hour on 2 cores, notebook 05 (and notebook 04,
+    """So that `make run` of all five notebooks takes about half an hour on 2 cores, notebook 05 (and notebook 04,
     which compares its runs and would otherwise train them on to the command line's epochs) trains
     ``NOTEBOOK_CPU_EPOCHS``: said in the note, and nothing changes on a GPU or in smoke mode."""
     from labkit import compare, run_notebooks
