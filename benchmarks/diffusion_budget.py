@@ -24,7 +24,7 @@ from labkit import datasets, metrics
 from labkit.data import batches
 from labkit.diffusion.recipe import DiffusionSettings
 from labkit.engine import device
-from labkit.engine.loop import classes_in_turn
+from labkit.models import classes_in_turn
 
 DEFAULT_CONFIGS = ({"width": 16, "batch_size": 64}, {"width": 32, "batch_size": 128})
 DEFAULT_CHECKS = {16: (1000, 2000, 3000, 4000), 32: (150, 300, 450, 600)}

@@ -23,7 +23,7 @@ from common import write_result
 
 from labkit import data, gan, metrics
 from labkit.engine import device, loop
-from labkit.gan_experiments import GANSettings
+from labkit.gan.recipe import GANSettings
 
 VARIANTS = {
     "plain": {},

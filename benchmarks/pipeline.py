@@ -28,8 +28,9 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from labkit import ae, art, data, gan, gan_nets, vae
+from labkit import ae, art, data, gan, vae
 from labkit.engine import device, loop
+from labkit.gan import nets as gan_nets
 
 
 def torchvision_mnist(mnist: data.ImageData, root: Path) -> datasets.MNIST:

@@ -179,7 +179,7 @@ def gan_search(mnist: data.ImageData, device) -> list[tuple[int, float]]:
     from labkit import gan, metrics
     from labkit.engine import device as devices
     from labkit.engine.loop import fit
-    from labkit.gan_experiments import GANSettings
+    from labkit.gan.recipe import GANSettings
 
     dev = devices.pick_device(device)
     cfg = GANSettings(epochs=GAN_SEARCH_EPOCHS)

@@ -14,7 +14,7 @@ from dataclasses import asdict
 
 import torch
 
-from . import cvae, gan, metrics, report
+from . import metrics, report
 from .data import ImageData
 from .diffusion import samplers
 from .engine import settings
@@ -22,8 +22,10 @@ from .engine.checkpoint import Checkpoint
 from .engine.loop import History, seconds_per_epoch
 from .engine.runs import METRICS_FILE, Run, Trained, load_metrics
 from .experiments import RECIPES
+from .models import generate
 from .plots import linear_path
 from .report import format_value
+from .vae import cvae
 
 COMPARED = ("ae", "vae", "gan", "diffusion")
 CONDITIONAL = ("cvae", "cgan", "diffusion-cond")  # told which digit to draw: notebook 04, "The conditional models"
@@ -239,7 +241,7 @@ def interpolation(
         G = model.training.generator
         g = torch.Generator().manual_seed(seed)
         ends = torch.randn(len(INTERPOLATION_PAIRS), 2, G.latent_dim, generator=g)
-        paths = [(gan.generate(G, linear_path(a, b, steps).to(next(G.parameters()).device)) + 1) / 2 for a, b in ends]
+        paths = [(generate(G, linear_path(a, b, steps).to(next(G.parameters()).device)) + 1) / 2 for a, b in ends]
     else:
         net = model.training.model
         encode = (lambda x: net.encode(x)[0]) if model.name == "vae" else net.encode

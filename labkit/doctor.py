@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 
-from . import gan_nets
 from .engine import device as devices
 from .engine import settings
 from .engine.loop import fit
@@ -87,7 +86,7 @@ def environment(device: torch.device) -> list[tuple[str, str]]:
         ("GPU supported by this torch", "n/a" if not gpus else ("no: " + problem if problem else "yes")),
         ("device used", str(device)),
         ("precision 'auto' picks", Precision(device, "auto").mode),
-        ("platform", "Colab" if settings.on_colab() else "Kaggle" if settings.on_kaggle() else "local"),
+        ("platform", "Colab" if devices.on_colab() else "Kaggle" if devices.on_kaggle() else "local"),
         ("smoke mode (LABKIT_SMOKE)", str(settings.smoke_mode())),
         ("data root", str(settings.data_root())),
         ("runs folder", f"{runs} ({why})"),
@@ -110,19 +109,20 @@ def _finite(record: dict) -> str:
 def _training(model: str, dev: torch.device, channels_last: bool = False):
     """A fresh training of ``model`` on ``dev``, built as its recipe builds it."""
     from . import metrics
-    from .ae import AESettings
-    from .cvae import CVAESettings
+    from .ae.recipe import AESettings
     from .diffusion.recipe import DiffusionSettings
-    from .gan_experiments import CGANSettings, DCGANSettings, GANSettings
-    from .vae import VAESettings
-    from .vqvae import VQVAESettings
+    from .gan.nets import mlp_gan
+    from .gan.recipe import CGANSettings, DCGANSettings, GANSettings
+    from .vae.cvae import CVAESettings
+    from .vae.recipe import VAESettings
+    from .vae.vqvae import VQVAESettings
 
     if model == "ae":
         return AESettings(epochs=1).training(dev)
     if model == "vae":
         return VAESettings(epochs=1).training(dev)
     if model == "gan":
-        return GANSettings(epochs=1).training(*(m.to(dev) for m in gan_nets.mlp_gan()))
+        return GANSettings(epochs=1).training(*(m.to(dev) for m in mlp_gan()))
     if model == "gan-wgan-gp":  # the gradient penalty's double backward in mixed precision
         cfg = GANSettings(epochs=1, loss="wgan-gp")
         return cfg.training(*(m.to(dev) for m in cfg.networks()))
@@ -183,7 +183,7 @@ class Doctor:
 
     def resume(self) -> str:
         """Two epochs in one go equal one epoch, a new process's worth of fresh objects, and a resumed one."""
-        from .ae import AESettings
+        from .ae.recipe import AESettings
 
         x = self.x
         with tempfile.TemporaryDirectory() as folder:
@@ -218,7 +218,7 @@ class Doctor:
     def reuse(self) -> str:
         """Notebook 04 loads notebook 01's run from its checkpoint instead of training again."""
         from . import compare
-        from .ae import AESettings
+        from .ae.recipe import AESettings
 
         with tempfile.TemporaryDirectory() as folder, _environment(LABKIT_RUNS=folder, LABKIT_SMOKE="1"):
             cfg = AESettings(epochs=1)

@@ -1,16 +1,16 @@
 """Every model's recipe and settings by name, as ``python -m labkit train MODEL`` and notebook 04 find
-them: the autoencoder (``labkit.ae``), the VAE (``labkit.vae``), the conditional VAE (``labkit.cvae``), the
-VQ-VAE (``labkit.vqvae``), the GANs (``labkit.gan_experiments``) and diffusion (``labkit.diffusion.recipe``).
+them: the autoencoder (``labkit.ae``), the VAE (``labkit.vae``), the conditional VAE (``labkit.vae.cvae``), the
+VQ-VAE (``labkit.vae.vqvae``), the GANs (``labkit.gan.recipe``) and diffusion (``labkit.diffusion.recipe``).
 """
 
 from __future__ import annotations
 
-from .ae import AESettings, run_ae
-from .cvae import CVAESettings, run_cvae
+from .ae.recipe import AESettings, run_ae
 from .diffusion.recipe import RECIPES_DIFFUSION
-from .gan_experiments import RECIPES_GAN
-from .vae import VAESettings, run_vae
-from .vqvae import VQVAESettings, run_vqvae
+from .gan.recipe import RECIPES_GAN
+from .vae.cvae import CVAESettings, run_cvae
+from .vae.recipe import VAESettings, run_vae
+from .vae.vqvae import VQVAESettings, run_vqvae
 
 RECIPES = {
     "ae": (run_ae, AESettings),

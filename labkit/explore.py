@@ -9,7 +9,8 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from . import gan, plots
+from . import plots
+from .models import generate
 
 MARKER_GID = "explorer-marker"  # the gid of the marker line, so that tests (and you) can find it
 
@@ -97,4 +98,4 @@ def walk_images(
     device = _device(generator)
     path = (slerp if spherical else lerp)(z_start.to(device), z_end.to(device), t)  # (T, D)
     others = torch.randn(reference, path.shape[1], generator=torch.Generator().manual_seed(seed)).to(device)
-    return gan.generate(generator, torch.cat([path, others]))[: len(path)]
+    return generate(generator, torch.cat([path, others]))[: len(path)]

@@ -21,7 +21,7 @@ import os
 import pickle
 import re
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -29,8 +29,8 @@ import torch
 from . import report
 from .engine import files
 from .engine.checkpoint import _refusal_reason
-from .engine.loop import classes_in_turn
-from .gradebook import MAIN_METRICS, class_report, number_problem, write_gradebook
+from .gradebook import MAIN_METRICS, Student, class_report, number_problem, write_gradebook
+from .models import classes_in_turn
 from .submit import MANIFEST, WEIGHTS_FILE, WEIGHTS_FORMAT, Refused, check_manifest, load_runs, open_submission
 
 TOLERANCE = {"test_mse": 0.02, "test_neg_elbo_nats": 0.02, "fid_classifier": 0.15, "conditional_accuracy": 0.05}
@@ -43,18 +43,6 @@ CACHE = ".cache"  # the folder of --out that keeps the digit classifier the grad
 # The numbers of a run's "final" that the grader compares or lists: each must be a finite number.
 GRADED_NUMBERS = set(TOLERANCE) | {metric for _, metric in MAIN_METRICS}
 GRADED_SUFFIXES = ("test_mse", "test_neg_elbo_nats", "fid_classifier", "class_coverage", "conditional_accuracy")
-
-
-@dataclass
-class Student:
-    name: str
-    folder: Path | None = None
-    runs: dict[str, dict] = field(default_factory=dict)
-    discussions: dict[str, str] = field(default_factory=dict)
-    flags: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    verified: list[str] = field(default_factory=list)
-    refused: str = ""
 
 
 # --------------------------------------------------------------------------- the checks

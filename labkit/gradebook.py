@@ -12,14 +12,27 @@ from __future__ import annotations
 import csv
 import math
 import unicodedata
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import report
 from .engine import files
 
-if TYPE_CHECKING:
-    from .grade import Student
+
+@dataclass
+class Student:
+    """One student's graded submission, as ``labkit.grade`` fills it: the runs it holds (run name ->
+    metrics.json), the answers of its REPORT.md, and what the grader flagged, noted, verified or refused."""
+
+    name: str
+    folder: Path | None = None
+    runs: dict[str, dict] = field(default_factory=dict)
+    discussions: dict[str, str] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    verified: list[str] = field(default_factory=list)
+    refused: str = ""
+
 
 MAIN_METRICS = (
     ("ae", "test_mse"),

@@ -1,4 +1,4 @@
-"""Measured numbers for comparing models: reconstruction error, ELBO parts, a digit classifier,
+"""Measured numbers for comparing models: reconstruction error, a digit classifier,
 a classifier-based Fréchet distance and class coverage (notebook 04_compare, "Measuring").
 
 Everything is computed on the test split, per image, with a fixed seed where sampling is involved.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
-import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from torch import nn
 from .data import ImageData, batches
 from .engine import distributed, files, settings
 from .engine.loop import TrainingBase
-from .losses import bernoulli_nll, bernoulli_nll_of_probabilities
-from .vae import kl_divergence, reparameterize
+from .losses import bernoulli_nll_of_probabilities
 
 CLASSIFIER_VERSION = 1  # bump when DigitClassifier or its training recipe changes: caches retrain
 
@@ -43,53 +41,6 @@ def reconstruction_errors(reconstruct, x: torch.Tensor, batch_size: int = 1000) 
         bce += bernoulli_nll_of_probabilities(r, xb).sum().item()
     n = len(x)
     return {"mse_per_pixel": mse / x[0].numel() / n, "bce_nats": bce / n}
-
-
-@torch.no_grad()
-def elbo_decomposition(
-    vae, x: torch.Tensor, samples: int = 1, seed: int = 0, batch_size: int = 1000
-) -> dict[str, float]:
-    """The test ELBO split into its parts, per image in nats: recon + kl = neg_elbo.
-
-    ``recon`` = E_q[-log p(x|z)] estimated with ``samples`` draws of z per image; ``kl`` is exact.
-    """
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    recon = kl = 0.0
-    for xb in batches(x, batch_size=batch_size, shuffle=False):
-        mu, logvar = vae.encode(xb)
-        kl += kl_divergence(mu, logvar).sum().item()
-        for _ in range(samples):
-            recon += bernoulli_nll(vae.decode_logits(reparameterize(mu, logvar)), xb).sum().item() / samples
-    torch.random.set_rng_state(generator_state)
-    n = len(x)
-    return {"recon": recon / n, "kl": kl / n, "neg_elbo": (recon + kl) / n}
-
-
-@torch.no_grad()
-def importance_weighted_bound(vae, x: torch.Tensor, k: int = 64, seed: int = 0, batch_size: int = 250) -> float:
-    """-log p(x) estimated with k importance samples (Burda, Grosse & Salakhutdinov 2016, eq. 8).
-
-    log p(x) >= log 1/k sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x). For k = 1 this is the ELBO;
-    it tightens as k grows, so the returned negative bound is <= the negative ELBO (nats per image).
-    """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    total = 0.0
-    for xb in batches(x, batch_size=batch_size, shuffle=False):
-        mu, logvar = vae.encode(xb)  # (B, D)
-        std = torch.exp(0.5 * logvar)
-        z = mu + std * torch.randn(k, *mu.shape, device=mu.device)  # (k, B, D)
-        log_q = torch.distributions.Normal(mu, std).log_prob(z).sum(-1)  # (k, B)
-        log_prior = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)  # (k, B)
-        logits = vae.decode_logits(z.flatten(0, 1))  # (k*B, C, H, W)
-        log_lik = -bernoulli_nll(logits, xb.repeat(k, 1, 1, 1)).view(k, -1)  # (k, B)
-        log_w = log_lik + log_prior - log_q
-        total += -(torch.logsumexp(log_w, dim=0) - math.log(k)).sum().item()
-    torch.random.set_rng_state(generator_state)
-    return total / len(x)
 
 
 # --------------------------------------------------------------------------- the digit classifier

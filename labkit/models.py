@@ -1,12 +1,15 @@
 """What the course's networks share: MLP stacks, a base class that checks the image shape of its
 input, the encoder widths, parameter counts and ``model_summary``, which prints the layers with their
-output shapes and parameter counts ("Architecture" section of each notebook). The autoencoder is in
-``labkit.ae``, the VAE in ``labkit.vae``, the GANs in ``labkit.gan_nets``.
+output shapes and parameter counts ("Architecture" section of each notebook), and drawing images from
+a latent generator (``generate``, batch norm on batch statistics, the classes in turn), which the GANs,
+the progression and the notebooks' explorations use. The autoencoder is in ``labkit.ae``, the VAE in
+``labkit.vae``, the GANs in ``labkit.gan.nets``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -134,3 +137,42 @@ def model_summary(model: nn.Module, input_shape: Sequence[int], device: torch.de
     lines += [f"{n:<{width}}{s:<22}{p:>12,}" for n, s, p in rows]
     lines += ["-" * (width + 34), f"{'total trainable':<{width + 22}}{count_parameters(model):>12,}"]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- drawing from a generator
+
+
+def classes_in_turn(n: int, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The labels 0, 1, ..., num_classes - 1, 0, 1, ... (n,): what a conditional model's ``draw`` asks for when
+    it is given no labels (the conditional GAN, the conditional diffusion model), each class equally often."""
+    return torch.arange(n, device=device) % num_classes
+
+
+@contextmanager
+def batch_statistics(module: nn.Module):
+    """Run ``module``'s batch-norm layers on the batch's own statistics (as in training) without
+    touching their running averages, so that drawing samples never changes the model."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in norms]
+    for m in norms:
+        m.train()
+        m.track_running_stats = False
+    try:
+        yield module
+    finally:
+        for m, (training, track) in zip(norms, saved):
+            m.train(training)
+            m.track_running_stats = track
+
+
+@torch.no_grad()
+def generate(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Images G(z) in [-1, 1] on the CPU, with batch norm on batch statistics (as G was trained).
+    A conditional generator (one with ``num_classes``, ``labkit.gan.cgan``) draws the classes ``labels``
+    (N,), by default ``classes_in_turn``."""
+    with batch_statistics(generator):
+        if not hasattr(generator, "num_classes"):
+            return generator(z).float().cpu()
+        if labels is None:
+            labels = classes_in_turn(len(z), generator.num_classes, z.device)
+        return generator(z, labels.to(z.device)).float().cpu()

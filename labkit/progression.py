@@ -17,7 +17,7 @@ from torch import nn
 from . import plots
 from .engine import files, settings
 from .engine.loop import History
-from .gan import generate
+from .models import generate
 
 
 class FixedNoise:

@@ -144,7 +144,7 @@ def _execute(i: int, n: int, name: str, path: Path, out: Path, minutes: dict[str
 def _cpu_notes() -> list[str]:
     """What the notebooks shrink on a machine without a GPU, and what a GPU runs instead."""
     from .diffusion.recipe import DiffusionSettings
-    from .gan_experiments import DCGANSettings
+    from .gan.recipe import DCGANSettings
 
     notes = (DCGANSettings().epochs_note, DiffusionSettings.for_notebook().cpu_note)
     return [note for note in notes if note]

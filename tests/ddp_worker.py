@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 
 from labkit import __main__ as cli
-from labkit import ae, data, gan, gan_nets
+from labkit import ae, data, gan
 from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
 from labkit.engine import device, distributed, loop, runs
-from labkit.gan_experiments import CGANSettings
+from labkit.gan import nets as gan_nets
+from labkit.gan.recipe import CGANSettings
 
 
 def weights(training) -> dict:

@@ -8,11 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from labkit import cgan, gan, metrics
+from labkit import gan, metrics
 from labkit.engine import device
 from labkit.engine.loop import fit
-from labkit.gan_experiments import CGANSettings, run_cgan
-from labkit.wgan import WGANGPTraining, gradient_penalty
+from labkit.gan import cgan
+from labkit.gan.recipe import CGANSettings, run_cgan
+from labkit.gan.wgan import WGANGPTraining, gradient_penalty
 
 
 def test_both_networks_see_the_label():

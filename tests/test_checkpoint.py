@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from labkit import gan, gan_nets, progression
+from labkit import gan, progression
 from labkit.ae import Autoencoder, AutoencoderTraining
 from labkit.engine import checkpoint as ckpt
 from labkit.engine.device import seed_everything
 from labkit.engine.harness import TrainingDiverged
 from labkit.engine.loop import fit
 from labkit.engine.precision import Precision
+from labkit.gan import nets as gan_nets
 from labkit.vae import VAETraining, make_vae
 
 ROOT = Path(__file__).resolve().parent.parent

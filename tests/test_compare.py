@@ -15,7 +15,7 @@ from labkit.data import load_mnist
 from labkit.diffusion.recipe import DiffusionSettings
 from labkit.engine.checkpoint import CheckpointError
 from labkit.engine.loop import History
-from labkit.gan_experiments import GANSettings
+from labkit.gan.recipe import GANSettings
 
 
 class _FixedLogits(nn.Module):

@@ -10,15 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from labkit import metrics
-from labkit.cvae import (
+from labkit.engine import device
+from labkit.engine.loop import evaluate, fit
+from labkit.vae.cvae import (
     CVAE_BETA,
     ConditionalVAE,
     CVAESettings,
     conditional_samples,
     run_cvae,
 )
-from labkit.engine import device
-from labkit.engine.loop import evaluate, fit
 
 FINAL_KEYS = {
     "test_neg_elbo_nats",

@@ -13,11 +13,11 @@ import torch
 from labkit import data, datasets
 from labkit.__main__ import main
 from labkit.ae import AESettings, Autoencoder, ConvAutoencoder, run_ae
-from labkit.cvae import CVAESettings
 from labkit.engine import checkpoint as ckpt
-from labkit.gan_experiments import GANSettings
+from labkit.gan.recipe import GANSettings
 from labkit.vae import VAE, ConvVAE, VAESettings, vae_run_name
-from labkit.vqvae import VQVAESettings
+from labkit.vae.cvae import CVAESettings
+from labkit.vae.vqvae import VQVAESettings
 
 N_TRAIN, N_TEST = 60, 20
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from labkit import explore, gan_nets, vae
+from labkit import explore, vae
+from labkit.gan import nets as gan_nets
 
 
 @pytest.fixture(scope="module")

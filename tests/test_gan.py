@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from labkit import gan, gan_nets, metrics, progression
+from labkit import gan, metrics, models, progression
 from labkit.engine import device
 from labkit.engine.loop import History, fit
-from labkit.gan_experiments import DCGANSettings, GANSettings, run_dcgan, run_gan
+from labkit.gan import nets as gan_nets
+from labkit.gan.recipe import DCGANSettings, GANSettings, run_dcgan, run_gan
 
 # --------------------------------------------------------------------------- networks
 
@@ -182,7 +183,7 @@ def test_sampling_leaves_the_generator_unchanged():
     state = {k: v.clone() for k, v in G.state_dict().items()}
     G.train()
     z = torch.randn(16, 100)
-    first, second = gan.generate(G, z), gan.generate(G, z)
+    first, second = models.generate(G, z), models.generate(G, z)
     assert torch.equal(first, second)
     assert all(torch.equal(v, state[k]) for k, v in G.state_dict().items())  # running stats untouched
     assert G.training and all(m.track_running_stats for m in G.modules() if isinstance(m, nn.BatchNorm2d))
@@ -371,7 +372,7 @@ def test_a_long_run_animates_at_most_max_frames_keeping_the_first_and_last_epoch
 def test_on_a_cpu_the_dcgan_trains_fewer_epochs_and_says_so_in_its_run_and_the_report(monkeypatch, tmp_path):
     from labkit import report
     from labkit.engine import settings as engine_settings
-    from labkit.gan_experiments import DCGAN_CPU_EPOCHS, DCGAN_EPOCHS
+    from labkit.gan.recipe import DCGAN_CPU_EPOCHS, DCGAN_EPOCHS
 
     monkeypatch.setenv("LABKIT_SMOKE", "0")
     monkeypatch.setattr(engine_settings, "training_on_cpu", lambda: True)

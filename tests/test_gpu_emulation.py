@@ -14,18 +14,19 @@ import torch.nn.functional as F
 from cuda_rules import CUDA_AUTOCAST_REFUSAL, save_as_if_on_gpu
 from test_checkpoint import _ae_run  # the same small checkpointed AE run
 
-from labkit import compare, gan_nets, metrics, plots, progression
+from labkit import compare, metrics, plots, progression
 from labkit.ae import AESettings, Autoencoder, AutoencoderTraining, run_ae
-from labkit.cvae import CVAESettings
 from labkit.data import load_mnist
 from labkit.diffusion.recipe import DiffusionSettings
 from labkit.engine import checkpoint as ckpt
 from labkit.engine import device
 from labkit.engine.loop import evaluate, fit
 from labkit.engine.precision import Precision
-from labkit.gan_experiments import CGANSettings, DCGANSettings, GANSettings
+from labkit.gan import nets as gan_nets
+from labkit.gan.recipe import CGANSettings, DCGANSettings, GANSettings
 from labkit.vae import VAETraining, make_vae
-from labkit.vqvae import VQVAESettings
+from labkit.vae.cvae import CVAESettings
+from labkit.vae.vqvae import VQVAESettings
 
 pytestmark = pytest.mark.gpu_emulation
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from labkit import ae, grade, report, submit, vae
-from labkit.cvae import CVAESettings, run_cvae
 from labkit.data import load_mnist
 from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
 from labkit.engine.loop import fit
-from labkit.gan_experiments import CGANSettings, GANSettings, run_cgan, run_gan
-from labkit.vqvae import VQVAESettings, run_vqvae
+from labkit.gan.recipe import CGANSettings, GANSettings, run_cgan, run_gan
+from labkit.vae.cvae import CVAESettings, run_cvae
+from labkit.vae.vqvae import VQVAESettings, run_vqvae
 
 PARTS = [p.key for p in report.PARTS]
 HONEST = {
@@ -317,7 +317,7 @@ def test_a_diffusion_run_is_verified_from_its_weights_and_an_edited_frechet_dist
 
 def test_runs_that_draw_are_judged_on_as_many_samples_as_their_recipes_judged():
     from labkit.diffusion.recipe import N_SAMPLES
-    from labkit.gan_experiments import N_DIVERSITY
+    from labkit.gan.recipe import N_DIVERSITY
 
     assert grade.SAMPLES_JUDGED == N_DIVERSITY == N_SAMPLES
 

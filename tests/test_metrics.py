@@ -10,6 +10,7 @@ from labkit.ae import Autoencoder
 from labkit.engine import device
 from labkit.engine.loop import fit
 from labkit.vae import VAETraining, make_vae
+from labkit.vae.evaluation import elbo_decomposition, importance_weighted_bound
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +84,16 @@ def test_sample_quality_metrics_refuse_wrong_shapes(classifier):
 
 
 def test_elbo_parts_add_up_and_match_the_training_loss(trained_vae, mnist_offline):
-    parts = metrics.elbo_decomposition(trained_vae, mnist_offline.test_x, samples=4)
+    parts = elbo_decomposition(trained_vae, mnist_offline.test_x, samples=4)
     assert parts["neg_elbo"] == pytest.approx(parts["recon"] + parts["kl"], rel=1e-9)
     assert 0 < parts["kl"] < parts["recon"]
 
 
 def test_importance_weighted_bound_is_tighter_than_the_elbo(trained_vae, mnist_offline):
     x = mnist_offline.test_x[:300]
-    elbo = metrics.elbo_decomposition(trained_vae, x, samples=32)["neg_elbo"]
-    k1 = metrics.importance_weighted_bound(trained_vae, x, k=1)
-    k64 = metrics.importance_weighted_bound(trained_vae, x, k=64)
+    elbo = elbo_decomposition(trained_vae, x, samples=32)["neg_elbo"]
+    k1 = importance_weighted_bound(trained_vae, x, k=1)
+    k64 = importance_weighted_bound(trained_vae, x, k=64)
     assert k1 == pytest.approx(elbo, rel=0.01)  # k = 1 is the ELBO
     assert k64 < elbo - 0.5
 

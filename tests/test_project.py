@@ -71,6 +71,21 @@ def test_every_package_labkit_imports_is_declared():
     assert not missing, f"labkit imports {sorted(missing)} without declaring them in pyproject.toml"
 
 
+def test_every_package_of_labkit_is_installed_with_it():
+    """``pip install`` (Colab, Kaggle) copies only the packages pyproject.toml names: a family's package that
+    its configuration misses would import on this checkout and fail on every student's runtime."""
+    import setuptools
+
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    if isinstance(listed, list):  # named one by one
+        installed = set(listed)
+    else:  # found: [tool.setuptools.packages.find]
+        installed = set(setuptools.find_packages(where=str(ROOT), include=listed["find"]["include"]))
+    packages = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "labkit").rglob("__init__.py")}
+    assert {"labkit.ae", "labkit.vae", "labkit.gan", "labkit.diffusion", "labkit.engine"} <= packages
+    assert installed == packages
+
+
 def test_notebooks_are_committed_without_outputs():
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     assert notebooks, "no notebooks found"

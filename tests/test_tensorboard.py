@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import ae, cvae, vae, vqvae
+from labkit import ae, vae
 from labkit.__main__ import main
 from labkit.data import load_mnist
 from labkit.engine import distributed, tensorboard
 from labkit.engine.tensorboard import TensorBoardLogger, TensorBoardMissing, progress_images, scalar_name
+from labkit.vae import cvae, vqvae
 
 SIZE, PAD = 28, 2  # an MNIST image, and make_grid's padding between images
 

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from labkit import gan_nets
 from labkit.ae import Autoencoder, AutoencoderTraining
 from labkit.engine import device
 from labkit.engine.loop import History, evaluate, fit, seconds_per_epoch
 from labkit.engine.precision import Precision
+from labkit.gan import nets as gan_nets
 from labkit.vae import VAETraining, make_vae
 
 

@@ -10,7 +10,7 @@ import torch
 from labkit.engine import device
 from labkit.engine.loop import evaluate, fit
 from labkit.losses import bernoulli_nll
-from labkit.vqvae import (
+from labkit.vae.vqvae import (
     VQVAE,
     VectorQuantizer,
     VQVAESettings,

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 import labkit
-from labkit import gan_nets, wgan
 from labkit.__main__ import main
-from labkit.gan_experiments import DCGANSettings, GANSettings, run_gan
+from labkit.gan import nets as gan_nets
+from labkit.gan import wgan
+from labkit.gan.recipe import DCGANSettings, GANSettings, run_gan
 
 
 def _linear_critic(shape, norm: float) -> nn.Module:

@@ -16,10 +16,10 @@ import torch
 from .. import datasets, metrics, plots, progression
 from ..data import ImageData
 from ..engine import distributed, settings
-from ..engine.loop import History, classes_in_turn, evaluate
+from ..engine.loop import History, evaluate
 from ..engine.precision import PRECISIONS
 from ..engine.runs import Run, Trained, cost, fit_in_run, start_run
-from ..models import MNIST_SHAPE
+from ..models import MNIST_SHAPE, classes_in_turn
 from .losses import TIME_DENSITIES
 from .samplers import SAMPLERS, check_sampler, network_evaluations
 from .schedule import SCHEDULES, NoiseSchedule, to_unit

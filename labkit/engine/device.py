@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import sys
 
 import numpy as np
 import torch
@@ -18,9 +19,17 @@ _announced: set[str] = set()
 GPU_ADVICE = {"Colab": "Runtime > Change runtime type > T4 GPU", "Kaggle": "Settings > Accelerator > GPU T4 x2"}
 
 
-def _platform() -> str | None:
-    from .settings import on_colab, on_kaggle
+def on_kaggle() -> bool:
+    """Whether this runs in a Kaggle notebook."""
+    return "KAGGLE_KERNEL_RUN_TYPE" in os.environ
 
+
+def on_colab() -> bool:
+    """Whether this runs in a Colab notebook."""
+    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
+
+
+def _platform() -> str | None:
     return "Colab" if on_colab() else "Kaggle" if on_kaggle() else None
 
 

@@ -134,12 +134,6 @@ def set_mode(training: Training, train: bool) -> None:
         module.train(train)
 
 
-def classes_in_turn(n: int, num_classes: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The labels 0, 1, ..., num_classes - 1, 0, 1, ... (n,): what a conditional model's ``draw`` asks for when
-    it is given no labels (the conditional GAN, the conditional diffusion model), each class equally often."""
-    return torch.arange(n, device=device) % num_classes
-
-
 def seconds_per_epoch(history: History) -> float:
     """Mean training seconds per epoch, leaving out the first epoch when there are more (warm-up)."""
     seconds = history.series("seconds")

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeVar
+
+from .device import on_colab, on_kaggle, pick_device
 
 T = TypeVar("T")
 
@@ -57,8 +58,6 @@ def pick(full: T, smoke: T, cpu: T | None = None) -> T:
 
 def training_on_cpu() -> bool:
     """Whether ``labkit.pick_device()`` would choose the CPU here."""
-    from .device import pick_device
-
     return pick_device(verbose=False).type == "cpu"
 
 
@@ -91,14 +90,6 @@ def data_root() -> Path:
 
 KAGGLE_WORKING = Path("/kaggle/working")  # kept with the notebook's output on Kaggle
 COLAB_DRIVE = Path("/content/drive/MyDrive")  # Google Drive, once the student mounts it on Colab
-
-
-def on_kaggle() -> bool:
-    return "KAGGLE_KERNEL_RUN_TYPE" in os.environ
-
-
-def on_colab() -> bool:
-    return "google.colab" in sys.modules or "COLAB_RELEASE_TAG" in os.environ
 
 
 def runs_location() -> tuple[Path, str]:

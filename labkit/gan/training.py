@@ -1,7 +1,7 @@
 """The adversarial game of notebook 03: the two losses, the training step that ``labkit.engine.loop.fit``
-runs (``GANTraining``), and drawing samples from a generator.
+runs (``GANTraining``), and drawing samples from a generator (``labkit.models.generate`` draws a batch).
 
-The networks are in ``labkit.gan_nets``, the fixed-noise progression in ``labkit.progression``, the
+The networks are in ``labkit.gan.nets``, the fixed-noise progression in ``labkit.progression``, the
 curves in ``labkit.plots.gan_curves`` and the mode-collapse check in ``labkit.metrics.diversity_ratio``.
 Images arrive in [0, 1] and are mapped to [-1, 1], the range of the generators' tanh.
 """
@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .engine import optim, settings
-from .engine.loop import History, TrainingBase, classes_in_turn
-from .gan_nets import LATENT_DIM
+from ..engine import optim, settings
+from ..engine.loop import History, TrainingBase
+from ..models import classes_in_turn, generate
+from .nets import LATENT_DIM
 
 
 def check_real_label(real_label) -> float:
@@ -122,7 +122,7 @@ class GANTraining(TrainingBase):
     def train_step(self, x: torch.Tensor, *labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One round of the game (Goodfellow et al. 2014, algorithm 1), as notebook 03 writes it out.
 
-        ``labels``: nothing, or the batch's class labels (B,) for a conditional GAN (``labkit.cgan``): then
+        ``labels``: nothing, or the batch's class labels (B,) for a conditional GAN (``labkit.gan.cgan``): then
         G draws fakes of the same classes as the real batch, and D judges every image with its label.
         Each update is zero_grad / backward / step. ``precision.scaler`` is PyTorch's gradient scaler:
         in float16 it scales the loss up before backward so that small gradients do not underflow
@@ -210,36 +210,6 @@ class GANTraining(TrainingBase):
 
 
 # --------------------------------------------------------------------------- sampling
-
-
-@contextmanager
-def batch_statistics(module: nn.Module):
-    """Run ``module``'s batch-norm layers on the batch's own statistics (as in training) without
-    touching their running averages, so that drawing samples never changes the model."""
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.training, m.track_running_stats) for m in norms]
-    for m in norms:
-        m.train()
-        m.track_running_stats = False
-    try:
-        yield module
-    finally:
-        for m, (training, track) in zip(norms, saved):
-            m.train(training)
-            m.track_running_stats = track
-
-
-@torch.no_grad()
-def generate(generator: nn.Module, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Images G(z) in [-1, 1] on the CPU, with batch norm on batch statistics (as G was trained).
-    A conditional generator (one with ``num_classes``, ``labkit.cgan``) draws the classes ``labels``
-    (N,), by default ``classes_in_turn``."""
-    with batch_statistics(generator):
-        if not hasattr(generator, "num_classes"):
-            return generator(z).float().cpu()
-        if labels is None:
-            labels = classes_in_turn(len(z), generator.num_classes, z.device)
-        return generator(z, labels.to(z.device)).float().cpu()
 
 
 def sample(

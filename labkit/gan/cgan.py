@@ -3,7 +3,7 @@ Generative Adversarial Nets"): the course's MLP GAN told which digit to draw. Th
 into the generator beside the noise and into the discriminator beside the image, so D judges "is this a
 real *7*?" and G must draw the digit it was asked for. ``python -m labkit train cgan`` trains it.
 
-The game is ``labkit.gan.GANTraining`` (or ``labkit.wgan.WGANGPTraining``) unchanged: their steps pass
+The game is ``labkit.gan.GANTraining`` (or ``labkit.gan.wgan.WGANGPTraining``) unchanged: their steps pass
 the batch's labels to both networks. Here are the two networks and what a run records about them.
 """
 
@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import gan, metrics, plots
-from .data import ImageData
-from .engine import settings
-from .gan_nets import LATENT_DIM, MLPGenerator
+from .. import metrics, plots
+from ..data import ImageData
+from ..engine import settings
+from ..models import classes_in_turn
+from .nets import LATENT_DIM, MLPGenerator
+from .training import sample
 
 N_CLASSES = 10  # the ten digits
 
@@ -87,7 +89,7 @@ def cgan_sample_quality(generator: nn.Module, data: ImageData, fake: torch.Tenso
     """What a cGAN run records about ``fake``, images in [-1, 1] of the classes 0-9 in turn as
     ``labkit.gan.sample`` draws them: the conditional accuracy (the digit classifier's agreement with
     the requested digit, overall and per digit), as the conditional VAE's run records it."""
-    requested = gan.classes_in_turn(len(fake), generator.num_classes)
+    requested = classes_in_turn(len(fake), generator.num_classes)
     classifier, _ = metrics.digit_classifier(data, seed=seed)
     device = next(classifier.parameters()).device
     return metrics.conditional_accuracy(((fake + 1) / 2).to(device), requested, classifier)
@@ -96,5 +98,5 @@ def cgan_sample_quality(generator: nn.Module, data: ImageData, fake: torch.Tenso
 def digit_rows(generator: nn.Module, seed: int = 0, per_digit: int = 10):
     """A figure with one row per digit 0-9: ``per_digit`` draws of each (fixed noise of ``seed``)."""
     labels = torch.arange(generator.num_classes).repeat_interleave(per_digit)
-    images = gan.sample(generator, len(labels), seed=seed, labels=labels.to(next(generator.parameters()).device))
+    images = sample(generator, len(labels), seed=seed, labels=labels.to(next(generator.parameters()).device))
     return plots.image_grid(images, nrow=per_digit, value_range=(-1, 1), title="cGAN: one row per digit 0-9")

@@ -18,14 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import datasets, metrics, plots
-from .data import ImageData
-from .engine import distributed, optim, settings
-from .engine.loop import History, TrainingBase, evaluate
-from .engine.precision import PRECISIONS
-from .engine.runs import Trained, fit_in_run, start_run
-from .models import DEFAULT_HIDDEN, MNIST_SHAPE, FlatImageModel, mlp
-from .vae import first_test_index, reparameterize, vae_final, vae_loss
+from .. import datasets, metrics, plots
+from ..data import ImageData
+from ..engine import distributed, optim, settings
+from ..engine.loop import History, TrainingBase, evaluate
+from ..engine.precision import PRECISIONS
+from ..engine.runs import Trained, fit_in_run, start_run
+from ..models import DEFAULT_HIDDEN, MNIST_SHAPE, FlatImageModel, mlp
+from .losses import reparameterize, vae_loss
+from .recipe import first_test_index, vae_final
 
 N_CLASSES = 10  # the ten digits
 N_SAMPLES = (1000, 250)  # generated digits the classifier scores (full, smoke): the same number of each digit

@@ -1,5 +1,5 @@
 """Default settings and headless recipes of notebook 03: the MLP GAN on MNIST (``gan``), the same GAN
-told which digit to draw (``cgan``, ``labkit.cgan``) and the DCGAN on abstract art (``dcgan``), as
+told which digit to draw (``cgan``, ``labkit.gan.cgan``) and the DCGAN on abstract art (``dcgan``), as
 ``python -m labkit train gan|cgan|dcgan`` runs them. Each takes any dataset of ``labkit.datasets``.
 
 The notebook walks through the same steps cell by cell and ends with ``save_gan_run``, so a notebook
@@ -14,19 +14,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import cgan, datasets, gan, gan_nets, metrics, plots, progression, wgan
-from .data import ImageData
-from .engine import distributed, settings
-from .engine.loop import History, seconds_per_epoch
-from .engine.precision import PRECISIONS
-from .engine.runs import Run, Trained, fit_in_run, start_run
-from .models import MNIST_SHAPE, count_parameters
+from .. import datasets, metrics, plots, progression
+from ..data import ImageData
+from ..engine import distributed, settings
+from ..engine.loop import History, seconds_per_epoch
+from ..engine.precision import PRECISIONS
+from ..engine.runs import Run, Trained, fit_in_run, start_run
+from ..models import MNIST_SHAPE, count_parameters
+from . import cgan, wgan
+from . import nets as gan_nets
+from . import training as gan
 
 DCGAN_REAL_LABEL = 0.9  # one-sided label smoothing, on by default for the DCGAN
 DCGAN_EPOCHS = 100  # the course's full settings for the DCGAN ...
 DCGAN_CPU_EPOCHS = 30  # ... and what fits on a CPU: 24 s per epoch of the 2,872 64x64 images on 2 cores, so
 # that notebook 03 takes about 17 minutes there (labkit.run_notebooks.REFERENCE_CPU_MINUTES)
-LOSSES = ("bce", "wgan-gp")  # the minimax game on logits (Goodfellow et al. 2014), or WGAN-GP (labkit.wgan)
+LOSSES = ("bce", "wgan-gp")  # the minimax game on logits (Goodfellow et al. 2014), or WGAN-GP (labkit.gan.wgan)
 N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)
 
 
@@ -36,7 +39,7 @@ class GANSettings:
 
     ``lr`` is both learning rates unless ``lr_g`` / ``lr_d`` set one apart; ``real_label`` 0.9
     switches on one-sided label smoothing; ``g_steps`` = k generator updates per D update.
-    ``loss`` "wgan-gp" trains a critic with the gradient penalty (``labkit.wgan``; ``n_critic`` critic
+    ``loss`` "wgan-gp" trains a critic with the gradient penalty (``labkit.gan.wgan``; ``n_critic`` critic
     updates per G update, penalty weight ``gp_weight``); ``spectral_norm`` normalises D's layers
     (Miyato et al. 2018). Notebook 03, "Other losses: WGAN-GP and spectral normalisation".
     ``dataset`` and ``image_size``: what to train on (``labkit.datasets``); the MLPs are built for its
@@ -217,7 +220,7 @@ class DCGANSettings(GANSettings):
 @dataclass
 class CGANSettings(GANSettings):
     """Defaults of the conditional GAN (notebook 03, "The conditional GAN"): the MNIST GAN's, with the
-    label given to both networks (``labkit.cgan``). Every option of the MNIST GAN applies; the dataset
+    label given to both networks (``labkit.gan.cgan``). Every option of the MNIST GAN applies; the dataset
     must have a class label per image."""
 
     def __post_init__(self):

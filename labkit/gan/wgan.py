@@ -15,9 +15,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .engine import settings
-from .engine.loop import History
-from .gan import GANTraining
+from ..engine import settings
+from ..engine.loop import History
+from .training import GANTraining
 
 GP_WEIGHT = 10.0  # lambda of the paper, used for every experiment there
 N_CRITIC = 5  # critic updates per generator update (algorithm 1)

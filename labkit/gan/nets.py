@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .engine import settings
+from ..engine import settings
 
 LATENT_DIM = 100
 IMAGE_SIZES = (28, 32, 64)

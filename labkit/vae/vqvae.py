@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import datasets, plots
-from .data import ImageData, batches
-from .engine import distributed, optim, settings
-from .engine.loop import History, TrainingBase, evaluate
-from .engine.precision import PRECISIONS
-from .engine.runs import Trained, cost, fit_in_run, start_run
-from .losses import bernoulli_nll
-from .models import MNIST_SHAPE, FlatImageModel
+from .. import datasets, plots
+from ..data import ImageData, batches
+from ..engine import distributed, optim, settings
+from ..engine.loop import History, TrainingBase, evaluate
+from ..engine.precision import PRECISIONS
+from ..engine.runs import Trained, cost, fit_in_run, start_run
+from ..losses import bernoulli_nll
+from ..models import MNIST_SHAPE, FlatImageModel
 
 CODEBOOK_INIT_STD = 0.02  # about the spread of a fresh encoder's z_e, so that the codes start among them
 LOW_USAGE = 0.5  # ``codebook_usage_report`` warns when fewer than this fraction of the codes are used

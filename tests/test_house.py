@@ -1,0 +1,117 @@
+"""The shape of the house, read from the code with ``ast``: labkit's imports (those inside functions
+included) form no circle, the longest chain of imports stays within its floors, and a family's package
+imports no other family, so that a student can guess where a thing lives and read a family alone."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+LABKIT = Path(__file__).resolve().parents[1] / "labkit"
+# The longest chain of imports, in modules. The families are moving into packages of their own (all four have;
+# what they share is next), each move taking floors away: lower this as they land.
+MAX_LEVELS = 12
+FAMILY_PACKAGES = ("ae", "vae", "gan", "diffusion")
+
+
+def module_name(path: Path, root: Path) -> str:
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(root: Path = LABKIT) -> dict[str, set[str]]:
+    """Module -> the labkit modules it imports (not the top-level package ``labkit`` itself, which imports
+    everything for the notebooks' convenience and is imported by nothing inside)."""
+    modules = {module_name(p, root): p for p in root.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")
+                    anchor = anchor[: len(anchor) - (node.level - 1)]
+                    base = ".".join(anchor + ([base] if base else []))
+                candidates = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                candidates = [alias.name for alias in node.names]
+            else:
+                continue
+            targets |= {c for c in candidates if c in modules and c not in (name, root.name)}
+        graph[name] = targets
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import circle found by a depth-first walk, each as the chain of modules that closes it."""
+    found, state = [], {}
+
+    def visit(module: str, stack: list[str]) -> None:
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            if state.get(target) == "open":
+                found.append(stack[stack.index(target) :] + [target])
+            elif target not in state:
+                visit(target, stack + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    return found
+
+
+def longest_chain(graph: dict[str, set[str]]) -> list[str]:
+    """The longest chain of imports (the graph has no circles)."""
+    chains: dict[str, list[str]] = {}
+
+    def chain(module: str) -> list[str]:
+        if module not in chains:
+            below = max((chain(target) for target in graph[module]), key=len, default=[])
+            chains[module] = [module, *below]
+        return chains[module]
+
+    return max((chain(module) for module in graph), key=len)
+
+
+def family_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) >= 2 and parts[1] in FAMILY_PACKAGES else None
+
+
+def test_the_graph_reads_relative_absolute_and_in_function_imports(tmp_path):
+    package = tmp_path / "kit"
+    (package / "family").mkdir(parents=True)
+    (package / "__init__.py").write_text("from . import core\n")
+    (package / "core.py").write_text("import os\n")
+    (package / "family" / "__init__.py").write_text("")
+    (package / "family" / "model.py").write_text("from ..core import x\n\ndef f():\n    from . import recipe\n")
+    (package / "family" / "recipe.py").write_text("import kit.family.model\nfrom kit import core\n")
+    graph = import_graph(package)
+    assert graph["kit.family.model"] == {"kit.core", "kit.family", "kit.family.recipe"}  # a package runs its __init__
+    assert graph["kit.family.recipe"] == {"kit.family.model", "kit.core"}
+    assert circles(graph) == [["kit.family.model", "kit.family.recipe", "kit.family.model"]]
+
+
+def test_labkit_imports_form_no_circle():
+    assert circles(import_graph()) == [], "labkit's imports must only go down: move what both sides need lower"
+
+
+def test_the_longest_chain_of_imports_stays_within_the_floors():
+    chain = longest_chain(import_graph())
+    assert len(chain) <= MAX_LEVELS, f"{len(chain)} levels of imports: " + " -> ".join(chain)
+
+
+@pytest.mark.parametrize("package", FAMILY_PACKAGES)
+def test_a_family_package_imports_no_other_family(package):
+    graph = import_graph()
+    crossing = {
+        (module, target)
+        for module, targets in graph.items()
+        if family_of(module) == package
+        for target in targets
+        if family_of(target) not in (None, package)
+    }
+    assert crossing == set(), f"labkit.{package} imports another family: move what both need below the families"
