@@ -5,8 +5,9 @@ evaluations per sample and the seconds per 1,000 samples.
     python benchmarks/diffusion_steps.py [--epochs N] [--steps 1 2 4 8 16 32 64] [--work DIR]
                                          [--objectives flow eps] [--out benchmarks/results/diffusion_steps.json]
 
-Two models are trained at notebook 05's defaults for this machine (``python -m labkit train diffusion``,
-with ``--objective flow`` and ``--objective eps``, or only those of ``--objectives``) into ``--work`` (a run
+Two models are trained at the command line's defaults for this machine (``python -m labkit train diffusion``,
+with ``--objective flow`` and ``--objective eps``, or only those of ``--objectives``; on a CPU notebook 05 trains
+fewer epochs) into ``--work`` (a run
 already complete there is reused, a partial one resumed); then each is sampled with each of its samplers:
 Euler and Heun for flow matching, DDIM and DDPM for the noise-predicting model, from the same starting noise
 (seed 0). One JSON line per measurement; the table, the real-data floor (real training digits against the
@@ -55,7 +56,7 @@ def measure(training, data, sampler: str, steps: int, averaged: bool = True) -> 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=None, help="epochs of each model (default: notebook 05's)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of each model (default: the command line's)")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     parser.add_argument("--no-ddpm", action="store_true", help="leave out DDPM's sampler (all noise levels: slow)")
     parser.add_argument("--objectives", nargs="+", choices=("flow", "eps"), default=["flow", "eps"])

@@ -47,7 +47,7 @@ def test_the_closed_form_matches_the_forward_steps_iterated():
 
 def test_a_ddpm_step_is_diffusers_step():
     schedule = NoiseSchedule("linear", 1000)
-    theirs = DDPMScheduler(num_train_timesteps=1000, clip_sample=False)
+    theirs = DDPMScheduler(num_train_timesteps=1000)  # clipping the estimate of x_0 to [-1, 1], by default
     theirs.set_timesteps(1000)
     torch.manual_seed(1)
     x, eps = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
@@ -61,6 +61,24 @@ def test_a_ddpm_step_is_diffusers_step():
         torch.testing.assert_close(ours, expected, rtol=tolerance, atol=tolerance)
     expected = theirs.step(eps, 0, x).prev_sample  # the last step adds no noise
     torch.testing.assert_close(samplers.ddpm_step(eps, 0, x, schedule, None), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_first_ancestral_step_of_the_cosine_schedule_keeps_a_slightly_wrong_estimate_in_range():
+    """At t = T - 1 the cosine schedule's beta is 0.999 and alpha-bar 2e-9: the clean image estimated from a
+    noise prediction 0.1 off is thousands of pixels' range away, and unclipped it threw x_{T-1} to a standard
+    deviation near 3, where the network has never seen an input. Clipped, x_{T-1} holds the sqrt(alpha_T) x_T
+    that the posterior mean keeps (a few hundredths) plus at most sqrt(alpha-bar_{T-1}) beta_T of the image."""
+    schedule = NoiseSchedule("cosine", 1000)
+    torch.manual_seed(3)
+    x = torch.randn(8, 1, 28, 28)
+    eps = x + 0.1 * torch.randn_like(x)  # a good but imperfect prediction: x_T is almost all noise
+    t = schedule.steps - 1
+    mean = samplers.ddpm_step(eps, t, x, schedule, torch.zeros_like(x))
+    a_prev = schedule.alphas_cumprod[t - 1].item()
+    bound = math.sqrt(a_prev) * schedule.betas[t].item() / (1 - schedule.alphas_cumprod[t].item())
+    keep = math.sqrt(schedule.alphas[t].item()) * (1 - a_prev) / (1 - schedule.alphas_cumprod[t].item())
+    torch.testing.assert_close(mean - keep * x, torch.zeros_like(x), atol=bound * 1.0001, rtol=0)
+    assert mean.std() < 0.05
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
