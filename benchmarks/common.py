@@ -95,15 +95,17 @@ class PeakMemory:
         }
 
 
-def write_result(out: str | Path, result: dict, *, data: data.ImageData, device, started: float, note=None) -> None:
+def write_result(
+    out: str | Path, result: dict, *, data: data.ImageData | None, device, started: float, note=None
+) -> None:
     """Write a benchmark's ``result`` to ``out`` as JSON, with what every result file says of its run: the
-    data, the machine, torch's version, the minutes since ``started`` (``time.time()``) and ``note``; print
-    where it went."""
+    data (None: a benchmark of random tensors), the machine, torch's version, the minutes since ``started``
+    (``time.time()``) and ``note``; print where it went."""
     from labkit.engine.runs import installed_version
 
     result = {
         **result,
-        "data": {"name": data.label, "n_train": data.n_train, "n_test": data.n_test},
+        **({"data": {"name": data.label, "n_train": data.n_train, "n_test": data.n_test}} if data else {}),
         "machine": {"device": str(device), "cpu_cores": torch.get_num_threads(), "platform": platform.platform()},
         "torch": installed_version("torch"),
         "minutes": round((time.time() - started) / 60, 1),

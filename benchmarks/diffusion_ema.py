@@ -6,10 +6,11 @@ averages kept side by side, each judged at the end on the same samples' noise.
 The averages differ in the cap on their decay at step n, (1 + n) / (k + n), an average over about the last
 1 / (k - 1) of the run (Karras et al. 2024 call such a profile a power-function EMA), and in the decay they
 settle to: each ``VARIANTS`` entry is (k, decay). The training is ``DiffusionSettings()`` at its defaults (on a
-CPU: 65 epochs of the offline digits) with the learning rate falling to 0 at the last step, exactly as
-``python -m labkit train diffusion`` trains; then ``--samples`` images are drawn with each average (16 Heun
-steps, the same noise) and judged by the classifier Fréchet distance. The trained weights themselves are judged
-too. One JSON line per average; all of them, the machine and the note go to ``--out``.
+CPU: 65 epochs of the offline digits when the committed result was measured, 72 since) with the learning rate
+falling to 0 at the last step, exactly as ``python -m labkit train diffusion`` trains; then ``--samples`` images
+are drawn with each average (16 Heun steps, the same noise) and judged by the classifier Fréchet distance. The
+trained weights themselves are judged too. One JSON line per average; all of them, the machine and the note go to
+``--out``.
 ``labkit.diffusion.training.EMA_WARMUP`` quotes it.
 """
 

@@ -203,6 +203,30 @@ def test_the_diffusion_budget_benchmark_measures_a_conditional_models_accuracy(t
     assert row["conditional"] is True and 0 <= row["conditional_accuracy"] <= 1
 
 
+def test_the_diffusion_budget_benchmark_times_both_memory_layouts_in_turn(tmp_path):
+    out = tmp_path / "memory_format.json"
+    config = json.dumps({"width": 8, "batch_size": 16, "mults": [1, 2]})
+    args = ["--memory-formats", "--rounds", "2", "--config", config, "--out", str(out)]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "diffusion_budget.py"), *args],
+        env={**os.environ, "LABKIT_SMOKE": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = result["measurements"]
+    assert [(r["round"], r["memory_format"]) for r in rows] == [
+        (0, "contiguous"),
+        (0, "channels_last"),
+        (1, "contiguous"),
+        (1, "channels_last"),
+    ]
+    median = result["median_seconds_per_step"]
+    assert result["channels_last_over_contiguous"] == pytest.approx(median["channels_last"] / median["contiguous"])
+    assert "data" not in result and result["machine"]["device"] == "cpu"  # random images: no dataset to name
+
+
 def test_the_diffusion_ema_benchmark_judges_every_average_of_one_training(tmp_path):
     from diffusion_ema import VARIANTS
 

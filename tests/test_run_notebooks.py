@@ -81,7 +81,7 @@ def test_on_a_cpu_it_says_first_what_the_notebooks_shrink_and_what_a_gpu_runs(fo
     assert len(notes) == 2, notes
     assert notes[0].startswith("CPU: 30 of the course's 100 DCGAN epochs")  # notebook 03
     assert notes[1].startswith(  # notebook 05, which trains fewer epochs than the command line
-        "CPU: a diffusion UNet of width 16 on batches of 64 for 20 epochs, fewer than the 65 of "
+        "CPU: a diffusion UNet of width 16 on batches of 64 for 20 epochs, fewer than the 72 of "
         "`python -m labkit train diffusion`"
     )
     assert notes[1].endswith("trains the course's width 32 on batches of 128 for 30 epochs")
