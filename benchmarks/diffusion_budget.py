@@ -30,7 +30,7 @@ from common import write_result
 from labkit import datasets, metrics
 from labkit.data import batches
 from labkit.diffusion.recipe import DiffusionSettings
-from labkit.engine import device
+from labkit.engine import environment
 from labkit.models import classes_in_turn
 
 DEFAULT_CONFIGS = ({"width": 16, "batch_size": 64}, {"width": 32, "batch_size": 128})
@@ -112,7 +112,7 @@ def main():
     parser.add_argument("--memory-formats", action="store_true", help="time contiguous against channels-last steps")
     parser.add_argument("--rounds", type=int, default=5, help="rounds of --memory-formats")
     args = parser.parse_args()
-    dev = device.pick_device(args.device)
+    dev = environment.pick_device(args.device)
     if args.memory_formats:
         started, fields = time.time(), (args.config or DEFAULT_CONFIGS)[0]
         cfg = DiffusionSettings(epochs=1, **fields)

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel
 from labkit import datasets, metrics
 from labkit.data import batches
 from labkit.diffusion.recipe import DiffusionSettings
-from labkit.engine import device
+from labkit.engine import environment
 
 VARIANTS = {"k3": (3, 1.0), "k5": (5, 1.0), "k10": (10, 0.999), "k20": (20, 1.0), "k40": (40, 1.0)}
 VARIANTS.update({"k10_decay0.995": (10, 0.995), "k10_decay0.99": (10, 0.99)})
@@ -50,7 +50,7 @@ def main():
     parser.add_argument("--out", default="benchmarks/results/diffusion_ema.json")
     parser.add_argument("--note", default=None, help="a sentence on how it was run, shown with the table")
     args = parser.parse_args()
-    dev = device.pick_device(args.device)
+    dev = environment.pick_device(args.device)
     mnist = datasets.load_dataset("mnist", dev)
     classifier, _ = metrics.digit_classifier(mnist, seed=0)
     started = time.time()

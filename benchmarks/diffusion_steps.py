@@ -27,7 +27,7 @@ from common import write_result
 from labkit import datasets, metrics
 from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
 from labkit.diffusion.samplers import SAMPLERS, network_evaluations
-from labkit.engine import device
+from labkit.engine import environment
 
 N_SAMPLES = 1000
 
@@ -65,7 +65,7 @@ def main():
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "diffusion_steps.json"))
     parser.add_argument("--note", default=None, help="a sentence on how it was run, shown with the table")
     args = parser.parse_args()
-    dev = device.pick_device(args.device)
+    dev = environment.pick_device(args.device)
     mnist = datasets.load_dataset("mnist", dev)
     floor = metrics.digit_sample_quality(mnist, mnist.train_x[:N_SAMPLES].cpu())["fid_classifier"]
     started, rows, trained = time.time(), [], {}

@@ -22,7 +22,8 @@ from pathlib import Path
 from common import write_result
 
 from labkit import data, gan, metrics
-from labkit.engine import device, loop
+from labkit.engine import environment, loop
+from labkit.engine.training import seconds_per_epoch
 from labkit.gan.recipe import GANSettings
 
 VARIANTS = {
@@ -38,7 +39,7 @@ N_SAMPLES = 1000
 
 
 def run_once(name: str, cfg: GANSettings, mnist: data.ImageData, dev) -> dict:
-    device.seed_everything(cfg.seed)
+    environment.seed_everything(cfg.seed)
     G, D = (m.to(dev) for m in cfg.networks())
     training = cfg.training(G, D)
     history = loop.fit(training, mnist.train_x, None, epochs=cfg.epochs, batch_size=cfg.batch_size, progress=False)
@@ -55,7 +56,7 @@ def run_once(name: str, cfg: GANSettings, mnist: data.ImageData, dev) -> dict:
         "d_real": last["train_d_real"],
         "d_fake": last["train_d_fake"],
         "scores": "critic" if cfg.loss == "wgan-gp" else "probability",
-        "seconds_per_epoch": loop.seconds_per_epoch(history),
+        "seconds_per_epoch": seconds_per_epoch(history),
     }
 
 
@@ -83,7 +84,7 @@ def main():
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "gan_variants.json"))
     parser.add_argument("--note", default=None, help="a sentence on how it was run, shown with the table")
     args = parser.parse_args()
-    dev = device.pick_device(args.device)
+    dev = environment.pick_device(args.device)
     mnist = data.load_mnist(dev)
     base = GANSettings() if args.epochs is None else GANSettings(epochs=args.epochs)
     floor = metrics.digit_sample_quality(mnist, mnist.train_x[:N_SAMPLES].cpu())["fid_classifier"]

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from labkit import ae, art, data, gan, vae
-from labkit.engine import device, loop
+from labkit.engine import environment, loop
 from labkit.gan import nets as gan_nets
 
 
@@ -97,7 +97,7 @@ def dcgan_steps_per_second(args, dev) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = image_folder(images, Path(tmp), 64)
         for pipeline in ("labkit", "imagefolder"):
-            device.seed_everything(0)
+            environment.seed_everything(0)
             training = gan.GANTraining(*[m.to(dev) for m in gan_nets.dcgan(64, 3)], real_label=0.9)
             training.train_step(images[:batch_size])  # warm-up step, outside the timing
             with PeakMemory(dev) as peak:
@@ -162,7 +162,7 @@ def main():
     parser.add_argument("--n-train", type=int, default=None, help="train on the first N MNIST images only")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
-    dev = device.pick_device(args.device)
+    dev = environment.pick_device(args.device)
     mnist = data.load_mnist(dev, smoke=False)
     if args.n_train is not None:
         mnist.train_x, mnist.train_y = mnist.train_x[: args.n_train], mnist.train_y[: args.n_train]
@@ -177,7 +177,7 @@ def main():
         for name, build, batch_size in cases:
             medians = {}
             for pipeline in ("labkit", "dataloader"):
-                device.seed_everything(0)
+                environment.seed_everything(0)
                 training = build()
                 with PeakMemory(dev) as peak:
                     if pipeline == "labkit":

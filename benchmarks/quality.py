@@ -16,7 +16,7 @@ from sklearn.decomposition import PCA
 
 from labkit import data, models
 from labkit.ae import AESettings
-from labkit.engine import device, loop
+from labkit.engine import environment, loop
 from labkit.vae import VAESettings
 
 
@@ -37,7 +37,7 @@ def main():
     parser.add_argument("--device", default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    dev = device.pick_device(args.device)
+    dev = environment.pick_device(args.device)
     mnist = data.load_mnist(dev, smoke=False)
     train_np = mnist.train_x.flatten(1).cpu().numpy()
     test_np = mnist.test_x.flatten(1).cpu().numpy()
@@ -71,7 +71,7 @@ def main():
         runs.append((f"vae-{variant}", lambda v=variant: vae.make_vae(v), vae.VAETraining, vae.batch_size, vae.lr))
     runs.append(("vae-classic-pytorch-examples-recipe", lambda: vae.make_vae("classic"), vae.VAETraining, 128, 1e-3))
     for name, build, training_class, batch_size, lr in runs:
-        device.seed_everything(args.seed)
+        environment.seed_everything(args.seed)
         training = training_class(build().to(dev), lr=lr)
         start = time.perf_counter()
         history = loop.fit(

@@ -177,13 +177,13 @@ def part_ae(root: Path, work: Path, repeats: int, device, out) -> dict:
 def gan_search(mnist: data.ImageData, device) -> list[tuple[int, float]]:
     """(epoch, classifier Fréchet distance) every ``GAN_EVERY`` epochs of one run at the defaults."""
     from labkit import gan, metrics
-    from labkit.engine import device as devices
+    from labkit.engine import environment
     from labkit.engine.loop import fit
     from labkit.gan.recipe import GANSettings
 
-    dev = devices.pick_device(device)
+    dev = environment.pick_device(device)
     cfg = GANSettings(epochs=GAN_SEARCH_EPOCHS)
-    devices.seed_everything(cfg.seed)
+    environment.seed_everything(cfg.seed)
     mnist = mnist.to(dev)
     G, D = (m.to(dev) for m in cfg.networks())
     found = []

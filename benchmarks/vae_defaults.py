@@ -26,7 +26,7 @@ from time_to_quality import SCRIPT_EPOCHS, first_epoch_at_most
 from whole_process import run_examples
 
 from labkit import data, models
-from labkit.engine import device as devices
+from labkit.engine import environment
 from labkit.engine.loop import fit
 from labkit.engine.runs import installed_version
 from labkit.vae import VAESettings
@@ -62,7 +62,7 @@ SETTINGS = {
 def train_once(name: str, mnist: data.ImageData, epochs: int, dev, target: float) -> dict:
     """One run of setting ``name``: per-epoch test -ELBO and the training seconds up to each epoch."""
     s = {**BASE, **SETTINGS[name]}
-    devices.seed_everything(0)
+    environment.seed_everything(0)
     training = VAESettings(batch_size=s["batch_size"], lr=s["lr"]).training(dev)
     if not s["fused"]:  # PyTorch's default Adam implementation
         training.optimizer = training.optimizers["optimizer"] = torch.optim.Adam(
@@ -148,7 +148,7 @@ def main():
     parser.add_argument("--device", default=None, help="cpu forces the CPU")
     parser.add_argument("--out", default=None, help="write the whole result as JSON to this file")
     args = parser.parse_args()
-    dev = devices.pick_device(args.device)
+    dev = environment.pick_device(args.device)
     mnist = data.load_mnist(dev, verbose=False)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"

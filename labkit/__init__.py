@@ -19,11 +19,17 @@ What a student reads, by model and idea:
     models       what the networks share: MLP stacks, parameter counts, layer summaries
     losses       the Bernoulli likelihood of an image (the VAE's reconstruction term)
 
-The engine, which students need not read (``labkit/engine/``, see its ``__init__``): the training
-loop and what wraps it (resume, several GPUs, the NaN watch), precision, checkpoints, devices, runs
-and settings. Around it: data (resident MNIST), image_folder and art (image folders, the gallery,
-CIFAR-10), experiments (every recipe by name), report (REPORT.md), doctor, submit, grade and
-gradebook (instructors), hosted, notebook, exercises, explore.
+The engine, which students need not read (``labkit/engine/``, see its ``__init__``): the training loop and
+what wraps it (resume, several GPUs, the NaN watch), what a training is (its history and precision),
+checkpoints, the environment (device, Colab and Kaggle, smoke mode, folders), runs and the settings' checks.
+Around it: data (resident MNIST), image_folder and art (image folders, the gallery, CIFAR-10), datasets (the
+registry behind ``--dataset``), experiments (every recipe by name, and ``trained``), report (REPORT.md),
+doctor, submit, grade (a package) and gradebook (instructors), hosted, notebook, exercises (a package: one module per
+notebook's checks), explore.
+
+Imports only go down, in at most eight floors (``tests/test_house.py``): the engine at the bottom, then the
+data, the metrics and the families' networks and trainings, their recipes, the registry of recipes, the course's
+and the instructors' tools, and the command line on top. No family imports another.
 
 The names most notebooks use are here at the top: ``labkit.fit``, ``labkit.evaluate``,
 ``labkit.History``, ``labkit.TrainingBase``, ``labkit.seconds_per_epoch``, ``labkit.pick_device``,
@@ -31,9 +37,9 @@ The names most notebooks use are here at the top: ``labkit.fit``, ``labkit.evalu
 """
 
 from . import ae, art, data, experiments, gan, losses, metrics, models, plots, vae
-from .engine.device import pick_device, seed_everything
-from .engine.loop import History, TrainingBase, evaluate, fit, seconds_per_epoch
-from .engine.settings import pick, smoke_mode
+from .engine.environment import pick, pick_device, seed_everything, smoke_mode
+from .engine.loop import evaluate, fit
+from .engine.training import History, TrainingBase, seconds_per_epoch
 from .gan.wgan import gradient_penalty
 
 __version__ = "0.1.0"

@@ -21,7 +21,7 @@ import sys
 
 from . import experiments
 from .engine import distributed, runs, tensorboard
-from .engine.device import DeviceUnavailable, pick_device
+from .engine.environment import DeviceUnavailable, pick_device
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"warning: {warning}")
         print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB): upload this file")
     elif args.command == "grade":
-        from .grade import SIMILARITY, grade
+        from .grade.grading import SIMILARITY, grade
 
         try:
             course = None
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     elif args.command == "report":
-        from .report import build_report
+        from .report.build import build_report
 
         try:
             path = build_report(args.runs, args.out)

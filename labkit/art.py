@@ -18,7 +18,7 @@ import torch
 
 from . import data as _data
 from .data import ImageData
-from .engine import settings
+from .engine import environment, settings
 from .image_folder import find_images, load_image_folder
 
 KAGGLE_SLUG = "bryanb/abstract-art-gallery"
@@ -245,9 +245,9 @@ def load_abstract_art(
         raise ValueError(f"unknown abstract-art source {source!r}; choose one of auto, {', '.join(order)}")
     if size not in (32, 64):
         raise ValueError(f"size must be 64 (the DCGAN of notebook 03) or 32, got {size!r}")
-    root = Path(root) if root is not None else settings.data_root()
-    smoke = settings.smoke_mode() if smoke is None else smoke
-    download = not settings.offline() if download is None else download
+    root = Path(root) if root is not None else environment.data_root()
+    smoke = environment.smoke_mode() if smoke is None else smoke
+    download = not environment.offline() if download is None else download
     limit = n_images if n_images is not None else (SMOKE_IMAGES if smoke else None)
     if limit is not None:
         settings.whole_number("n_images", limit)
@@ -325,8 +325,8 @@ def load_cifar10(
     timeout; not when ``LABKIT_OFFLINE`` is set). Smoke mode keeps the first 2,000 / 500.
     Notebook 03's CIFAR-10 option, with the max-pool discriminator.
     """
-    root = Path(root) if root is not None else settings.data_root()
-    download = not settings.offline() if download is None else download
+    root = Path(root) if root is not None else environment.data_root()
+    download = not environment.offline() if download is None else download
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
@@ -340,7 +340,7 @@ def load_cifar10(
         ) from e
     finally:
         socket.setdefaulttimeout(previous)
-    smoke = settings.smoke_mode() if smoke is None else smoke
+    smoke = environment.smoke_mode() if smoke is None else smoke
     sizes = CIFAR_SMOKE_SIZES if smoke else (None, None)
     to_x = lambda a, n: (
         torch.from_numpy(np.ascontiguousarray(a[:n]))

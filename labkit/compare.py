@@ -1,8 +1,8 @@
 """Notebook 04: the AE, the VAE, the MNIST GAN and the diffusion model (flow matching) on the same
 data and seed, compared on measured numbers instead of opinions.
 
-``trained`` reuses the run that notebook 01, 02, 03 or ``python -m labkit train`` left in the runs
-folder, loading its weights from the checkpoint, and trains what is missing. The measuring functions
+``trained`` (``labkit.experiments``) reuses the run that notebook 01, 02, 03 or ``python -m labkit train`` left in
+the runs folder, loading its weights from the checkpoint, and trains what is missing. The measuring functions
 are short on purpose: each is one idea of the comparison, explained in the notebook section of the
 same name. Samples come from each training's ``draw`` where it has one (the GANs, diffusion).
 """
@@ -10,82 +10,29 @@ same name. Samples come from each training's ``draw`` where it has one (the GANs
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 import torch
 
-from . import metrics, report
+from . import metrics
 from .data import ImageData
 from .diffusion import samplers
-from .engine import settings
-from .engine.checkpoint import Checkpoint
-from .engine.loop import History, seconds_per_epoch
-from .engine.runs import METRICS_FILE, Run, Trained, load_metrics
-from .experiments import RECIPES
+from .engine import environment
+from .engine.runs import Trained
+from .engine.training import seconds_per_epoch
+
+# Notebook 04 calls these as compare.trained(...), compare.default_settings(...): they live with the registry
+# of recipes, which the doctor uses too, and are named here again (``X as X``: a deliberate re-export).
+from .experiments import COMPARED as COMPARED
+from .experiments import CONDITIONAL as CONDITIONAL
+from .experiments import default_settings as default_settings
+from .experiments import trained as trained
 from .models import generate
 from .plots import linear_path
-from .report import format_value
+from .report.tables import format_value, markdown_table
 from .vae import cvae
 
-COMPARED = ("ae", "vae", "gan", "diffusion")
-CONDITIONAL = ("cvae", "cgan", "diffusion-cond")  # told which digit to draw: notebook 04, "The conditional models"
-RECIPE_OF = {"diffusion-cond": "diffusion"}  # written by another name's recipe: train diffusion --conditional
 INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose codes we walk between
 DIGITS = 10
-
-
-def default_settings(name: str):
-    """The settings notebook 04 compares model ``name`` with: the defaults of its notebook, which are those
-    of ``python -m labkit train NAME`` (``labkit.experiments.RECIPES``), except where a notebook trains fewer
-    epochs on a CPU (a settings class's ``for_notebook``). ``diffusion`` is flow matching
-    (``labkit.diffusion.recipe.DiffusionSettings.for_notebook``: notebook 05's epochs), ``diffusion-cond`` the
-    same model told the digit and sampled with classifier-free guidance (``train diffusion --conditional``)."""
-    _check_name(name)
-    settings_class = RECIPES[RECIPE_OF.get(name, name)][1]
-    notebook_settings = getattr(settings_class, "for_notebook", settings_class)  # fewer CPU epochs than the CLI
-    return notebook_settings(conditional=True) if name == "diffusion-cond" else notebook_settings()
-
-
-def _check_name(name: str) -> None:
-    if name not in COMPARED + CONDITIONAL:
-        raise ValueError(f"unknown model {name!r}; notebook 04 compares {', '.join(COMPARED + CONDITIONAL)}")
-
-
-def make_training(name: str, cfg, device: torch.device | str):
-    """A fresh, untrained training of model ``name`` (one of ``COMPARED`` or ``CONDITIONAL``) built from ``cfg``."""
-    if name in ("gan", "cgan"):
-        return cfg.training(*(m.to(device) for m in cfg.networks()))
-    return cfg.training(device)
-
-
-def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, progress: bool = True) -> Trained:
-    """The model ``name`` trained with ``cfg`` (default: ``default_settings(name)``) on ``data``.
-
-    Reuses ``runs/<name>`` when it holds a metrics.json and a checkpoint of all ``cfg.epochs``
-    epochs for these settings; otherwise runs the headless recipe, which resumes a partial run.
-    A run folder whose checkpoint belongs to other settings or data is reported, not overwritten.
-    """
-    _check_name(name)
-    recipe = RECIPES[RECIPE_OF.get(name, name)][0]
-    cfg = cfg or default_settings(name)
-    if getattr(cfg, "run_name", name) != name:
-        raise ValueError(
-            f"these settings describe a {cfg.run_name!r} run, which is not kept in runs/{name}: "
-            f"ask for compare.trained({cfg.run_name!r}, ...) or change the settings"
-        )
-    run = Run(name)
-    checkpoint = Checkpoint(run.checkpoint_path, asdict(cfg))
-    state = checkpoint.load() if checkpoint.exists() else None
-    done = state is not None and state["epochs_done"] >= cfg.epochs and (run.dir / METRICS_FILE).is_file()
-    if not done:
-        recipe(cfg, out=run.dir, device=str(device), progress=progress)
-        state = checkpoint.load()
-    training = make_training(name, cfg, device)
-    history = History()
-    checkpoint.restore(state, training, history, [], data.train_x)
-    for module in training.modules.values():
-        module.eval()
-    return Trained(name, cfg, training, history, load_metrics(run.dir), run.dir, reused=done)
 
 
 # --------------------------------------------------------------------------- measurements
@@ -368,7 +315,7 @@ def comparison_rows(results: dict) -> list[tuple[str, ...]]:
 
 def comparison_table(rows: list[tuple[str, ...]], header=("Aspect (measured)", "AE", "VAE", "GAN", "Diffusion")) -> str:
     """The comparison table as Markdown, built like every table of the report."""
-    return "\n".join(report.markdown_table(rows, header))
+    return "\n".join(markdown_table(rows, header))
 
 
 def trained_parameters(training) -> int:
@@ -397,4 +344,4 @@ def cost(model: Trained, seconds_per_1000: float = float("nan")) -> dict:
 
 def n_samples() -> int:
     """Samples per model for the sample-quality numbers (1,000 at full settings, 500 in smoke mode)."""
-    return settings.pick(full=1000, smoke=500)
+    return environment.pick(full=1000, smoke=500)

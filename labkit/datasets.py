@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from . import art, data
 from .data import ImageData
-from .engine import settings
+from .engine import environment, settings
 from .image_folder import find_images, links_outside, load_image_folder
 
 NATIVE_SHAPES = {  # name -> (channels, height, width) of its images
@@ -141,7 +141,7 @@ def load_dataset(
     if image_size is not None and result.image_shape[1:] != (image_size, image_size):
         result = resized(result, image_size)
     if verbose and (result is not loaded or name in MNIST_LIKE or is_folder(name)):
-        print(f"labkit: {result!r}" + (" [smoke mode: reduced data]" if settings.smoke_mode() else ""))
+        print(f"labkit: {result!r}" + (" [smoke mode: reduced data]" if environment.smoke_mode() else ""))
     return result
 
 
@@ -150,8 +150,8 @@ def load_mnist_like(name: str, device: torch.device | str = "cpu", *, root=None,
     ``<data root>/<FashionMNIST|KMNIST>/raw``, or downloaded there by torchvision (not when
     ``LABKIT_OFFLINE`` is set). Smoke mode keeps a stratified 2,000 / 500, as for MNIST."""
     folder_name, title = MNIST_LIKE[name]
-    root = Path(root) if root is not None else settings.data_root()
-    download = not settings.offline() if download is None else download
+    root = Path(root) if root is not None else environment.data_root()
+    download = not environment.offline() if download is None else download
     raw = root / folder_name / "raw"
     files, source = data._find_idx_files(raw), "local"
     if files is None:
@@ -163,7 +163,7 @@ def load_mnist_like(name: str, device: torch.device | str = "cpu", *, root=None,
             raise FileNotFoundError(_how_to_get(name, raw, reason or f"no files in {raw} afterwards"))
     arrays = data._mnist_from_files(files, title)
     origin = str(raw) if source == "local" else f"torchvision download into {raw}"
-    return data.arrays_to_image_data(title, source, origin, arrays, device, settings.smoke_mode())
+    return data.arrays_to_image_data(title, source, origin, arrays, device, environment.smoke_mode())
 
 
 def _how_to_get(name: str, raw: Path, failure: str | None) -> str:
@@ -193,8 +193,8 @@ def load_folder(
             + (f" (only {len(outside)} links to files outside it, which are never read)" if outside else "")
             + ": put .png or .jpg images there, in any subfolders"
         )
-    images, names, skipped = load_image_folder(folder, size, settings.data_root() / art.CACHE_FOLDER, verbose)
-    if settings.smoke_mode():
+    images, names, skipped = load_image_folder(folder, size, environment.data_root() / art.CACHE_FOLDER, verbose)
+    if environment.smoke_mode():
         images = images[: art.SMOKE_IMAGES]
     origin = f"{folder} ({len(names)} images" + (f", {skipped} undecodable skipped)" if skipped else ")")
     floats = images.to(device).float().div_(255)

@@ -24,11 +24,10 @@ from pathlib import Path
 
 import torch
 
-from .engine import device as devices
-from .engine import settings
+from .engine import environment
 from .engine.loop import fit
-from .engine.precision import Precision
 from .engine.runs import installed_version
+from .engine.training import Precision
 
 N_TRAIN, N_TEST = 512, 256  # MNIST images per check: an epoch is a few steps
 N_ART = 32  # 64x64 images for the DCGAN checks: one step of 32
@@ -62,7 +61,7 @@ class Result:
 # --------------------------------------------------------------------------- the environment
 
 
-def environment(device: torch.device) -> list[tuple[str, str]]:
+def machine(device: torch.device) -> list[tuple[str, str]]:
     """What the checks run on: versions, the device and whether torch supports it, where things go."""
     gpus = (
         [
@@ -72,8 +71,8 @@ def environment(device: torch.device) -> list[tuple[str, str]]:
         if torch.cuda.is_available()
         else []
     )
-    problem = devices.unsupported_gpu() if gpus else None
-    runs, why = settings.runs_location()
+    problem = environment.unsupported_gpu() if gpus else None
+    runs, why = environment.runs_location()
     rows = [
         ("python", f"{platform.python_version()} on {platform.platform()}"),
         *((name, installed_version(name)) for name in PACKAGES),
@@ -86,9 +85,9 @@ def environment(device: torch.device) -> list[tuple[str, str]]:
         ("GPU supported by this torch", "n/a" if not gpus else ("no: " + problem if problem else "yes")),
         ("device used", str(device)),
         ("precision 'auto' picks", Precision(device, "auto").mode),
-        ("platform", "Colab" if devices.on_colab() else "Kaggle" if devices.on_kaggle() else "local"),
-        ("smoke mode (LABKIT_SMOKE)", str(settings.smoke_mode())),
-        ("data root", str(settings.data_root())),
+        ("platform", "Colab" if environment.on_colab() else "Kaggle" if environment.on_kaggle() else "local"),
+        ("smoke mode (LABKIT_SMOKE)", str(environment.smoke_mode())),
+        ("data root", str(environment.data_root())),
         ("runs folder", f"{runs} ({why})"),
         ("CPU cores", str(os.cpu_count())),
     ]
@@ -217,13 +216,13 @@ class Doctor:
 
     def reuse(self) -> str:
         """Notebook 04 loads notebook 01's run from its checkpoint instead of training again."""
-        from . import compare
         from .ae.recipe import AESettings
+        from .experiments import trained
 
         with tempfile.TemporaryDirectory() as folder, _environment(LABKIT_RUNS=folder, LABKIT_SMOKE="1"):
             cfg = AESettings(epochs=1)
-            first = compare.trained("ae", self.mnist, self.device, cfg, progress=False)
-            again = compare.trained("ae", self.mnist, self.device, cfg, progress=False)
+            first = trained("ae", self.mnist, self.device, cfg, progress=False)
+            again = trained("ae", self.mnist, self.device, cfg, progress=False)
         if first.reused or not again.reused:
             raise AssertionError("the second call trained again instead of reusing the run")
         return "the second call reused the checkpoint of the first"
@@ -326,9 +325,9 @@ def run_checks(rows, out=print) -> list[Result]:
 
 def main(device: str | None = None, out=print) -> int:
     """Print the environment and the table of checks; 0 when nothing failed, 1 otherwise."""
-    dev = devices.pick_device(device)
+    dev = environment.pick_device(device)
     out("labkit doctor\n")
-    for key, value in environment(dev):
+    for key, value in machine(dev):
         out(f"  {key:<30}{value}")
     out("")
     started = time.perf_counter()

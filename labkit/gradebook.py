@@ -15,8 +15,9 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import report
 from .engine import files
+from .report.parts import CHECKLIST, PARTS, PLACEHOLDER
+from .report.tables import format_value
 
 
 @dataclass
@@ -77,16 +78,16 @@ def _number_cell(value):
 
 
 def _words(text: str) -> int:
-    return 0 if text in ("", report.PLACEHOLDER) else len(text.split())
+    return 0 if text in ("", PLACEHOLDER) else len(text.split())
 
 
 def gradebook_rows(students: list[Student]) -> tuple[list[str], list[dict]]:
-    checklist = [f"{part} {description}" for part, _, _, _, description in report.CHECKLIST]
+    checklist = [f"{part} {description}" for part, _, _, _, description in CHECKLIST]
     columns = (
         ["student", "status", "flags", "verified"]
         + checklist
         + [f"{run}_{metric}" for run, metric in MAIN_METRICS]
-        + [f"words_{p.key}" for p in report.PARTS]
+        + [f"words_{p.key}" for p in PARTS]
     )
     rows = []
     for s in students:
@@ -96,12 +97,12 @@ def gradebook_rows(students: list[Student]) -> tuple[list[str], list[dict]]:
             "flags": spreadsheet_text("; ".join(s.flags)),
             "verified": spreadsheet_text("; ".join(s.verified)),
         }
-        for (_, run, kind, item, _), column in zip(report.CHECKLIST, checklist):
+        for (_, run, kind, item, _), column in zip(CHECKLIST, checklist):
             present = item in s.runs.get(run, {}).get("final" if kind == "final" else "figures", {})
             row[column] = "present" if present else "missing"
         for run, metric in MAIN_METRICS:
             row[f"{run}_{metric}"] = _number_cell(s.runs.get(run, {}).get("final", {}).get(metric))
-        for p in report.PARTS:
+        for p in PARTS:
             row[f"words_{p.key}"] = _words(s.discussions.get(p.key, ""))
         rows.append(row)
     return columns, rows
@@ -165,7 +166,7 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
         ref = reference.get(run, {}).get("final", {}).get(metric)
         ref = ref if number_problem(ref) is None else None
         if ref is not None:
-            ax.axvline(ref, color="C3", ls="--", label=f"reference run: {report.format_value(ref)}")
+            ax.axvline(ref, color="C3", ls="--", label=f"reference run: {format_value(ref)}")
             ax.legend(fontsize=8)
         ax.set_xlabel(f"{run} {metric}")
         ax.set_ylabel("students")
@@ -176,16 +177,15 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
         lines += [
             f"![{run} {metric}](class_report_files/{run}_{metric}.png)",
             "",
-            f"{len(values)} student(s); median {report.format_value(ordered[len(ordered) // 2])}, range "
-            f"{report.format_value(ordered[0])} to {report.format_value(ordered[-1])}"
-            + (f"; reference run {report.format_value(ref)}" if ref is not None else "")
+            f"{len(values)} student(s); median {format_value(ordered[len(ordered) // 2])}, range "
+            f"{format_value(ordered[0])} to {format_value(ordered[-1])}"
+            + (f"; reference run {format_value(ref)}" if ref is not None else "")
             + ".",
             "",
         ]
         for name, z in sorted(_outliers(values).items(), key=lambda kv: -abs(kv[1])):
             lines.append(
-                f"- stands out: {_one_line(name)}, {report.format_value(values[name])} "
-                f"({z:+.1f} robust standard deviations)"
+                f"- stands out: {_one_line(name)}, {format_value(values[name])} ({z:+.1f} robust standard deviations)"
             )
         lines.append("")
     lines += ["## Flagged submissions", ""]

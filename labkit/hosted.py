@@ -100,7 +100,7 @@ if HOSTED:
     except OSError as error:
         raise RuntimeError(f"{{NO_INTERNET[HOSTED]}} ({{error}})") from None
     %pip install -q "labkit @ git+{repository}@{check_ref(ref)}"
-    from labkit.engine.device import hosted_gpu_problem
+    from labkit.engine.environment import hosted_gpu_problem
     gpu_problem = hosted_gpu_problem(HOSTED)   # no GPU switched on, or one this torch cannot use
     if gpu_problem:
         print(gpu_problem)

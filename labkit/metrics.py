@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageData, batches
-from .engine import distributed, files, settings
-from .engine.loop import TrainingBase
+from .engine import distributed, environment, files
+from .engine.training import TrainingBase
 from .losses import bernoulli_nll_of_probabilities
 
 CLASSIFIER_VERSION = 1  # bump when DigitClassifier or its training recipe changes: caches retrain
@@ -147,9 +147,9 @@ def digit_classifier(
     if cache_dir is not None:
         cache_dir, look_in = Path(cache_dir), [Path(cache_dir)]
     elif _KEPT_IN:
-        cache_dir, look_in = _KEPT_IN[-1], [_KEPT_IN[-1], settings.data_root() / "cache"]
+        cache_dir, look_in = _KEPT_IN[-1], [_KEPT_IN[-1], environment.data_root() / "cache"]
     else:
-        cache_dir = settings.data_root() / "cache"
+        cache_dir = environment.data_root() / "cache"
         look_in = [cache_dir]
     name = f"mnist-classifier-{_fingerprint(data, epochs, seed)}.pt"
     path = cache_dir / name
@@ -294,7 +294,7 @@ def inception_fid(real: torch.Tensor, fake: torch.Tensor) -> dict:
     Returns ``{"inception_fid": value}`` or ``{"inception_fid_not_computed": reason}``: the report
     shows either. With a few hundred images the number is biased upwards; compare runs of the same size.
     """
-    if settings.offline():
+    if environment.offline():
         return {"inception_fid_not_computed": "offline (LABKIT_OFFLINE=1): the Inception weights cannot be downloaded"}
     import socket
 

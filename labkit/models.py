@@ -61,9 +61,10 @@ class FlatImageModel(nn.Module):
             )
 
 
-# Encoder widths. The course's handout network is 784 -> 128 -> 64 -> 32 (NARROW_HIDDEN); on the
-# 4,000-digit offline subset that network learns too slowly to beat PCA (AE) or the classic VAE in
-# 20 epochs, so the kit's default is wider (notebook 01, "Settings", shows both). The decoder mirrors the encoder.
+# Encoder widths. The narrower network 784 -> 128 -> 64 -> 32 (NARROW_HIDDEN) is the usual first MLP autoencoder;
+# on the 4,000-digit offline subset it learns too slowly to beat PCA (AE) or the classic VAE in 20 epochs
+# (benchmarks/quality.py measures both, "ae-narrow"), so the kit's default is wider (notebook 01, "Settings").
+# The decoder mirrors the encoder.
 DEFAULT_HIDDEN = (512, 256)
 NARROW_HIDDEN = (128, 64)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from matplotlib.ticker import MaxNLocator
 
-from .engine.loop import History
+from .engine.training import History
 
 DIGIT_COLORS = "tab10"
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import plots
 from .engine import files, settings
-from .engine.loop import History
+from .engine.training import History
 from .models import generate
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from .engine import files, settings
+from .engine import environment, files
 
 # In this order: notebook 04 compares the models of all the others (diffusion included) and ends by writing
 # REPORT.md, so it runs last; the file names keep the course's numbering.
@@ -36,7 +36,7 @@ REFERENCE_CPU_MINUTES = {
 
 
 def _device_kind() -> str:
-    from .engine.device import pick_device
+    from .engine.environment import pick_device
 
     device = pick_device(verbose=False)
     if device.type == "cuda":
@@ -49,7 +49,7 @@ def _device_kind() -> str:
 def estimates(out: Path, kind: str) -> tuple[dict[str, float], str]:
     """Minutes per notebook expected on ``kind`` and where the numbers come from (None when unknown)."""
     path = out / TIMINGS_FILE
-    mode = "smoke" if settings.smoke_mode() else "full"
+    mode = "smoke" if environment.smoke_mode() else "full"
     if path.is_file():
         recorded = json.loads(path.read_text()).get(f"{kind}, {mode}")
         if recorded:
@@ -92,7 +92,7 @@ def run_notebooks(notebooks: str | Path = "notebooks", out: str | Path = "runs/n
     out.mkdir(parents=True, exist_ok=True)
     kind = _device_kind()
     expected, source = estimates(out, kind)
-    mode = "smoke mode (reduced epochs and data)" if settings.smoke_mode() else "full settings"
+    mode = "smoke mode (reduced epochs and data)" if environment.smoke_mode() else "full settings"
     print(f"labkit: running {len(names)} notebooks at {mode} on {kind}:")
     for name in names:
         guess = f"about {expected[name]:.0f} min" if name in expected else "no estimate yet"
@@ -153,7 +153,7 @@ def _cpu_notes() -> list[str]:
 def _record(out: Path, kind: str, minutes: dict[str, float]) -> None:
     path = out / TIMINGS_FILE
     known = json.loads(path.read_text()) if path.is_file() else {}
-    known[f"{kind}, {'smoke' if settings.smoke_mode() else 'full'}"] = minutes
+    known[f"{kind}, {'smoke' if environment.smoke_mode() else 'full'}"] = minutes
     files.write_text(path, json.dumps(known, indent=1) + "\n")
 
 

@@ -21,12 +21,15 @@ from pathlib import Path, PurePosixPath
 
 import torch
 
-from . import __version__, report
-from .engine import settings
+from . import __version__
+from .engine import environment
 from .engine.checkpoint import FILE_NAME as CHECKPOINT_FILE
 from .engine.checkpoint import safe_load
 from .engine.files import atomic_writer
-from .engine.runs import METRICS_FILE, environment
+from .engine.runs import METRICS_FILE, versions_and_hardware
+from .report.discussions import read_discussions
+from .report.parts import PARTS, PLACEHOLDER, figures_folder
+from .report.tables import load_runs as load_runs_folder
 
 FORMAT = "labkit-submission"
 VERSION = 1
@@ -82,8 +85,8 @@ def trimmed_gif(path: Path, frames: int = GIF_FRAMES) -> bytes:
 
 
 def _unwritten_discussions(report_path: Path) -> list[str]:
-    found = report.read_discussions(report_path)
-    return [part.title for part in report.PARTS if found.get(part.key, "") in ("", report.PLACEHOLDER)]
+    found = read_discussions(report_path)
+    return [part.title for part in PARTS if found.get(part.key, "") in ("", PLACEHOLDER)]
 
 
 def _is_submission(path: Path) -> bool:
@@ -100,7 +103,7 @@ def _archive_problem(out: Path, runs_dir: Path, report_path: Path) -> str | None
     """Why ``out`` cannot be the submission archive, checked before anything is written; None if it
     can. It must be a ``.zip`` file outside everything it packs, and either new or an earlier
     submission (the one file it replaces)."""
-    figures_dir = report.figures_folder(report_path)
+    figures_dir = figures_folder(report_path)
     where = out.resolve()
     for packed, what in (
         (report_path, "the report"),
@@ -140,7 +143,7 @@ def build_submission(
     must be a new ``.zip`` file or an earlier submission, outside the files it packs; it is
     written atomically (a full disk leaves the earlier archive, or none, and no temporary file).
     """
-    runs_dir = Path(runs_dir) if runs_dir is not None else settings.runs_root()
+    runs_dir = Path(runs_dir) if runs_dir is not None else environment.runs_root()
     report_path = runs_dir.parent / "REPORT.md"
     out = Path(out) if out is not None else runs_dir.parent / "submission.zip"
     if not runs_dir.is_dir():
@@ -153,7 +156,7 @@ def build_submission(
     problem = _archive_problem(out, runs_dir, report_path)
     if problem:
         raise ValueError(f"{problem}; nothing was written")
-    runs = report.load_runs(runs_dir)
+    runs = load_runs_folder(runs_dir)
     if not runs:
         raise FileNotFoundError(f"no runs (*/{METRICS_FILE}) in {runs_dir}: run the notebooks first")
     smoke = sorted(name for name, r in runs.items() if r.get("smoke"))
@@ -164,7 +167,7 @@ def build_submission(
             "or pass --allow-smoke for a practice submission (the gradebook will flag it)"
         )
     files: dict[str, bytes] = {"REPORT.md": report_path.read_bytes()}
-    figures_dir = report.figures_folder(report_path)
+    figures_dir = figures_folder(report_path)
     for path in sorted(p for p in figures_dir.rglob("*") if p.is_file()) if figures_dir.is_dir() else []:
         name = f"{figures_dir.name}/{path.relative_to(figures_dir).as_posix()}"
         files[name] = trimmed_gif(path) if path.suffix.lower() == ".gif" else path.read_bytes()
@@ -172,7 +175,7 @@ def build_submission(
         files[f"runs/{name}/{METRICS_FILE}"] = (runs_dir / name / METRICS_FILE).read_bytes()
         if (runs_dir / name / CHECKPOINT_FILE).is_file():
             files[f"runs/{name}/{WEIGHTS_FILE}"] = submission_weights(runs_dir / name / CHECKPOINT_FILE)
-    files["environment.json"] = json.dumps(environment(), indent=2).encode()
+    files["environment.json"] = json.dumps(versions_and_hardware(), indent=2).encode()
     manifest = {
         "format": FORMAT,
         "version": VERSION,
@@ -312,10 +315,10 @@ def check_manifest(folder: Path) -> list[str]:
 
 
 def load_runs(folder: Path) -> dict[str, dict]:
-    """Every ``runs/<name>/metrics.json`` of a submission folder, by run name (as ``report.load_runs``
+    """Every ``runs/<name>/metrics.json`` of a submission folder, by run name (as ``labkit.report.load_runs``
     reads and checks a runs folder); an unreadable or misshapen one refuses the submission, with the
     file named inside the submission."""
     try:
-        return report.load_runs(folder / "runs")
+        return load_runs_folder(folder / "runs")
     except ValueError as e:
         raise Refused(str(e).replace(f"{folder}{os.sep}", "")) from None

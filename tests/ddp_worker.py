@@ -22,7 +22,7 @@ import torch
 from labkit import __main__ as cli
 from labkit import ae, data, gan
 from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
-from labkit.engine import device, distributed, loop, runs
+from labkit.engine import distributed, environment, loop, runs
 from labkit.gan import nets as gan_nets
 from labkit.gan.recipe import CGANSettings
 
@@ -67,14 +67,14 @@ def main(out: Path) -> int:
     runs.fit_in_run(run, training, data.load_mnist(dev, verbose=False), cfg, progress=False)
     runs.fit = real_fit
 
-    device.seed_everything(0)
+    environment.seed_everything(0)
     mnist = data.load_mnist("cpu", verbose=False)
     training = gan.GANTraining(*gan_nets.mlp_gan())
     found["gan_before"] = weights(training)
     loop.fit(training, mnist.train_x[:512], epochs=1, batch_size=64, progress=False)  # 4 steps per rank
     found["gan_after"] = weights(training)
 
-    device.seed_everything(0)
+    environment.seed_everything(0)
     cfg = CGANSettings(loss="wgan-gp", n_critic=2)
     training = cfg.training(*cfg.networks())
     found["wgan_before"] = weights(training)
@@ -93,7 +93,7 @@ def main(out: Path) -> int:
     with distributed.quiet_unless_main():  # as the command line runs a recipe
         run_diffusion(DiffusionSettings(**tiny), out=out / "diffusion", device="cpu", progress=False, data=few)
     runs.fit = real_fit
-    device.seed_everything(0)
+    environment.seed_everything(0)
     training = DiffusionSettings(**tiny, ema=0).training()  # the average is the weights after every step
     loop.fit(training, few.train_x, epochs=1, batch_size=32, progress=False, train_y=few.train_y)
     found["diffusion_ema0"] = {"net": training.net.state_dict(), "ema": training.ema.module.state_dict()}

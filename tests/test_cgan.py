@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from labkit import gan, metrics
-from labkit.engine import device
+from labkit.engine import environment
 from labkit.engine.loop import fit
 from labkit.gan import cgan
+from labkit.gan import recipe as gan_recipe
 from labkit.gan.recipe import CGANSettings, run_cgan
 from labkit.gan.wgan import WGANGPTraining, gradient_penalty
 
@@ -91,7 +92,7 @@ def test_the_gradient_penalty_scores_each_interpolate_with_its_own_label():
 
 
 def test_the_wgan_gp_training_with_labels_lowers_the_critic_loss_on_real_digits(mnist_offline):
-    device.seed_everything(0)
+    environment.seed_everything(0)
     cfg = CGANSettings(loss="wgan-gp", n_critic=5)
     training = cfg.training(*cfg.networks())
     assert isinstance(training, WGANGPTraining)
@@ -127,7 +128,7 @@ def test_conditional_accuracy_of_a_perfect_and_of_a_label_blind_generator(mnist_
     for ignore, (low, high) in ((False, (0.9, 1.0)), (True, (0.09, 0.11))):
         G = Copier(mnist_offline, ignore_label=ignore)
         fake = gan.sample(G, 500, seed=0)  # the digits 0-9 in turn
-        quality = cgan.cgan_sample_quality(G, mnist_offline, fake)
+        quality = gan_recipe.cgan_sample_quality(G, mnist_offline, fake)
         assert low <= quality["conditional_accuracy"] <= high, (ignore, quality)
         per_digit = quality["conditional_accuracy_per_digit"]
         assert len(per_digit) == 10

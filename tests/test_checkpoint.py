@@ -15,10 +15,10 @@ import torch
 from labkit import gan, progression
 from labkit.ae import Autoencoder, AutoencoderTraining
 from labkit.engine import checkpoint as ckpt
-from labkit.engine.device import seed_everything
-from labkit.engine.harness import TrainingDiverged
-from labkit.engine.loop import fit
-from labkit.engine.precision import Precision
+from labkit.engine import environment
+from labkit.engine.environment import seed_everything
+from labkit.engine.loop import TrainingDiverged, fit
+from labkit.engine.training import Precision
 from labkit.gan import nets as gan_nets
 from labkit.vae import VAETraining, make_vae
 
@@ -212,10 +212,10 @@ def test_random_generators_are_restored_exactly():
     import numpy as np
 
     seed_everything(3)
-    state = ckpt.rng_state()
+    state = environment.rng_state()
     expected = (random.random(), np.random.rand(), torch.rand(3))
     seed_everything(4)
-    ckpt.set_rng_state(state)
+    environment.set_rng_state(state)
     again = (random.random(), np.random.rand(), torch.rand(3))
     assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
 

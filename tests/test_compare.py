@@ -14,7 +14,7 @@ from labkit.ae import AESettings
 from labkit.data import load_mnist
 from labkit.diffusion.recipe import DiffusionSettings
 from labkit.engine.checkpoint import CheckpointError
-from labkit.engine.loop import History
+from labkit.engine.training import History
 from labkit.gan.recipe import GANSettings
 
 

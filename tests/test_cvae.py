@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from labkit import metrics
-from labkit.engine import device
+from labkit.engine import environment
 from labkit.engine.loop import evaluate, fit
 from labkit.vae.cvae import (
     CVAE_BETA,
@@ -46,7 +46,7 @@ def trained(mnist_offline):
     """A cVAE of the default settings after two epochs on the 4,000 offline digits, and its test -ELBO
     before training."""
     data = mnist_offline
-    device.seed_everything(0)
+    environment.seed_everything(0)
     training = CVAESettings(lr=2e-3).training("cpu")
     torch.manual_seed(0)
     before = evaluate(training, data.test_x, data.test_y)["neg_elbo"]

@@ -266,7 +266,7 @@ def test_a_conditional_model_trains_its_own_epochs_on_a_cpu_wherever_it_is_asked
     the default settings, it kept their 72 epochs. What the CPU shrank is said (``cpu_note``)."""
     from labkit import experiments
     from labkit.diffusion.recipe import CPU_EPOCHS, CPU_EPOCHS_CONDITIONAL, DiffusionSettings
-    from labkit.engine import settings
+    from labkit.engine import environment
 
     assert (DiffusionSettings().epochs, DiffusionSettings(conditional=True).epochs) == (72, 40)
     assert (CPU_EPOCHS, CPU_EPOCHS_CONDITIONAL) == (72, 40)
@@ -276,11 +276,11 @@ def test_a_conditional_model_trains_its_own_epochs_on_a_cpu_wherever_it_is_asked
         "CPU: a diffusion UNet of width 16 on batches of 64 for 40 epochs, so that a run fits in about 15 minutes"
     )  # said by the command line, notebook 05 and the run's metrics.json (the report shows it)
     assert DiffusionSettings(width=32).cpu_note is None  # the course's UNet: nothing shrank
-    monkeypatch.setattr(settings, "training_on_cpu", lambda: False)  # a GPU: the course's 30 for both
+    monkeypatch.setattr(environment, "training_on_cpu", lambda: False)  # a GPU: the course's 30 for both
     assert (DiffusionSettings().epochs, DiffusionSettings(conditional=True).epochs) == (30, 30)
     assert DiffusionSettings().width == 32 and DiffusionSettings().cpu_note is None
     monkeypatch.setenv("LABKIT_SMOKE", "1")
-    assert DiffusionSettings(conditional=True).epochs == settings.SMOKE_EPOCHS
+    assert DiffusionSettings(conditional=True).epochs == environment.SMOKE_EPOCHS
 
 
 def test_the_notebooks_train_fewer_cpu_epochs_than_the_command_line_and_say_so(monkeypatch):
@@ -289,7 +289,7 @@ def test_the_notebooks_train_fewer_cpu_epochs_than_the_command_line_and_say_so(m
     ``NOTEBOOK_CPU_EPOCHS``: said in the note, and nothing changes on a GPU or in smoke mode."""
     from labkit import compare, run_notebooks
     from labkit.diffusion.recipe import NOTEBOOK_CPU_EPOCHS, NOTEBOOK_CPU_EPOCHS_CONDITIONAL, DiffusionSettings
-    from labkit.engine import settings
+    from labkit.engine import environment
 
     assert (NOTEBOOK_CPU_EPOCHS, NOTEBOOK_CPU_EPOCHS_CONDITIONAL) == (20, 10)
     notebook, notebook_cond = DiffusionSettings.for_notebook(), DiffusionSettings.for_notebook(conditional=True)
@@ -304,10 +304,10 @@ def test_the_notebooks_train_fewer_cpu_epochs_than_the_command_line_and_say_so(m
     assert "fewer than the 72 of `python -m labkit train diffusion` (" in " ".join(run_notebooks._cpu_notes())
     # notebook 05 reuses a longer command-line run as it is: its metrics.json notes the epochs trained
     assert replace(notebook, epochs=72).cpu_note == DiffusionSettings().cpu_note
-    monkeypatch.setattr(settings, "training_on_cpu", lambda: False)  # a GPU: the course's 30, as the command line
+    monkeypatch.setattr(environment, "training_on_cpu", lambda: False)  # a GPU: the course's 30, as the command line
     assert (DiffusionSettings.for_notebook().epochs, compare.default_settings("diffusion-cond").epochs) == (30, 30)
     monkeypatch.setenv("LABKIT_SMOKE", "1")
-    assert DiffusionSettings.for_notebook(conditional=True).epochs == settings.SMOKE_EPOCHS
+    assert DiffusionSettings.for_notebook(conditional=True).epochs == environment.SMOKE_EPOCHS
 
 
 def test_a_run_records_the_judges_numbers_and_its_figures(tmp_path, mnist_offline):

@@ -19,8 +19,9 @@ from labkit import datasets, progression
 from labkit.__main__ import main
 from labkit.diffusion.recipe import DiffusionSettings
 from labkit.engine import checkpoint as ckpt
-from labkit.engine.device import seed_everything
-from labkit.engine.loop import History, fit
+from labkit.engine.environment import seed_everything
+from labkit.engine.loop import fit
+from labkit.engine.training import History
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"width": 8, "mults": (1, 2), "sample_steps": 2, "batch_size": 32, "warmup_steps": 2}  # then falling: 4 steps

@@ -11,8 +11,9 @@ from PIL import Image
 from torch import nn
 
 from labkit import gan, metrics, models, progression
-from labkit.engine import device
-from labkit.engine.loop import History, fit
+from labkit.engine import environment
+from labkit.engine.loop import fit
+from labkit.engine.training import History
 from labkit.gan import nets as gan_nets
 from labkit.gan.recipe import DCGANSettings, GANSettings, run_dcgan, run_gan
 
@@ -193,7 +194,7 @@ def test_sampling_leaves_the_generator_unchanged():
 
 
 def test_fixed_noise_frames_and_gif_have_one_frame_per_epoch(mnist_offline, tmp_path):
-    device.seed_everything(0)
+    environment.seed_everything(0)
     G, D = gan_nets.dcgan(28, 1, width=16)
     recorder = progression.FixedNoise(G, n=16, seed=1)
     z = recorder.z.clone()
@@ -253,7 +254,7 @@ def test_diversity_ratio_is_1_for_real_data_and_0_for_a_collapsed_generator(mnis
 
 
 def test_two_epochs_of_the_mnist_gan_move_samples_towards_the_data(mnist_offline):
-    device.seed_everything(0)
+    environment.seed_everything(0)
     G, D = gan_nets.mlp_gan()
     training = gan.GANTraining(G, D)
     real_mean = float(mnist_offline.train_x.mean())  # about 0.13: mostly black digits
@@ -371,21 +372,21 @@ def test_a_long_run_animates_at_most_max_frames_keeping_the_first_and_last_epoch
 
 def test_on_a_cpu_the_dcgan_trains_fewer_epochs_and_says_so_in_its_run_and_the_report(monkeypatch, tmp_path):
     from labkit import report
-    from labkit.engine import settings as engine_settings
+    from labkit.engine import environment
     from labkit.gan.recipe import DCGAN_CPU_EPOCHS, DCGAN_EPOCHS
 
     monkeypatch.setenv("LABKIT_SMOKE", "0")
-    monkeypatch.setattr(engine_settings, "training_on_cpu", lambda: True)
+    monkeypatch.setattr(environment, "training_on_cpu", lambda: True)
     cpu = DCGANSettings()
     assert cpu.epochs == DCGAN_CPU_EPOCHS < DCGAN_EPOCHS
     note = cpu.epochs_note
     assert note.startswith(f"CPU: {DCGAN_CPU_EPOCHS} of the course's {DCGAN_EPOCHS} DCGAN epochs")
     assert GANSettings().epochs == 100  # the MNIST GAN is cheap: it keeps its full settings
     assert DCGANSettings(epochs=100).epochs_note is None  # asked for all of them: nothing to say
-    monkeypatch.setattr(engine_settings, "training_on_cpu", lambda: False)
+    monkeypatch.setattr(environment, "training_on_cpu", lambda: False)
     assert DCGANSettings().epochs == DCGAN_EPOCHS and DCGANSettings().epochs_note is None
     monkeypatch.setenv("LABKIT_SMOKE", "1")
-    monkeypatch.setattr(engine_settings, "training_on_cpu", lambda: True)
+    monkeypatch.setattr(environment, "training_on_cpu", lambda: True)
     assert DCGANSettings().epochs_note is None  # smoke mode is reduced anyway, and says so itself
-    section = "\n".join(report._run_section("dcgan", {"model": "dcgan", "epochs": 8, "note": note}, {}))
+    section = "\n".join(report.run_section("dcgan", {"model": "dcgan", "epochs": 8, "note": note}, {}))
     assert f"*{note}.*" in section

@@ -19,9 +19,9 @@ from labkit.ae import AESettings, Autoencoder, AutoencoderTraining, run_ae
 from labkit.data import load_mnist
 from labkit.diffusion.recipe import DiffusionSettings
 from labkit.engine import checkpoint as ckpt
-from labkit.engine import device
+from labkit.engine import environment
 from labkit.engine.loop import evaluate, fit
-from labkit.engine.precision import Precision
+from labkit.engine.training import Precision
 from labkit.gan import nets as gan_nets
 from labkit.gan.recipe import CGANSettings, DCGANSettings, GANSettings
 from labkit.vae import VAETraining, make_vae
@@ -227,13 +227,13 @@ def _tensors(tree):
 @pytest.mark.parametrize("saved_on, resumed_on", [(2, 1), (1, 2), (2, 0), (0, 1)])
 def test_generator_states_of_as_many_gpus_as_exist_are_restored(fake_gpus, saved_on, resumed_on):
     gpus = fake_gpus(saved_on)
-    state = ckpt.rng_state()
+    state = environment.rng_state()
     assert len(state.get("cuda", [])) == saved_on
     state = ckpt.safe_load(
         ckpt.atomic_save({"format": ckpt.FORMAT, "version": ckpt.VERSION, "rng": state}, _tmp_file())
     )["rng"]
     gpus = fake_gpus(resumed_on)
-    ckpt.set_rng_state(state)  # Kaggle's 2 x T4 -> Colab's one T4: device 1 is not there
+    environment.set_rng_state(state)  # Kaggle's 2 x T4 -> Colab's one T4: device 1 is not there
     assert sorted(gpus.restored) == list(range(min(saved_on, resumed_on)))
     for index, restored in gpus.restored.items():
         assert torch.equal(restored, torch.full((16,), 10 + index, dtype=torch.uint8))
@@ -254,7 +254,7 @@ def test_live_loss_plots_appear_in_colabs_shell(colab_shell, monkeypatch):
     monkeypatch.setattr("IPython.display.display", lambda fig, display_id=None: shown.append(fig) or _Handle())
     assert type(colab_shell).__name__ == "Shell" and plots.in_notebook()
     history = [{"epoch": 1, "train_loss": 0.5, "test_loss": 0.6}]
-    from labkit.engine.loop import History
+    from labkit.engine.training import History
 
     plots.LiveLossPlot()(1, history[0], History(history))
     assert len(shown) == 1
@@ -274,14 +274,14 @@ def test_a_terminal_ipython_is_not_a_notebook(monkeypatch):
 
 def test_a_gpu_this_torch_cannot_run_falls_back_to_the_cpu_and_says_what_to_choose(fake_gpu_model, monkeypatch, capsys):
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
-    monkeypatch.setattr(device, "_announced", set())
+    monkeypatch.setattr(environment, "_announced", set())
     fake_gpu_model("Tesla P100-PCIE-16GB", (6, 0))
-    assert device.pick_device() == torch.device("cpu")
+    assert environment.pick_device() == torch.device("cpu")
     line = capsys.readouterr().out
     assert line.count("\n") == 1 and "Tesla P100-PCIE-16GB, compute capability 6.0" in line
     assert "on Kaggle choose Settings > Accelerator > GPU T4 x2" in line
     with pytest.raises(RuntimeError, match="not supported.*GPU T4 x2"):
-        device.pick_device("cuda")
+        environment.pick_device("cuda")
 
 
 @pytest.mark.parametrize(
@@ -297,13 +297,13 @@ def test_a_gpu_this_torch_cannot_run_falls_back_to_the_cpu_and_says_what_to_choo
 )
 def test_which_gpus_a_torch_build_supports(fake_gpu_model, capability, arch_list, supported):
     fake_gpu_model("some GPU", capability, arch_list)
-    assert (device.unsupported_gpu() is None) is supported
+    assert (environment.unsupported_gpu() is None) is supported
 
 
 def test_a_supported_gpu_is_used(fake_gpu_model, monkeypatch):
-    monkeypatch.setattr(device, "_announced", set())
+    monkeypatch.setattr(environment, "_announced", set())
     fake_gpu_model("Tesla T4", (7, 5))
-    assert device.pick_device() == torch.device("cuda")
+    assert environment.pick_device() == torch.device("cuda")
 
 
 def test_float32_needs_no_autocast_at_all_so_older_torch_on_apples_mps_is_not_asked(monkeypatch):

@@ -19,6 +19,7 @@ from labkit.data import load_mnist
 from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
 from labkit.engine.loop import fit
 from labkit.gan.recipe import CGANSettings, GANSettings, run_cgan, run_gan
+from labkit.grade.grading import _data_key
 from labkit.vae.cvae import CVAESettings, run_cvae
 from labkit.vae.vqvae import VQVAESettings, run_vqvae
 
@@ -77,7 +78,7 @@ def _student_folder(course: Path, tmp: Path, name: str, discussion: str | None) 
     text = (course / "REPORT.md").read_text()
     if discussion is not None:
         for key in PARTS:
-            start, end = report._discussion_markers(key)
+            start, end = report.discussion_markers(key)
             text = text.replace(f"{start}\n{report.PLACEHOLDER}\n{end}", f"{start}\n{discussion} ({key})\n{end}")
     (folder / "REPORT.md").write_text(text)
     return folder
@@ -391,7 +392,7 @@ def test_implausible_values_are_flagged():
             "vae_iwae_k64_nats": 95.0,
         },
     }
-    flags = grade.plausibility_flags({"gan": record}, {grade._data_key(record): 3.3})
+    flags = grade.plausibility_flags({"gan": record}, {_data_key(record): 3.3})
     text = "; ".join(flags)
     assert "history holds 2" in text and "trained 3 of the 5 epochs" in text
     assert "class_coverage = 12, but there are 10 digits" in text and "below the real-data floor" in text

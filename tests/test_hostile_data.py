@@ -10,7 +10,7 @@ from PIL import Image
 
 from labkit import data, datasets, image_folder
 from labkit.__main__ import main
-from labkit.engine import device
+from labkit.engine import environment
 
 CUDA_HERE = torch.cuda.is_available()
 MPS_HERE = torch.backends.mps.is_available()
@@ -59,7 +59,7 @@ def test_train_on_a_cuda_gpu_that_is_not_here_says_which_devices_are_and_how_to_
     message = refused(capsys, "train", "ae", "--device", asked, "--out", str(course))
     assert f"device {asked!r} was asked for but no CUDA GPU is visible" in message
     assert "devices here: cpu" + (", mps" if MPS_HERE else "") + ")" in message
-    assert device.gpu_advice() in message and "ask for 'cpu'" in message
+    assert environment.gpu_advice() in message and "ask for 'cpu'" in message
     nothing_written(course, tmp_path)
 
 
@@ -98,11 +98,11 @@ def test_the_doctor_refuses_a_device_that_is_not_here_before_printing_anything(c
 
 def test_a_gpu_number_beyond_the_gpus_here_is_refused(fake_gpu_model):
     fake_gpu_model("Tesla T4", (7, 5))  # one supported GPU: cuda and cuda:0 are fine, cuda:3 is not
-    assert device.pick_device("cuda:0", verbose=False) == torch.device("cuda:0")
+    assert environment.pick_device("cuda:0", verbose=False) == torch.device("cuda:0")
     with pytest.raises(ValueError, match=r"'cuda:3' was asked for but this machine has 1 CUDA GPU, numbered from 0"):
-        device.pick_device("cuda:3", verbose=False)
+        environment.pick_device("cuda:3", verbose=False)
     with pytest.raises(RuntimeError, match="devices here: cpu, cuda:0"):  # still a RuntimeError, as it always was
-        device.pick_device("cuda:3", verbose=False)
+        environment.pick_device("cuda:3", verbose=False)
 
 
 # --------------------------------------------------------------------------- MNIST labels

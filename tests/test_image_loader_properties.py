@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from labkit import art, image_folder
-from labkit.engine import settings as labkit_settings
+from labkit.engine import environment
 
 # small example counts: the whole file runs in seconds; no example database (a failure prints its blob);
 # no explain phase and one bug per test, so that a failure is shrunk and reported in seconds, not minutes
@@ -343,7 +343,7 @@ def test_abstract_art_from_a_local_folder_is_floats_in_0_1_cached_under_the_data
             (gallery / f"art_{i}.png").write_bytes(data)
         for i, data in enumerate(broken):
             (gallery / f"zz_broken_{i}.jpg").write_bytes(data)
-        assert labkit_settings.data_root() == root
+        assert environment.data_root() == root
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             data = art.load_abstract_art(source="local", size=size, verbose=False)

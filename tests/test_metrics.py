@@ -7,7 +7,7 @@ import torch
 
 from labkit import metrics
 from labkit.ae import Autoencoder
-from labkit.engine import device
+from labkit.engine import environment
 from labkit.engine.loop import fit
 from labkit.vae import VAETraining, make_vae
 from labkit.vae.evaluation import elbo_decomposition, importance_weighted_bound
@@ -21,7 +21,7 @@ def classifier(mnist_offline, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained_vae(mnist_offline):
-    device.seed_everything(0)
+    environment.seed_everything(0)
     vae = make_vae("default")
     fit(VAETraining(vae), mnist_offline.train_x, epochs=1, batch_size=64, progress=False)
     return vae.eval()

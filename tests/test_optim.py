@@ -8,7 +8,7 @@ from torch import nn
 
 from labkit.engine import optim
 from labkit.engine.checkpoint import Checkpoint
-from labkit.engine.device import seed_everything
+from labkit.engine.environment import seed_everything
 from labkit.engine.loop import fit
 from labkit.vae import VAETraining, make_vae
 

@@ -25,7 +25,7 @@ def write_notebook(folder, name, *sources):
 
 TRAIN = """
 import torch, labkit
-from labkit.engine.loop import TrainingBase
+from labkit.engine.training import TrainingBase
 class Mean(TrainingBase):
     name = "mean"
     def __init__(self):
@@ -73,9 +73,9 @@ def test_it_announces_the_plan_shows_progress_and_bars_and_records_the_times(fol
 
 
 def test_on_a_cpu_it_says_first_what_the_notebooks_shrink_and_what_a_gpu_runs(folder, tmp_path, capsys, monkeypatch):
-    from labkit.engine import settings
+    from labkit.engine import environment
 
-    monkeypatch.setattr(settings, "training_on_cpu", lambda: True)
+    monkeypatch.setattr(environment, "training_on_cpu", lambda: True)
     assert runner.run_notebooks(folder, tmp_path / "executed", names=("a_first",)) == 0
     notes = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("CPU: ")]
     assert len(notes) == 2, notes
@@ -85,7 +85,7 @@ def test_on_a_cpu_it_says_first_what_the_notebooks_shrink_and_what_a_gpu_runs(fo
         "`python -m labkit train diffusion`"
     )
     assert notes[1].endswith("trains the course's width 32 on batches of 128 for 30 epochs")
-    monkeypatch.setattr(settings, "training_on_cpu", lambda: False)  # a GPU runs the course's settings
+    monkeypatch.setattr(environment, "training_on_cpu", lambda: False)  # a GPU runs the course's settings
     assert runner.run_notebooks(folder, tmp_path / "executed", names=("a_first",)) == 0
     assert "CPU: " not in capsys.readouterr().out
 

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from labkit.ae import Autoencoder, AutoencoderTraining
-from labkit.engine import device
-from labkit.engine.loop import History, evaluate, fit, seconds_per_epoch
-from labkit.engine.precision import Precision
+from labkit.engine import environment
+from labkit.engine.loop import evaluate, fit
+from labkit.engine.training import History, Precision, seconds_per_epoch
 from labkit.gan import nets as gan_nets
 from labkit.vae import VAETraining, make_vae
 
 
 def test_one_epoch_lowers_the_autoencoder_test_loss_clearly(mnist_offline):
-    device.seed_everything(0)
+    environment.seed_everything(0)
     training = AutoencoderTraining(Autoencoder(), lr=2e-3)
     before = evaluate(training, mnist_offline.test_x)["loss"]
     history = fit(training, mnist_offline.train_x, mnist_offline.test_x, epochs=1, batch_size=32, progress=False)
@@ -24,7 +24,7 @@ def test_one_epoch_lowers_the_autoencoder_test_loss_clearly(mnist_offline):
 
 
 def test_one_epoch_lowers_the_vae_negative_elbo_clearly(mnist_offline):
-    device.seed_everything(0)
+    environment.seed_everything(0)
     training = VAETraining(make_vae("default"), lr=2e-3)
     torch.manual_seed(0)
     before = evaluate(training, mnist_offline.test_x)["neg_elbo"]
@@ -76,7 +76,7 @@ def test_same_seed_same_history(mnist_offline):
     x = mnist_offline.train_x[:512]
     runs = []
     for _ in range(2):
-        device.seed_everything(123)
+        environment.seed_everything(123)
         runs.append(fit(AutoencoderTraining(Autoencoder()), x, x[:128], epochs=2, batch_size=64, progress=False))
     assert runs[0].series("test_loss") == runs[1].series("test_loss")
 
@@ -154,7 +154,7 @@ def test_precision_auto_is_float32_without_a_gpu_and_unknown_modes_are_refused()
 def test_bfloat16_training_ends_within_two_percent_of_float32(mnist_offline):
     x, results = mnist_offline.train_x[:1000], {}
     for mode in ("fp32", "bf16"):
-        device.seed_everything(0)
+        environment.seed_everything(0)
         training = VAETraining(make_vae("classic"), lr=2e-3)
         fit(training, x, epochs=1, batch_size=64, progress=False, precision=mode)
         torch.manual_seed(0)

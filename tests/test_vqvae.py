@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from labkit.engine import device
+from labkit.engine import environment
 from labkit.engine.loop import evaluate, fit
 from labkit.losses import bernoulli_nll
 from labkit.vae.vqvae import (
@@ -130,7 +130,7 @@ def test_a_code_far_from_every_input_is_dead_and_reported():
 
 
 def test_a_few_epochs_lower_the_test_loss_and_use_more_than_one_code(mnist_offline):
-    device.seed_everything(0)
+    environment.seed_everything(0)
     training = VQVAESettings().training("cpu")
     x, test_x = mnist_offline.train_x[:1000], mnist_offline.test_x[:300]
     before = evaluate(training, test_x)

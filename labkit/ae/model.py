@@ -19,7 +19,7 @@ class Autoencoder(FlatImageModel):
     """The MLP autoencoder of notebook 01: 784 -> 512 -> 256 -> 32 -> 256 -> 512 -> 784 by default.
 
     Inputs: ``latent_dim`` size of the code; ``hidden`` encoder widths (the decoder mirrors them;
-    ``NARROW_HIDDEN`` = (128, 64) is the course handout's narrower network); ``image_shape`` (C, H, W).
+    ``NARROW_HIDDEN`` = (128, 64) is the narrower 784-128-64-32 network); ``image_shape`` (C, H, W).
     ReLU between layers, a sigmoid on the output (pixels in [0, 1]).
     """
 

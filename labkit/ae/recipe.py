@@ -14,38 +14,31 @@ import torch
 from .. import datasets, plots
 from ..conv_nets import conv_plan, network_for
 from ..data import ImageData
-from ..engine import distributed, settings
-from ..engine.loop import History, evaluate
-from ..engine.precision import PRECISIONS
+from ..engine import distributed, environment, settings
+from ..engine.loop import evaluate
 from ..engine.runs import Trained, cost, fit_in_run, start_run
+from ..engine.training import History
 from ..models import DEFAULT_HIDDEN, MNIST_SHAPE
 from .model import Autoencoder, ConvAutoencoder
 from .training import AutoencoderTraining
 
 
 @dataclass
-class AESettings:
+class AESettings(settings.RunSettings):
     """Defaults of notebook 01 (see its "Settings" cell for why these values). ``dataset`` and
     ``image_size``: what to train on (``labkit.datasets``); 1 x 28 x 28 images train the MLP of
     ``hidden``, any other shape ``ConvAutoencoder`` (which has no use for ``hidden``)."""
 
-    epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=settings.SMOKE_EPOCHS))
+    epochs: int = field(default_factory=lambda: environment.pick(full=20, smoke=environment.SMOKE_EPOCHS))
     batch_size: int = 32
     lr: float = 1e-3
     latent_dim: int = 32
     hidden: tuple = DEFAULT_HIDDEN
-    seed: int = 0
-    precision: str = "auto"
-    compile: bool = False
-    dataset: str = "mnist"
-    image_size: int | None = None
 
     def __post_init__(self):
-        settings.whole_number("epochs", self.epochs, low=0)
+        super().__post_init__()
         for name in ("batch_size", "latent_dim"):
             settings.whole_number(name, getattr(self, name))
-        settings.learning_rate("lr", self.lr)
-        settings.one_of("precision", self.precision, PRECISIONS)
         shape = datasets.check_dataset(self.dataset, self.image_size)
         if shape != MNIST_SHAPE:
             conv_plan(shape)  # an image size the convolutions cannot halve is refused now, not after loading

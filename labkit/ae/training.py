@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine import optim, settings
-from ..engine.loop import TrainingBase
+from ..engine.training import TrainingBase
 from ..losses import bernoulli_nll_of_probabilities
 
 

@@ -15,10 +15,10 @@ import torch
 
 from .. import datasets, metrics, plots, progression
 from ..data import ImageData
-from ..engine import distributed, settings
-from ..engine.loop import History, evaluate
-from ..engine.precision import PRECISIONS
+from ..engine import distributed, environment, settings
+from ..engine.loop import evaluate
 from ..engine.runs import Run, Trained, cost, fit_in_run, start_run
+from ..engine.training import History
 from ..models import MNIST_SHAPE, classes_in_turn
 from .losses import TIME_DENSITIES
 from .samplers import SAMPLERS, check_sampler, network_evaluations
@@ -55,7 +55,7 @@ FULL_WIDTH, FULL_BATCH_SIZE, FULL_EPOCHS = 32, 128, 30  # the course's settings,
 
 
 @dataclass
-class DiffusionSettings:
+class DiffusionSettings(settings.RunSettings):
     """Defaults of notebook 05 ("Settings"). ``objective``: "eps" (DDPM's noise prediction, with
     ``schedule`` of ``steps`` noise levels) or "flow" (flow matching); ``sampler`` (default: DDIM for eps,
     Heun for flow) and ``sample_steps`` (default: the sampler's, see ``sampling_steps``) say how samples are
@@ -67,7 +67,7 @@ class DiffusionSettings:
     (``labkit.diffusion.unet.UNet``); ``time_density``: which times flow matching trains on."""
 
     epochs: int | None = None  # None: 30, or on a CPU CPU_EPOCHS (CPU_EPOCHS_CONDITIONAL for a conditional model)
-    batch_size: int = field(default_factory=lambda: settings.pick(full=FULL_BATCH_SIZE, smoke=128, cpu=64))
+    batch_size: int = field(default_factory=lambda: environment.pick(full=FULL_BATCH_SIZE, smoke=128, cpu=64))
     lr: float = 2e-3
     lr_schedule: str = "linear"
     warmup_steps: int = 100
@@ -80,22 +80,15 @@ class DiffusionSettings:
     guidance: float = 2.0
     label_dropout: float = 0.1
     ema: float = 0.999
-    width: int = field(default_factory=lambda: settings.pick(full=FULL_WIDTH, smoke=8, cpu=16))
+    width: int = field(default_factory=lambda: environment.pick(full=FULL_WIDTH, smoke=8, cpu=16))
     mults: tuple = (1, 2, 2)
     time_density: str = "logit-normal"  # 7.8 against uniform's 8.5 after 4,000 steps (flow matching, offline digits)
-    seed: int = 0
-    precision: str = "auto"
-    compile: bool = False
-    dataset: str = "mnist"
-    image_size: int | None = None
 
     def __post_init__(self):
         if self.epochs is None:
             cpu_epochs = CPU_EPOCHS_CONDITIONAL if self.conditional else CPU_EPOCHS
-            self.epochs = settings.pick(full=FULL_EPOCHS, smoke=settings.SMOKE_EPOCHS, cpu=cpu_epochs)
-        settings.whole_number("epochs", self.epochs, low=0)
-        settings.whole_number("batch_size", self.batch_size)
-        settings.learning_rate("lr", self.lr)
+            self.epochs = environment.pick(full=FULL_EPOCHS, smoke=environment.SMOKE_EPOCHS, cpu=cpu_epochs)
+        super().__post_init__()
         settings.one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES, "linear: falls to 0 at the last step")
         settings.whole_number("warmup_steps", self.warmup_steps, low=0)
         settings.one_of("objective", self.objective, OBJECTIVES, "eps: DDPM's noise prediction; flow: flow matching")
@@ -116,7 +109,6 @@ class DiffusionSettings:
             raise ValueError(f"--ema must be a decay in [0, 1) such as 0.999, not {self.ema!r}")
         settings.whole_number("width", self.width)
         settings.one_of("time_density", self.time_density, TIME_DENSITIES)
-        settings.one_of("precision", self.precision, PRECISIONS)
         shape = datasets.check_dataset(self.dataset, self.image_size)
         check_image_shape(shape, self.mults)  # an image size the UNet cannot halve: refused now, not after loading
         if self.conditional and not datasets.has_labels(self.dataset):
@@ -133,14 +125,14 @@ class DiffusionSettings:
         that `make run` of the five notebooks takes about half an hour (notebook 05, "Settings")."""
         if fields.get("epochs") is None:
             cpu = NOTEBOOK_CPU_EPOCHS_CONDITIONAL if fields.get("conditional") else NOTEBOOK_CPU_EPOCHS
-            fields["epochs"] = settings.pick(full=None, smoke=None, cpu=cpu)  # None: the command line's epochs
+            fields["epochs"] = environment.pick(full=None, smoke=None, cpu=cpu)  # None: the command line's epochs
         return cls(**fields)
 
     @property
     def cpu_note(self) -> str | None:
         """The sentence that says plainly that this model is the CPU's smaller one (the ``cpu=`` of
         ``labkit.pick``) and what a GPU runs instead; None in smoke mode, on a GPU, or for the course's width."""
-        if settings.smoke_mode() or self.width >= FULL_WIDTH or not settings.training_on_cpu():
+        if environment.smoke_mode() or self.width >= FULL_WIDTH or not environment.training_on_cpu():
             return None
         command_line = CPU_EPOCHS_CONDITIONAL if self.conditional else CPU_EPOCHS
         budget = (
@@ -168,7 +160,7 @@ class DiffusionSettings:
             return self.sample_steps
         if self.sampler_name == "ddpm":
             return self.steps
-        return settings.pick(full=DEFAULT_SAMPLE_STEPS.get(self.sampler_name, 32), smoke=4)
+        return environment.pick(full=DEFAULT_SAMPLE_STEPS.get(self.sampler_name, 32), smoke=4)
 
     @property
     def run_name(self) -> str:
@@ -281,7 +273,7 @@ def diffusion_final(cfg: DiffusionSettings, training, data: ImageData, test: dic
     samples, network evaluations per sample), and the judge's numbers on ``N_SAMPLES`` samples: classifier
     Fréchet distance and classes covered (the MNIST family), the conditional accuracy of a conditional run,
     and the memorised fraction."""
-    n = settings.pick(*N_SAMPLES)
+    n = environment.pick(*N_SAMPLES)
     device = data.train_x.device
     asked = classes_in_turn(n, training.num_classes, device) if cfg.conditional else None
     guidance = cfg.guidance if cfg.conditional else None

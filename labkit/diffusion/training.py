@@ -11,7 +11,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ..engine import optim, settings
-from ..engine.loop import TrainingBase
+from ..engine.training import TrainingBase
 from ..models import classes_in_turn
 from .losses import TIME_DENSITIES, drop_labels, eps_loss, flow_matching_loss
 from .samplers import SAMPLERS, check_sampler, sample

@@ -13,68 +13,25 @@ instead of resuming with wrong weights.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
-import random
 import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from . import files
+from . import environment, files
 from .optim import load_optimizer_state
 
 FORMAT = "labkit-checkpoint"
 VERSION = 1
 FILE_NAME = "checkpoint.pt"
-DIGEST_KEY = "sha256"  # the entry holding ``content_digest`` of everything else in the checkpoint
+DIGEST_KEY = "sha256"  # the entry holding ``labkit.engine.files.content_digest`` of everything else in the checkpoint
 
 
 class CheckpointError(ValueError):
     """A checkpoint that labkit refuses to load: unsafe, damaged, or from a different run."""
-
-
-# --------------------------------------------------------------------------- random number generators
-
-
-def rng_state() -> dict:
-    """The state of every generator a run draws from, in types ``weights_only`` loading accepts."""
-    version, mt_state, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    state = {
-        "python": (version, list(mt_state), gauss),
-        "numpy": {
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    """Put every generator back where ``rng_state`` found it.
-
-    The generator states must be CPU tensors (``safe_load`` loads them there). A run saved on more
-    GPUs than this machine has (Kaggle's two T4s, resumed on one GPU or none) restores the states of
-    the GPUs that exist; GPUs the run did not have keep their own."""
-    version, mt_state, gauss = state["python"]
-    random.setstate((version, tuple(mt_state), gauss))
-    n = state["numpy"]
-    np.random.set_state(
-        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
-    )
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(cuda_state, index)
 
 
 # --------------------------------------------------------------------------- describing a run
@@ -137,49 +94,6 @@ def mismatch(saved: dict, current: dict) -> list[str]:
     return problems
 
 
-# --------------------------------------------------------------------------- digest of the contents
-
-
-def content_digest(state: Mapping) -> str:
-    """SHA-256 (hex) of a checkpoint's contents, every entry but the digest itself.
-
-    The walk is fixed: mappings by sorted key, sequences in order, each value tagged with its kind
-    (and a length where its size varies), so that two different contents never feed the same bytes.
-    A tensor contributes its dtype, shape and the bytes of its elements (on the CPU, in row-major
-    order: the same whichever device saved it), a number its exact ``repr``. Loading with
-    ``weights_only`` gives back the types that were saved, so the digest of a loaded file equals the
-    one recorded when it was written unless its bytes changed on disk."""
-    digest = hashlib.sha256()
-    _feed(digest, {key: value for key, value in state.items() if key != DIGEST_KEY})
-    return digest.hexdigest()
-
-
-def _feed(digest, value) -> None:
-    def text(tag: str, content: str) -> None:
-        data = content.encode("utf-8")
-        digest.update(f"{tag}{len(data)}:".encode())
-        digest.update(data)
-
-    if isinstance(value, torch.Tensor):
-        tensor = value.detach().cpu().resolve_conj().resolve_neg().contiguous()
-        text("tensor", f"{tensor.dtype}{tuple(tensor.shape)}")
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    elif isinstance(value, Mapping):
-        items = sorted(value.items(), key=lambda item: (type(item[0]).__name__, repr(item[0])))
-        text("mapping", str(len(items)))
-        for key, item in items:
-            _feed(digest, key)
-            _feed(digest, item)
-    elif isinstance(value, (list, tuple)):
-        text("sequence", str(len(value)))
-        for item in value:
-            _feed(digest, item)
-    elif isinstance(value, str):
-        text("str", value)
-    else:  # None, bool, int, float (repr is exact), and the few other types weights_only loads
-        text(type(value).__name__, repr(value))
-
-
 # --------------------------------------------------------------------------- writing and reading
 
 
@@ -188,11 +102,11 @@ def atomic_save(obj, path: str | Path) -> Path:
     (``labkit.engine.files.atomic_writer``): a kill at any moment leaves either the old file or the new
     one, never half of one, and a full disk leaves the old one and no temporary file.
 
-    A labkit checkpoint (a dict of ``FORMAT``) is written with the ``content_digest`` of what it
+    A labkit checkpoint (a dict of ``FORMAT``) is written with the ``labkit.engine.files.content_digest`` of what it
     holds now, which ``safe_load`` checks."""
     path = Path(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        obj = {**obj, DIGEST_KEY: content_digest(obj)}
+        obj = {**obj, DIGEST_KEY: files.content_digest(obj, leave_out=DIGEST_KEY)}
     try:
         with files.atomic_writer(path, "wb") as f:
             torch.save(obj, f)
@@ -205,7 +119,7 @@ def atomic_save(obj, path: str | Path) -> Path:
     return path
 
 
-def _refusal_reason(message: str) -> str:
+def refusal_reason(message: str) -> str:
     """The sentence of PyTorch's refusal that names what the file asked for (``GLOBAL posix.system``,
     an unsupported operation), whole: PyTorch's message around it only says how to load the file
     anyway, which is what must not be done with a file of unknown origin."""
@@ -223,7 +137,7 @@ def safe_load(path: str | Path) -> dict:
     refused with ``CheckpointError`` and nothing in it is executed.
 
     The contents must match the SHA-256 digest recorded when the file was written
-    (``content_digest``): a file whose bytes changed since is refused, naming it. Checkpoints
+    (``labkit.engine.files.content_digest``): a file whose bytes changed since is refused, naming it. Checkpoints
     written before labkit recorded digests have none; they load as they always did.
 
     Everything lands on the CPU whatever device saved it: ``load_state_dict`` then copies weights
@@ -235,7 +149,7 @@ def safe_load(path: str | Path) -> dict:
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refused to load {path}: it contains Python objects that are not plain weights, and unpickling "
-            f"them could run arbitrary code. PyTorch says: {_refusal_reason(str(e))} labkit only loads "
+            f"them could run arbitrary code. PyTorch says: {refusal_reason(str(e))} labkit only loads "
             "checkpoints it wrote itself. If you did not make this file, delete it."
         ) from None
     except (RuntimeError, EOFError, OSError) as e:
@@ -249,7 +163,7 @@ def safe_load(path: str | Path) -> dict:
             f"{path} was written by checkpoint format version {state.get('version')}, this "
             f"labkit reads version {VERSION}. Delete it to train again."
         )
-    if DIGEST_KEY in state and state[DIGEST_KEY] != content_digest(state):
+    if DIGEST_KEY in state and state[DIGEST_KEY] != files.content_digest(state, leave_out=DIGEST_KEY):
         raise CheckpointError(
             f"{path} is damaged: its contents no longer match the SHA-256 digest labkit recorded when it wrote "
             "the file, so its bytes changed on disk since (a failing disk, a copy cut short, an edit). Nothing "
@@ -334,7 +248,7 @@ class Checkpoint:
             "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
             "scaler": precision.scaler.state_dict() if precision is not None else {},
             "callbacks": {key: cb.state_dict() for key, cb in _stateful(callbacks)},
-            "rng": rng_state(),
+            "rng": environment.rng_state(),
         }
         return atomic_save(state, self.path)  # with the digest of its contents
 
@@ -381,7 +295,7 @@ class Checkpoint:
             for key, callback in _stateful(callbacks):
                 if key in state["callbacks"]:
                     callback.load_state_dict(state["callbacks"][key])
-            set_rng_state(state["rng"])
+            environment.set_rng_state(state["rng"])
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:  # what the checks above cannot see
             raise CheckpointError(
                 f"{self.path} could not be loaded into this run ({type(e).__name__}: {e}). The file was changed "

@@ -10,12 +10,15 @@ A failure at any point leaves the previous file untouched and no temporary file 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
+
+import torch
 
 
 def _mode_for(path: Path) -> int:
@@ -93,3 +96,43 @@ def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
     return write_bytes(path, buffer.getvalue())
+
+
+def content_digest(state: Mapping, leave_out: str | None = None) -> str:
+    """SHA-256 (hex) of a checkpoint's contents, every entry but ``leave_out`` (the one that holds the digest).
+
+    The walk is fixed: mappings by sorted key, sequences in order, each value tagged with its kind
+    (and a length where its size varies), so that two different contents never feed the same bytes.
+    A tensor contributes its dtype, shape and the bytes of its elements (on the CPU, in row-major
+    order: the same whichever device saved it), a number its exact ``repr``. Loading with
+    ``weights_only`` gives back the types that were saved, so the digest of a loaded file equals the
+    one recorded when it was written unless its bytes changed on disk."""
+    digest = hashlib.sha256()
+    _feed(digest, {key: value for key, value in state.items() if key != leave_out})
+    return digest.hexdigest()
+
+
+def _feed(digest, value) -> None:
+    def text(tag: str, content: str) -> None:
+        data = content.encode("utf-8")
+        digest.update(f"{tag}{len(data)}:".encode())
+        digest.update(data)
+
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().resolve_conj().resolve_neg().contiguous()
+        text("tensor", f"{tensor.dtype}{tuple(tensor.shape)}")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, Mapping):
+        items = sorted(value.items(), key=lambda item: (type(item[0]).__name__, repr(item[0])))
+        text("mapping", str(len(items)))
+        for key, item in items:
+            _feed(digest, key)
+            _feed(digest, item)
+    elif isinstance(value, (list, tuple)):
+        text("sequence", str(len(value)))
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, str):
+        text("str", value)
+    else:  # None, bool, int, float (repr is exact), and the few other types weights_only loads
+        text(type(value).__name__, repr(value))

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from ..data import ImageData
-from . import distributed, files, settings, tensorboard
+from . import distributed, environment, files, tensorboard
 from .checkpoint import FILE_NAME as CHECKPOINT_FILE
-from .loop import History, fit
+from .loop import fit
+from .training import History, seconds_per_epoch
 
 METRICS_FILE = "metrics.json"
 
@@ -36,7 +37,7 @@ def installed_version(package: str) -> str:
         return "not installed"
 
 
-def environment() -> dict:
+def versions_and_hardware() -> dict:
     """Library versions and hardware, recorded in every metrics.json (versions read from the
     installed packages' metadata: importing torchvision or scikit-learn just for this costs seconds)."""
     env = {
@@ -63,7 +64,7 @@ class Run:
 
     def __init__(self, name: str, out: str | Path | None = None):
         self.name = name
-        self.dir = Path(out) if out is not None else settings.runs_root() / name
+        self.dir = Path(out) if out is not None else environment.runs_root() / name
         self.created = _missing_folders(self.dir)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -124,13 +125,13 @@ class Run:
             "epochs": epochs,
             "seed": seed,
             "device": str(device),
-            "smoke": settings.smoke_mode(),
+            "smoke": environment.smoke_mode(),
             "dataset": data.info(),
             "hyperparameters": hyperparameters,
             "history": list(history),
             "final": final,
             "figures": dict(self.figures),
-            "environment": environment(),
+            "environment": versions_and_hardware(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             **extra,
         }
@@ -231,7 +232,7 @@ def start_run(
     """Open the run folder (failing now, not after training, if it is not writable), seed every
     generator and pick the device: the first step of every headless recipe. Under ``torchrun`` it
     also joins the job (``labkit.engine.distributed``), and the device is this process's GPU."""
-    from .device import pick_device, seed_everything
+    from .environment import pick_device, seed_everything
 
     chosen = pick_device(device)  # a device that is not here is refused before the folder is made
     run = Run(name, out)
@@ -242,7 +243,6 @@ def start_run(
 def cost(history: History, model: torch.nn.Module) -> dict:
     """Seconds per epoch (the first, warm-up epoch left out) and trainable parameters of a run."""
     from ..models import count_parameters
-    from .loop import seconds_per_epoch
 
     return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
 

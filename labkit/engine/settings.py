@@ -1,125 +1,20 @@
-"""Where things live and how big a run is: smoke mode, the data root and the runs folder.
+"""The checks every setting of the kit runs on its value (the settings dataclasses, the networks, the loop),
+so that a wrong value fails at once with a message that names it and says what it must be.
 
-Smoke mode (``LABKIT_SMOKE=1``) runs every notebook and command on reduced epochs and data,
-with no edits; see the "Settings" cell at the top of each notebook.
+Where labkit runs (the device, Colab or Kaggle, smoke mode, the data and runs folders) is
+``labkit.engine.environment``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TypeVar
-
-from .device import on_colab, on_kaggle, pick_device
 
 T = TypeVar("T")
 
-SMOKE_EPOCHS = 2  # epochs of every model in smoke mode
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
-
-
-def smoke_mode() -> bool:
-    """True when ``LABKIT_SMOKE`` asks for reduced epochs and data.
-
-    ``1``, ``true``, ``yes`` (any case) switch it on; ``0``, ``false``, ``no``, empty or unset
-    mean full settings. Anything else is an error, so that a typo does not silently start an
-    hour-long run.
-    """
-    raw = os.environ.get("LABKIT_SMOKE", "").strip().lower()
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ValueError(
-        f"LABKIT_SMOKE={os.environ['LABKIT_SMOKE']!r} is not understood: "
-        "use 1/true/yes for smoke mode or 0/false/no (or leave it unset) for full settings."
-    )
-
-
-def offline() -> bool:
-    """True when ``LABKIT_OFFLINE`` (1/true/yes) says not to try any download at all."""
-    return os.environ.get("LABKIT_OFFLINE", "").strip().lower() in _TRUE
-
-
-def pick(full: T, smoke: T, cpu: T | None = None) -> T:
-    """Return ``smoke`` in smoke mode and ``full`` otherwise: ``EPOCHS = pick(full=20, smoke=2)``.
-    ``cpu``, if given, replaces ``full`` when the device labkit would train on is the CPU (no GPU, or
-    ``LABKIT_DEVICE=cpu``): for the one model whose full settings take hours there (the DCGAN)."""
-    if smoke_mode():
-        return smoke
-    if cpu is not None and training_on_cpu():
-        return cpu
-    return full
-
-
-def training_on_cpu() -> bool:
-    """Whether ``labkit.pick_device()`` would choose the CPU here."""
-    return pick_device(verbose=False).type == "cpu"
-
-
-def project_root() -> Path | None:
-    """The checkout labkit runs from (the folder holding pyproject.toml), or None when installed."""
-    here = Path(__file__).resolve().parents[2]  # labkit/engine/settings.py -> the checkout
-    return here if (here / "pyproject.toml").is_file() and (here / "labkit").is_dir() else None
-
-
-def data_root() -> Path:
-    """The data root: ``$LABKIT_DATA`` if set, else ``data/`` of the checkout (or of the cwd).
-
-    A ``LABKIT_DATA`` that does not exist is an error rather than an empty dataset.
-    """
-    env = os.environ.get("LABKIT_DATA", "").strip()
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"LABKIT_DATA points at {path}, which is not an existing folder. "
-                "Create it (mkdir -p), point LABKIT_DATA at the folder that holds MNIST/ and "
-                "abstract-art/, or unset it to use the kit's data/ folder."
-            )
-        return path
-    root = project_root()
-    path = (root if root is not None else Path.cwd()) / "data"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-KAGGLE_WORKING = Path("/kaggle/working")  # kept with the notebook's output on Kaggle
-COLAB_DRIVE = Path("/content/drive/MyDrive")  # Google Drive, once the student mounts it on Colab
-
-
-def runs_location() -> tuple[Path, str]:
-    """Where runs go and why: ``$LABKIT_RUNS``; on Kaggle its working folder; on Colab Google Drive
-    when it is mounted (so checkpoints survive a disconnect); otherwise ``runs/`` of the checkout
-    (or of the current folder when labkit is installed as a package)."""
-    env = os.environ.get("LABKIT_RUNS", "").strip()
-    if env:
-        return Path(env).expanduser(), "LABKIT_RUNS"
-    if on_kaggle() and KAGGLE_WORKING.is_dir():
-        return KAGGLE_WORKING / "runs", "Kaggle's working folder, kept when you save a version"
-    if on_colab():
-        if COLAB_DRIVE.is_dir():
-            return COLAB_DRIVE / "labkit" / "runs", "your Google Drive: it survives a disconnect"
-        return Path.cwd() / "runs", (
-            "the Colab runtime's disk, LOST when the runtime disconnects: mount Google Drive "
-            "first (from google.colab import drive; drive.mount('/content/drive'))"
-        )
-    root = project_root()
-    return (root if root is not None else Path.cwd()) / "runs", "the runs/ folder of this checkout"
-
-
-def runs_root() -> Path:
-    """Where runs write metrics.json, figures and checkpoints (see ``runs_location``)."""
-    return runs_location()[0]
-
-
-# --------------------------------------------------------------------------- checking settings
-# Every setting of the kit (the settings dataclasses, the networks, the loop) is checked by one of
-# these, so that a wrong value fails at once with a message that names it.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # ``labkit.engine.training.Precision``; auto: mixed on a CUDA GPU
 
 
 def whole_number(name: str, value, low: int = 1) -> int:
@@ -167,3 +62,25 @@ def one_of(name: str, value: T, choices: Iterable[T], hint: str = "") -> T:
             f"{name} must be one of {', '.join(map(str, choices))}{f' ({hint})' if hint else ''}, got {value!r}"
         )
     return value
+
+
+@dataclass
+class RunSettings:
+    """What the settings of every model share (``labkit.ae.AESettings``, ``labkit.vae.VAESettings``,
+    ``labkit.gan.recipe.GANSettings``, ``labkit.diffusion.recipe.DiffusionSettings``, ...): the seed, the
+    precision (``PRECISIONS``), whether to compile the modules, and the dataset and image size to train on; and
+    the checks of the three fields each model declares with its own defaults, ``epochs``, ``batch_size`` and
+    ``lr``. A model's settings declare those and their own fields, call ``super().__post_init__()``, and check
+    ``dataset`` against what their network can take (``labkit.datasets.check_dataset``)."""
+
+    seed: int = 0
+    precision: str = "auto"
+    compile: bool = False
+    dataset: str = "mnist"
+    image_size: int | None = None
+
+    def __post_init__(self):
+        whole_number("epochs", self.epochs, low=0)
+        whole_number("batch_size", self.batch_size)
+        learning_rate("lr", self.lr)
+        one_of("precision", self.precision, PRECISIONS)

@@ -16,10 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import metrics, plots
-from ..data import ImageData
+from .. import plots
 from ..engine import settings
-from ..models import classes_in_turn
 from .nets import LATENT_DIM, MLPGenerator
 from .training import sample
 
@@ -83,16 +81,6 @@ def conditional_gan(
         ConditionalMLPGenerator(latent_dim, image_shape=image_shape),
         ConditionalMLPDiscriminator(image_shape=image_shape),
     )
-
-
-def cgan_sample_quality(generator: nn.Module, data: ImageData, fake: torch.Tensor, seed: int = 0) -> dict:
-    """What a cGAN run records about ``fake``, images in [-1, 1] of the classes 0-9 in turn as
-    ``labkit.gan.sample`` draws them: the conditional accuracy (the digit classifier's agreement with
-    the requested digit, overall and per digit), as the conditional VAE's run records it."""
-    requested = classes_in_turn(len(fake), generator.num_classes)
-    classifier, _ = metrics.digit_classifier(data, seed=seed)
-    device = next(classifier.parameters()).device
-    return metrics.conditional_accuracy(((fake + 1) / 2).to(device), requested, classifier)
 
 
 def digit_rows(generator: nn.Module, seed: int = 0, per_digit: int = 10):

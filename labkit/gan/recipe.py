@@ -16,11 +16,10 @@ from torch import nn
 
 from .. import datasets, metrics, plots, progression
 from ..data import ImageData
-from ..engine import distributed, settings
-from ..engine.loop import History, seconds_per_epoch
-from ..engine.precision import PRECISIONS
+from ..engine import distributed, environment, settings
 from ..engine.runs import Run, Trained, fit_in_run, start_run
-from ..models import MNIST_SHAPE, count_parameters
+from ..engine.training import History, seconds_per_epoch
+from ..models import MNIST_SHAPE, classes_in_turn, count_parameters
 from . import cgan, wgan
 from . import nets as gan_nets
 from . import training as gan
@@ -34,7 +33,7 @@ N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, s
 
 
 @dataclass
-class GANSettings:
+class GANSettings(settings.RunSettings):
     """Defaults of the MLP GAN on MNIST (notebook 03, "The MNIST GAN").
 
     ``lr`` is both learning rates unless ``lr_g`` / ``lr_d`` set one apart; ``real_label`` 0.9
@@ -46,7 +45,7 @@ class GANSettings:
     image shape.
     """
 
-    epochs: int = field(default_factory=lambda: settings.pick(full=100, smoke=settings.SMOKE_EPOCHS))
+    epochs: int = field(default_factory=lambda: environment.pick(full=100, smoke=environment.SMOKE_EPOCHS))
     batch_size: int = 64
     latent_dim: int = 100
     lr: float = 2e-4
@@ -58,19 +57,14 @@ class GANSettings:
     n_critic: int = wgan.N_CRITIC
     gp_weight: float = wgan.GP_WEIGHT
     spectral_norm: bool = False
-    seed: int = 0
-    precision: str = "auto"
-    compile: bool = False
-    dataset: str = "mnist"
-    image_size: int | None = None
 
     def __post_init__(self):
-        settings.whole_number("epochs", self.epochs, low=0)
+        super().__post_init__()
         datasets.check_dataset(self.dataset, self.image_size)
         for name in ("batch_size", "latent_dim", "g_steps", "n_critic"):
             settings.whole_number(name, getattr(self, name))
-        for name in ("lr", "lr_g", "lr_d"):
-            if name == "lr" or getattr(self, name) is not None:
+        for name in ("lr_g", "lr_d"):  # None: lr
+            if getattr(self, name) is not None:
                 settings.learning_rate(name, getattr(self, name))
         gan.check_real_label(self.real_label)
         settings.one_of("loss", self.loss, LOSSES)
@@ -85,7 +79,6 @@ class GANSettings:
                 f"g_steps={self.g_steps} is a trick of the BCE loss; WGAN-GP balances the two the other way "
                 f"round, with n_critic critic updates per generator update (now {self.n_critic})"
             )
-        settings.one_of("precision", self.precision, PRECISIONS)
 
     @property
     def run_name(self) -> str:
@@ -155,11 +148,12 @@ class DCGANSettings(GANSettings):
     ``real_label`` is 0.9 for the BCE loss and 1 (no labels to smooth) for WGAN-GP."""
 
     epochs: int = field(
-        default_factory=lambda: settings.pick(full=DCGAN_EPOCHS, smoke=settings.SMOKE_EPOCHS, cpu=DCGAN_CPU_EPOCHS)
+        default_factory=lambda: environment.pick(
+            full=DCGAN_EPOCHS, smoke=environment.SMOKE_EPOCHS, cpu=DCGAN_CPU_EPOCHS
+        )
     )
     real_label: float = DCGAN_REAL_LABEL
     dataset: str = "abstract-art"
-    image_size: int | None = None
     width: int = 64
     downsample: str = "stride"
     n_images: int | None = None
@@ -182,7 +176,7 @@ class DCGANSettings(GANSettings):
     def epochs_note(self) -> str | None:
         """The sentence that says plainly when this DCGAN trains fewer epochs than the course's because
         it runs on a CPU; None otherwise."""
-        if settings.smoke_mode() or self.epochs >= DCGAN_EPOCHS or not settings.training_on_cpu():
+        if environment.smoke_mode() or self.epochs >= DCGAN_EPOCHS or not environment.training_on_cpu():
             return None
         return (
             f"CPU: {self.epochs} of the course's {DCGAN_EPOCHS} DCGAN epochs, so that notebook 03 runs in about "
@@ -274,7 +268,7 @@ def save_gan_run(
     run.save_figure(recorder.figure(title=f"{title}: fixed noise after each epoch"), "progression")
     gif = recorder.save_gif(run.dir / "progression.gif", n_show=64 if data.image_shape[-1] < 48 else 32)
     run.figures["progression_gif"] = gif.name
-    n_check = settings.pick(*N_DIVERSITY)
+    n_check = environment.pick(*N_DIVERSITY)
     fake = gan.sample(G, n_check, seed=cfg.seed)
     run.save_figure(plots.image_grid(fake[:64], value_range=(-1, 1), title=f"{title}: samples"), "samples")
     real = data.test_x if data.n_test >= 100 else data.train_x  # held-out images when there are enough
@@ -295,7 +289,7 @@ def save_gan_run(
         final.update(metrics.inception_fid(real[:n_check], (fake + 1) / 2))
     if hasattr(G, "num_classes"):  # the conditional GAN: does it draw the class it is asked for?
         if judged_by_classifier:
-            final.update(cgan.cgan_sample_quality(G, data, fake, seed=cfg.seed))
+            final.update(cgan_sample_quality(G, data, fake, seed=cfg.seed))
         run.save_figure(cgan.digit_rows(G, seed=cfg.seed), "digit_grid")
     plots.close_all()
     used = {"lr_g": cfg.lrs[0], "lr_d": cfg.lrs[1]}  # what was used, not None for "same as lr"
@@ -314,6 +308,16 @@ def save_gan_run(
         note=note,
         **used,
     )
+
+
+def cgan_sample_quality(generator: nn.Module, data: ImageData, fake: torch.Tensor, seed: int = 0) -> dict:
+    """What a cGAN run records about ``fake``, images in [-1, 1] of the classes 0-9 in turn as
+    ``labkit.gan.sample`` draws them: the conditional accuracy (the digit classifier's agreement with
+    the requested digit, overall and per digit), as the conditional VAE's run records it."""
+    requested = classes_in_turn(len(fake), generator.num_classes)
+    classifier, _ = metrics.digit_classifier(data, seed=seed)
+    device = next(classifier.parameters()).device
+    return metrics.conditional_accuracy(((fake + 1) / 2).to(device), requested, classifier)
 
 
 def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device, progress: bool) -> Trained | None:

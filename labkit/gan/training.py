@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..engine import optim, settings
-from ..engine.loop import History, TrainingBase
+from ..engine.training import History, TrainingBase
 from ..models import classes_in_turn, generate
 from .nets import LATENT_DIM
 
@@ -73,7 +73,7 @@ class GANTraining(TrainingBase):
     """The adversarial game as a ``Training`` for ``labkit.engine.loop.fit`` (notebook 03, "Training").
 
     Each ``train_step`` makes one discriminator update on a real batch and a fake batch, then
-    ``g_steps`` generator updates (each on fresh noise). Tricks of the seeds as parameters:
+    ``g_steps`` generator updates (each on fresh noise). The write-ups' GAN tricks as parameters:
     ``real_label`` (0.9 = one-sided label smoothing), separate ``lr_g`` / ``lr_d``, ``g_steps`` = k.
     Adam with betas (0.5, 0.999) as in DCGAN. Reports per batch: ``d_loss``, ``g_loss`` (mean over the
     k steps), ``d_real`` = mean D(x) and ``d_fake`` = mean D(G(z)), as probabilities, both measured

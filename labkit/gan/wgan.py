@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..engine import settings
-from ..engine.loop import History
+from ..engine.training import History
 from .training import GANTraining
 
 GP_WEIGHT = 10.0  # lambda of the paper, used for every experiment there

@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import datasets, metrics, plots
-from ..data import ImageData
-from ..engine import distributed, optim, settings
-from ..engine.loop import History, TrainingBase, evaluate
-from ..engine.precision import PRECISIONS
-from ..engine.runs import Trained, fit_in_run, start_run
+from ..data import ImageData, first_test_index
+from ..engine import distributed, environment, optim, settings
+from ..engine.loop import evaluate
+from ..engine.runs import Trained, cost, fit_in_run, start_run
+from ..engine.training import History, TrainingBase
 from ..models import DEFAULT_HIDDEN, MNIST_SHAPE, FlatImageModel, mlp
+from .evaluation import elbo_terms
 from .losses import reparameterize, vae_loss
-from .recipe import first_test_index, vae_final
 
 N_CLASSES = 10  # the ten digits
 N_SAMPLES = (1000, 250)  # generated digits the classifier scores (full, smoke): the same number of each digit
@@ -141,30 +141,22 @@ CVAE_BETA = 3.0
 
 
 @dataclass
-class CVAESettings:
+class CVAESettings(settings.RunSettings):
     """Defaults of the conditional VAE: the VAE's (notebook 02, "Settings") with the label added and
     ``beta`` = ``CVAE_BETA`` (see there why). ``dataset`` and ``image_size``: what to train on
     (``labkit.datasets``), a dataset with ten classes (mnist, fashion-mnist, kmnist, cifar10); the
     network stays an MLP on the flattened pixels whatever their shape."""
 
-    epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=settings.SMOKE_EPOCHS))
+    epochs: int = field(default_factory=lambda: environment.pick(full=20, smoke=environment.SMOKE_EPOCHS))
     batch_size: int = 32
     lr: float = 1e-3
     beta: float = CVAE_BETA
     latent_dim: int = 32
-    seed: int = 0
-    precision: str = "auto"
-    compile: bool = False
-    dataset: str = "mnist"
-    image_size: int | None = None
 
     def __post_init__(self):
-        settings.whole_number("epochs", self.epochs, low=0)
-        settings.whole_number("batch_size", self.batch_size)
-        settings.learning_rate("lr", self.lr)
+        super().__post_init__()
         settings.number("beta", self.beta, at_least=0, what="a number >= 0 (1 is the plain cVAE)")
         settings.whole_number("latent_dim", self.latent_dim)
-        settings.one_of("precision", self.precision, PRECISIONS)
         datasets.check_dataset(self.dataset, self.image_size)
         if not datasets.has_labels(self.dataset):
             raise ValueError(
@@ -220,7 +212,7 @@ def cvae_sample_quality(model: ConditionalVAE, data: ImageData, n: int, seed: in
 def cvae_final(test: dict, quality: dict, history: History, model: nn.Module) -> dict:
     """The ``final`` entry of a cVAE's metrics.json: the VAE's (``evaluate`` on the test split, the cost)
     and the sample quality."""
-    return {**vae_final(test, history, model), **quality}
+    return {**elbo_terms(test), **cost(history, model), **quality}
 
 
 def run_cvae(
@@ -270,6 +262,6 @@ def run_cvae(
     plots.close_all()
     quality = {}  # the digit classifier reads 1 x 28 x 28 images only
     if data.image_shape == MNIST_SHAPE:
-        quality = cvae_sample_quality(model, data, settings.pick(*N_SAMPLES), seed=cfg.seed)
+        quality = cvae_sample_quality(model, data, environment.pick(*N_SAMPLES), seed=cfg.seed)
     final = cvae_final(test, quality, history, model)
     return run.record(model="cvae", cfg=cfg, training=training, data=data, history=history, final=final, device=device)

@@ -58,3 +58,14 @@ def importance_weighted_bound(vae, x: torch.Tensor, k: int = 64, seed: int = 0, 
         total += -(torch.logsumexp(log_w, dim=0) - math.log(k)).sum().item()
     torch.random.set_rng_state(generator_state)
     return total / len(x)
+
+
+def elbo_terms(test: dict) -> dict:
+    """The test split's ELBO terms as a VAE's metrics.json ``final`` names them, from ``evaluate`` of a VAE's
+    (or the conditional VAE's) training: the negative ELBO, its reconstruction and KL terms in nats, and the MSE."""
+    return {
+        "test_neg_elbo_nats": test["neg_elbo"],
+        "test_recon_nats": test["recon"],
+        "test_kl_nats": test["kl"],
+        "test_mse": test["mse"],
+    }

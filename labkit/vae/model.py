@@ -87,7 +87,7 @@ class ConvVAE(VAE):
 # The VAE variants of the course (notebook 02, "Three VAEs"):
 VAE_VARIANTS = {
     "default": dict(hidden=DEFAULT_HIDDEN, latent_dim=32),  # the kit's default
-    "narrow": dict(hidden=NARROW_HIDDEN, latent_dim=32),  # the course handout's 784-128-64-32
+    "narrow": dict(hidden=NARROW_HIDDEN, latent_dim=32),  # the narrower 784-128-64-32 MLP (labkit.models)
     "classic": dict(hidden=(400,), latent_dim=20),  # pytorch/examples vae/main.py
     "latent2": dict(hidden=DEFAULT_HIDDEN, latent_dim=2),  # a 2-D code you can look at directly
 }

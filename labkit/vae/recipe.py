@@ -13,41 +13,34 @@ import torch
 
 from .. import datasets, plots
 from ..conv_nets import conv_plan, network_for
-from ..data import ImageData
-from ..engine import distributed, settings
-from ..engine.loop import History, evaluate
-from ..engine.precision import PRECISIONS
+from ..data import ImageData, first_test_index
+from ..engine import distributed, environment, settings
+from ..engine.loop import evaluate
 from ..engine.runs import Trained, cost, fit_in_run, start_run
+from ..engine.training import History
 from ..models import MNIST_SHAPE, start_at_mean_image
+from .evaluation import elbo_terms
 from .losses import vae_loss
 from .model import VAE, VAE_VARIANTS, ConvVAE
 from .training import VAETraining
 
 
 @dataclass
-class VAESettings:
+class VAESettings(settings.RunSettings):
     """Defaults of notebook 02 (see its "Settings" cell for why these values). ``dataset`` and
     ``image_size``: what to train on (``labkit.datasets``); 1 x 28 x 28 images train the MLP of
     ``variant``, any other shape ``ConvVAE`` with the variant's ``latent_dim``."""
 
     variant: str = "default"
-    epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=settings.SMOKE_EPOCHS))
+    epochs: int = field(default_factory=lambda: environment.pick(full=20, smoke=environment.SMOKE_EPOCHS))
     batch_size: int = 32
     lr: float = 1e-3
     beta: float = 1.0
-    seed: int = 0
-    precision: str = "auto"
-    compile: bool = False
-    dataset: str = "mnist"
-    image_size: int | None = None
 
     def __post_init__(self):
+        super().__post_init__()
         settings.one_of("variant", self.variant, VAE_VARIANTS)
-        settings.whole_number("epochs", self.epochs, low=0)
-        settings.whole_number("batch_size", self.batch_size)
-        settings.learning_rate("lr", self.lr)
         settings.number("beta", self.beta, at_least=0, what="a number >= 0 (1 is the plain VAE)")
-        settings.one_of("precision", self.precision, PRECISIONS)
         shape = datasets.check_dataset(self.dataset, self.image_size)
         if shape != MNIST_SHAPE:
             conv_plan(shape)  # an image size the convolutions cannot halve is refused now, not after loading
@@ -69,13 +62,7 @@ class VAESettings:
 
 def vae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
     """The ``final`` entry of a VAE's metrics.json from ``evaluate`` on the test split."""
-    return {
-        "test_neg_elbo_nats": test["neg_elbo"],
-        "test_recon_nats": test["recon"],
-        "test_kl_nats": test["kl"],
-        "test_mse": test["mse"],
-        **cost(history, model),
-    }
+    return {**elbo_terms(test), **cost(history, model)}
 
 
 def run_vae(
@@ -140,11 +127,3 @@ def vae_run_name(cfg: VAESettings) -> str:
     name = "vae" + datasets.run_suffix(cfg.dataset, cfg.image_size)
     name = name if cfg.variant == "default" else f"{name}-{cfg.variant}"
     return name if cfg.beta == 1 else f"{name}-beta{cfg.beta:g}"
-
-
-def first_test_index(data: ImageData, digit: int) -> int:
-    """Index of the first test image of ``digit`` (for interpolation pictures)."""
-    found = (data.test_y == digit).nonzero()
-    if len(found) == 0:
-        raise ValueError(f"the test split holds no image of digit {digit}")
-    return int(found[0])

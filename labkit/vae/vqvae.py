@@ -26,10 +26,10 @@ from torch import nn
 
 from .. import datasets, plots
 from ..data import ImageData, batches
-from ..engine import distributed, optim, settings
-from ..engine.loop import History, TrainingBase, evaluate
-from ..engine.precision import PRECISIONS
+from ..engine import distributed, environment, optim, settings
+from ..engine.loop import evaluate
 from ..engine.runs import Trained, cost, fit_in_run, start_run
+from ..engine.training import History, TrainingBase
 from ..losses import bernoulli_nll
 from ..models import MNIST_SHAPE, FlatImageModel
 
@@ -266,31 +266,24 @@ def codebook_usage(model: VQVAE, x: torch.Tensor) -> dict[str, float]:
 
 
 @dataclass
-class VQVAESettings:
+class VQVAESettings(settings.RunSettings):
     """Defaults measured on the 4,000-digit offline subset: after 20 epochs the test MSE is about 0.005
     per pixel with 50-60 of the 64 codes in use. A code_dim of 8 or 16 left more codes dead and
     reconstructed worse; beta is the paper's. ``dataset`` and ``image_size``: what to train on
     (``labkit.datasets``), images whose side is a multiple of 4 (the grid is a quarter of it)."""
 
-    epochs: int = field(default_factory=lambda: settings.pick(full=20, smoke=settings.SMOKE_EPOCHS))
+    epochs: int = field(default_factory=lambda: environment.pick(full=20, smoke=environment.SMOKE_EPOCHS))
     batch_size: int = 32
     lr: float = 2e-3
     n_codes: int = 64
     code_dim: int = 4
     beta: float = 0.25
-    seed: int = 0
-    precision: str = "auto"
-    compile: bool = False
-    dataset: str = "mnist"
-    image_size: int | None = None
 
     def __post_init__(self):
-        settings.whole_number("epochs", self.epochs, low=0)
+        super().__post_init__()
         for name in ("batch_size", "n_codes", "code_dim"):
             settings.whole_number(name, getattr(self, name))
-        settings.learning_rate("lr", self.lr)
         settings.number("beta", self.beta, at_least=0, what="a number >= 0 (the paper's is 0.25)")
-        settings.one_of("precision", self.precision, PRECISIONS)
         _, side, _ = datasets.check_dataset(self.dataset, self.image_size)
         if side % 4:
             raise ValueError(

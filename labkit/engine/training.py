@@ -1,19 +1,23 @@
-"""Mixed precision on whatever device trains: bfloat16 where the GPU has it natively, float16 with
-a gradient scaler on older GPUs (the T4 of Colab and Kaggle), float32 on the CPU.
+"""What a training of the course is: the ``Training`` protocol that ``labkit.engine.loop.fit`` drives, the shared
+defaults of the course's trainings (``TrainingBase``), the precision their steps run in (``Precision``), and the
+``History`` of a run.
 
-``fit(..., precision="auto")`` gives every training a ``Precision``; notebook 01, "Training", and
-notebook 03's adversarial step show what it does.
+Mixed precision on whatever device trains: bfloat16 where the GPU has it natively, float16 with a gradient scaler
+on older GPUs (the T4 of Colab and Kaggle), float32 on the CPU. ``fit(..., precision="auto")`` gives every training
+a ``Precision``; notebook 01, "Training", and notebook 03's adversarial step show what it does.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
+from torch import nn
 
 from . import settings
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from .settings import PRECISIONS
 
 
 class Precision:
@@ -71,3 +75,63 @@ def native_bf16() -> bool:
         return torch.cuda.is_bf16_supported(including_emulation=False)
     except TypeError:  # torch before 2.4 has no including_emulation and reports native support only
         return torch.cuda.is_bf16_supported()
+
+
+class History(list):
+    """Per-epoch records (dicts) of a run; ``series('test_loss')`` gives one column."""
+
+    def series(self, key: str) -> list[float]:
+        return [r[key] for r in self if key in r]
+
+    @property
+    def last(self) -> dict:
+        return self[-1] if self else {}
+
+
+class Training(Protocol):
+    """What ``fit`` needs from a model: named modules, one optimisation step, one evaluation step.
+
+    Both steps return per-batch means as 0-d tensors (kept on the device: no host sync per step).
+    Optional: ``optimizers`` (name -> optimiser, saved in checkpoints), ``precision`` (set by
+    ``fit``), ``plan(steps)`` (called once before training with the number of steps of the whole run,
+    resumed epochs included, e.g. to schedule the learning rate) and ``epoch_end(record, history)``
+    (called after each epoch, e.g. to warn).
+    """
+
+    name: str
+    modules: dict[str, nn.Module]
+    drop_last: bool
+
+    def train_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+    def eval_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+
+class TrainingBase:
+    """Shared defaults of the course's trainings: float32 until ``fit`` sets ``precision``."""
+
+    precision: Precision = FULL_PRECISION
+    drop_last = False
+
+    def plan(self, steps: int) -> None:
+        """Called by ``fit`` before the first step with the steps the whole run takes; nothing by default."""
+
+    def epoch_end(self, record: dict, history: History) -> None:
+        """Called by ``fit`` after each epoch; nothing by default."""
+
+
+EpochCallback = Callable[[int, dict, History], None]
+
+
+def set_mode(training: Training, train: bool) -> None:
+    """Every module of the training in training mode (dropout, batch statistics) or evaluation mode."""
+    for module in training.modules.values():
+        module.train(train)
+
+
+def seconds_per_epoch(history: History) -> float:
+    """Mean training seconds per epoch, leaving out the first epoch when there are more (warm-up)."""
+    seconds = history.series("seconds")
+    if not seconds:
+        return float("nan")
+    return sum(seconds[1:]) / (len(seconds) - 1) if len(seconds) > 1 else seconds[0]

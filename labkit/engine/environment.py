@@ -1,6 +1,8 @@
-"""Which device to train on, and seeding every random number generator for reproducible runs.
+"""Where labkit runs and how big a run is: the device to train on (CUDA, Apple's MPS or the CPU), Colab or
+Kaggle, smoke mode (``LABKIT_SMOKE=1``: every notebook and command on reduced epochs and data, with no edits),
+the data root and the runs folder, and seeding every random number generator for reproducible runs.
 
-Used in the "Set-up" section of every notebook.
+Used in the "Set-up" and "Settings" cells at the top of every notebook.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ import os
 import random
 import re
 import sys
+from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -184,3 +188,145 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # also seeds CUDA and MPS generators
+
+
+def rng_state() -> dict:
+    """The state of every generator a run draws from, in types ``weights_only`` loading accepts."""
+    version, mt_state, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {
+        "python": (version, list(mt_state), gauss),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Put every generator back where ``rng_state`` found it.
+
+    The generator states must be CPU tensors (``labkit.engine.checkpoint.safe_load`` loads them there). A run
+    saved on more GPUs than this machine has (Kaggle's two T4s, resumed on one GPU or none) restores the states
+    of the GPUs that exist; GPUs the run did not have keep their own."""
+    version, mt_state, gauss = state["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    n = state["numpy"]
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)
+
+
+# --------------------------------------------------------------------------- smoke mode and folders
+
+T = TypeVar("T")
+
+SMOKE_EPOCHS = 2  # epochs of every model in smoke mode
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+def smoke_mode() -> bool:
+    """True when ``LABKIT_SMOKE`` asks for reduced epochs and data.
+
+    ``1``, ``true``, ``yes`` (any case) switch it on; ``0``, ``false``, ``no``, empty or unset
+    mean full settings. Anything else is an error, so that a typo does not silently start an
+    hour-long run.
+    """
+    raw = os.environ.get("LABKIT_SMOKE", "").strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ValueError(
+        f"LABKIT_SMOKE={os.environ['LABKIT_SMOKE']!r} is not understood: "
+        "use 1/true/yes for smoke mode or 0/false/no (or leave it unset) for full settings."
+    )
+
+
+def offline() -> bool:
+    """True when ``LABKIT_OFFLINE`` (1/true/yes) says not to try any download at all."""
+    return os.environ.get("LABKIT_OFFLINE", "").strip().lower() in _TRUE
+
+
+def pick(full: T, smoke: T, cpu: T | None = None) -> T:
+    """Return ``smoke`` in smoke mode and ``full`` otherwise: ``EPOCHS = pick(full=20, smoke=2)``.
+    ``cpu``, if given, replaces ``full`` when the device labkit would train on is the CPU (no GPU, or
+    ``LABKIT_DEVICE=cpu``): for the one model whose full settings take hours there (the DCGAN)."""
+    if smoke_mode():
+        return smoke
+    if cpu is not None and training_on_cpu():
+        return cpu
+    return full
+
+
+def training_on_cpu() -> bool:
+    """Whether ``labkit.pick_device()`` would choose the CPU here."""
+    return pick_device(verbose=False).type == "cpu"
+
+
+def project_root() -> Path | None:
+    """The checkout labkit runs from (the folder holding pyproject.toml), or None when installed."""
+    here = Path(__file__).resolve().parents[2]  # labkit/engine/environment.py -> the checkout
+    return here if (here / "pyproject.toml").is_file() and (here / "labkit").is_dir() else None
+
+
+def data_root() -> Path:
+    """The data root: ``$LABKIT_DATA`` if set, else ``data/`` of the checkout (or of the cwd).
+
+    A ``LABKIT_DATA`` that does not exist is an error rather than an empty dataset.
+    """
+    env = os.environ.get("LABKIT_DATA", "").strip()
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"LABKIT_DATA points at {path}, which is not an existing folder. "
+                "Create it (mkdir -p), point LABKIT_DATA at the folder that holds MNIST/ and "
+                "abstract-art/, or unset it to use the kit's data/ folder."
+            )
+        return path
+    root = project_root()
+    path = (root if root is not None else Path.cwd()) / "data"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+KAGGLE_WORKING = Path("/kaggle/working")  # kept with the notebook's output on Kaggle
+COLAB_DRIVE = Path("/content/drive/MyDrive")  # Google Drive, once the student mounts it on Colab
+
+
+def runs_location() -> tuple[Path, str]:
+    """Where runs go and why: ``$LABKIT_RUNS``; on Kaggle its working folder; on Colab Google Drive
+    when it is mounted (so checkpoints survive a disconnect); otherwise ``runs/`` of the checkout
+    (or of the current folder when labkit is installed as a package)."""
+    env = os.environ.get("LABKIT_RUNS", "").strip()
+    if env:
+        return Path(env).expanduser(), "LABKIT_RUNS"
+    if on_kaggle() and KAGGLE_WORKING.is_dir():
+        return KAGGLE_WORKING / "runs", "Kaggle's working folder, kept when you save a version"
+    if on_colab():
+        if COLAB_DRIVE.is_dir():
+            return COLAB_DRIVE / "labkit" / "runs", "your Google Drive: it survives a disconnect"
+        return Path.cwd() / "runs", (
+            "the Colab runtime's disk, LOST when the runtime disconnects: mount Google Drive "
+            "first (from google.colab import drive; drive.mount('/content/drive'))"
+        )
+    root = project_root()
+    return (root if root is not None else Path.cwd()) / "runs", "the runs/ folder of this checkout"
+
+
+def runs_root() -> Path:
+    """Where runs write metrics.json, figures and checkpoints (see ``runs_location``)."""
+    return runs_location()[0]

@@ -1,23 +1,20 @@
-"""``python -m labkit grade SUBMISSIONS_DIR --out DIR``: grade a whole class from their submissions.
+"""Grading a class: ``grade`` (what ``python -m labkit grade`` runs), one student's row
+(``grade_student``), the instructor's reference runs, and the checks that need labkit's own formats:
+the numbers no honest run produces (``plausibility_flags``, by the gradebook's rule for a number), the
+``Evaluator`` that runs a run's submitted weights again (rebuilt from the registry of recipes), and
+Discussions nearly the same as another student's.
 
-Every archive (or unpacked folder) in SUBMISSIONS_DIR is one student, named by the file. The grader
-unpacks each safely, checks its manifest, compares REPORT.md with the metrics.json files it was built
-from, re-evaluates the submitted weights on the instructor's copy of the test split, looks for
-impossible values, smoke runs, other settings and copied discussions, and writes ``gradebook.csv``
-(one row per student, ``flags`` empty when nothing is wrong) and ``class_report.md`` with figures.
-Submissions are untrusted: nothing in them is executed, checkpoints are read with
-``weights_only=True``, and nothing is written outside ``DIR`` but the test data itself, fetched into
-the data root where it is missing (the digit classifier is kept in ``DIR/.cache``). The grader never
-deletes or changes its inputs: an ``--out`` that is, holds or lies inside the submissions or the
-reference is refused, and of ``DIR`` it removes only what an earlier grade unpacked there (listed in
-``WORK_RECORD``). ``docs/instructors.md`` is the guide.
+These sit together because each needs the submission format (``labkit.submit``), the gradebook or the
+registry of recipes, which lie one floor below the instructors' tools: a grade module that uses them can
+only be imported by the command line, which would otherwise rise to a ninth floor (``tests/test_house.py``
+allows eight). The other modules of ``labkit.grade`` need nothing above the report and the metrics, so
+this one imports them.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import re
 import tempfile
@@ -26,86 +23,26 @@ from pathlib import Path
 
 import torch
 
-from . import report
-from .engine import files
-from .engine.checkpoint import _refusal_reason
-from .gradebook import MAIN_METRICS, Student, class_report, number_problem, write_gradebook
-from .models import classes_in_turn
-from .submit import MANIFEST, WEIGHTS_FILE, WEIGHTS_FORMAT, Refused, check_manifest, load_runs, open_submission
+from ..engine.checkpoint import refusal_reason
+from ..gradebook import MAIN_METRICS, Student, class_report, number_problem, write_gradebook
+from ..report.discussions import read_discussions
+from ..report.parts import PARTS, PLACEHOLDER
+from ..report.tables import format_value
+from ..report.tables import load_runs as load_runs_folder
+from ..submit import MANIFEST, WEIGHTS_FILE, WEIGHTS_FORMAT, Refused, check_manifest, load_runs, open_submission
+from .drawn import judge_drawn
+from .flags import check_course, report_flags, settings_flags
+from .out_folder import CACHE, UNPACKED, check_out, record_unpacked, unpacked_earlier
 
 TOLERANCE = {"test_mse": 0.02, "test_neg_elbo_nats": 0.02, "fid_classifier": 0.15, "conditional_accuracy": 0.05}
 REEVALUATED = ("ae", "vae", "cvae", "vqvae", "gan", "cgan", "diffusion")  # models whose weights the grader runs again
-SAMPLES_JUDGED = (1000, 256)  # images a run that draws is judged on (full, smoke), as many as its recipe judged
 SIMILARITY = 0.8  # cosine similarity of two Discussions (TF-IDF) that is flagged
-UNPACKED = "submissions"  # the folder of --out the archives are unpacked into, one folder per student
-WORK_RECORD = ".labkit-grade-unpacked.json"  # in UNPACKED: every file and folder the grader unpacked there
-CACHE = ".cache"  # the folder of --out that keeps the digit classifier the grader trains
 # The numbers of a run's "final" that the grader compares or lists: each must be a finite number.
 GRADED_NUMBERS = set(TOLERANCE) | {metric for _, metric in MAIN_METRICS}
 GRADED_SUFFIXES = ("test_mse", "test_neg_elbo_nats", "fid_classifier", "class_coverage", "conditional_accuracy")
 
 
-# --------------------------------------------------------------------------- the checks
-
-
-def report_tables(text: str) -> dict[str, dict[str, str]]:
-    """The "Measured:" table of every run section of a REPORT.md: run -> metric -> value as written."""
-    tables: dict[str, dict[str, str]] = {}
-    run, in_measured = None, False
-    for line in text.splitlines():
-        heading = re.match(r"^### Run `([^`]+)`", line)
-        if heading:
-            run, in_measured = heading.group(1), False
-            tables[run] = {}
-        elif line.startswith("Measured:"):
-            in_measured = True
-        elif in_measured and run and line.startswith("| ") and not line.startswith("| metric"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if len(cells) == 2:
-                tables[run][cells[0]] = cells[1]
-        elif in_measured and line.startswith("#"):
-            in_measured = False
-    return tables
-
-
-def report_flags(folder: Path, runs: dict[str, dict]) -> list[str]:
-    """Numbers in REPORT.md that differ from the metrics.json they were built from."""
-    path = folder / "REPORT.md"
-    if not path.is_file():
-        return ["REPORT.md is missing"]
-    flags = []
-    tables = report_tables(path.read_text())
-    for run, table in tables.items():
-        if run not in runs:
-            flags.append(f"REPORT.md has a section for run {run}, which has no metrics.json")
-            continue
-        final = runs[run].get("final", {})
-        for metric, written in table.items():
-            if metric not in final:
-                flags.append(f"REPORT.md lists {run} {metric} = {written}, which its metrics.json does not have")
-            elif not _shows(written, final[metric]):
-                flags.append(
-                    f"REPORT.md says {run} {metric} = {_shown(written)} but its metrics.json says "
-                    f"{_shown(report.table_cell(final[metric]))} (edited by hand?)"
-                )
-    return flags
-
-
-def _shows(written: str, value) -> bool:
-    """Whether a number written in REPORT.md is ``value``: as the report writes it, or the same number written
-    another way ("232.0" where the report writes 232)."""
-    shown = report.table_cell(value)
-    if written == shown:
-        return True
-    try:
-        return math.isfinite(float(written)) and float(written) == float(shown)
-    except ValueError:
-        return False
-
-
-def _shown(text: str, limit: int = 60) -> str:
-    """A value from a submission as a flag quotes it: whole up to ``limit`` characters, then cut with "..."."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+# --------------------------------------------------------------------------- the numbers no honest run produces
 
 
 def _is_number(value) -> bool:
@@ -114,6 +51,16 @@ def _is_number(value) -> bool:
 
 def _graded_number(key: str) -> bool:
     return key in GRADED_NUMBERS or key.endswith(GRADED_SUFFIXES) or re.match(r"vae_iwae_k\d+_nats", key) is not None
+
+
+def _data_key(record: dict) -> tuple:
+    d = record.get("dataset", {})
+    values = (d.get(key) for key in ("name", "source", "n_train", "n_test"))
+    # a key of the floors dict: whatever JSON a submission put there, as a hashable value
+    return (
+        *(v if isinstance(v, (str, int, float, type(None))) else json.dumps(v) for v in values),
+        bool(record.get("smoke")),
+    )
 
 
 def plausibility_flags(runs: dict[str, dict], floors: dict) -> list[str]:
@@ -150,43 +97,20 @@ def plausibility_flags(runs: dict[str, dict], floors: dict) -> list[str]:
                 and value < 0.8 * floor
             ):
                 flags.append(
-                    f"{name}: {key} = {report.format_value(value)} is below the real-data floor "
-                    f"{report.format_value(floor)} (real training digits against real test digits)"
+                    f"{name}: {key} = {format_value(value)} is below the real-data floor "
+                    f"{format_value(floor)} (real training digits against real test digits)"
                 )
         iwae = [v for k, v in final.items() if re.match(r"vae_iwae_k\d+_nats", k) and _is_number(v)]
         elbo = final.get("vae_test_neg_elbo_nats")
         if iwae and _is_number(elbo) and elbo < iwae[0] - 1e-6:
             flags.append(
-                f"{name}: the -ELBO {report.format_value(final['vae_test_neg_elbo_nats'])} is below the "
-                f"importance-weighted bound {report.format_value(iwae[0])}, which it can never be"
+                f"{name}: the -ELBO {format_value(final['vae_test_neg_elbo_nats'])} is below the "
+                f"importance-weighted bound {format_value(iwae[0])}, which it can never be"
             )
     return flags
 
 
-def settings_flags(runs: dict[str, dict], course: dict[str, dict]) -> list[str]:
-    """Smoke-mode runs, and settings other than those the instructor fixed (``course``: run -> settings)."""
-    flags = [f"{name}: a smoke-mode run (reduced epochs and data)" for name, r in runs.items() if r.get("smoke")]
-    for name, fixed in course.items():
-        if name not in runs:
-            continue
-        used = runs[name].get("hyperparameters", {})
-        for key, value in fixed.items():
-            if used.get(key) != value:
-                flags.append(f"{name}: {key} = {used.get(key)!r}, the course fixed {value!r}")
-    return flags
-
-
 # --------------------------------------------------------------------------- re-evaluating the weights
-
-
-def _data_key(record: dict) -> tuple:
-    d = record.get("dataset", {})
-    values = (d.get(key) for key in ("name", "source", "n_train", "n_test"))
-    # a key of the floors dict: whatever JSON a submission put there, as a hashable value
-    return (
-        *(v if isinstance(v, (str, int, float, type(None))) else json.dumps(v) for v in values),
-        bool(record.get("smoke")),
-    )
 
 
 class Evaluator:
@@ -199,7 +123,7 @@ class Evaluator:
         self._floor: dict[bool, float] = {}
 
     def data(self, smoke: bool):
-        from .data import load_mnist
+        from ..data import load_mnist
 
         if smoke not in self._data:
             self._data[smoke] = load_mnist(self.device, smoke=smoke, verbose=False)
@@ -207,7 +131,7 @@ class Evaluator:
 
     def floor(self, smoke: bool) -> float:
         """Classifier Fréchet distance of real training digits to the test digits: no model does better."""
-        from . import metrics
+        from .. import metrics
 
         if smoke not in self._floor:
             data = self.data(smoke)
@@ -222,8 +146,8 @@ class Evaluator:
 
     def reproduce(self, name: str, record: dict, weights_path: Path) -> tuple[list[str], str | None]:
         """(flags, what was verified) for one run; runs of other models or data are not re-evaluated."""
-        from . import experiments
-        from .engine.loop import evaluate
+        from .. import experiments
+        from ..engine.loop import evaluate
 
         model = record.get("model")
         if model not in REEVALUATED or not weights_path.is_file():
@@ -234,7 +158,7 @@ class Evaluator:
             saved = torch.load(weights_path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - an unsafe or damaged file is the student's problem, reported
             # PyTorch's refusal of a pickle mostly says how to load it anyway: keep the sentence naming what it wants
-            reason = _refusal_reason(str(e)) if isinstance(e, pickle.UnpicklingError) else str(e).splitlines()[0][:160]
+            reason = refusal_reason(str(e)) if isinstance(e, pickle.UnpicklingError) else str(e).splitlines()[0][:160]
             return [
                 f"{name}: {WEIGHTS_FILE} refused ({type(e).__name__}: {reason}); labkit only loads plain weights, "
                 "and nothing in this file was run"
@@ -266,9 +190,10 @@ class Evaluator:
         for module in training.modules.values():
             module.eval()
         if callable(getattr(training, "draw", None)):  # the GANs and the diffusion models
-            again, problem = _judge_drawn(training, data, record, cfg.seed)
-            if problem:
-                return [f"{name}: {problem}"], None
+            again, coverage = judge_drawn(training, data, bool(record.get("smoke")), cfg.seed)
+            claimed = final.get("class_coverage")  # weights that cover other digits cannot be the run's
+            if not (_is_number(claimed) and abs(coverage - claimed) <= 1):
+                return [f"{name}: its weights cover {coverage} digits, its metrics.json says {claimed}"], None
         elif model == "ae":
             again = {"test_mse": evaluate(training, data.test_x)["loss"]}
         elif model == "vqvae":
@@ -288,49 +213,18 @@ class Evaluator:
             )
             if not matched:
                 flags.append(
-                    f"{name}: its weights give {key} = {report.format_value(value)} on the test split, its "
-                    f"metrics.json says {report.format_value(claimed)[:80]} (beyond {TOLERANCE[key]:.0%}: not "
+                    f"{name}: its weights give {key} = {format_value(value)} on the test split, its "
+                    f"metrics.json says {format_value(claimed)[:80]} (beyond {TOLERANCE[key]:.0%}: not "
                     "the weights that made these numbers)"
                 )
         return flags, None if flags else f"{name} {', '.join(again)}"
-
-
-def _classes_drawn(training) -> int:
-    """How many classes the ``draw`` of a training takes in turn: the ``num_classes`` of its conditional
-    network (the cGAN's generator, a conditional diffusion UNet), 0 when it draws without a label."""
-    return max((getattr(module, "num_classes", 0) or 0 for module in training.modules.values()), default=0)
-
-
-def _judge_drawn(training, data, record: dict, seed: int) -> tuple[dict[str, float], str | None]:
-    """The numbers of a training that draws (``draw(n, seed=...)``: the GANs, the diffusion models), judged
-    again as its recipe judged them: ``SAMPLES_JUDGED`` images drawn with the run's seed (a conditional
-    model draws the classes in turn), their classifier Fréchet distance and, when conditional, how often
-    the digit classifier reads the class asked for. Returns (the numbers, None), or (``{}``, why the
-    weights cannot be those of the run) when they cover another number of digits than it claims."""
-    from . import metrics
-
-    n = SAMPLES_JUDGED[1] if record.get("smoke") else SAMPLES_JUDGED[0]
-    images = training.draw(n, seed=seed)  # (n, C, H, W) in [0, 1]
-    quality = metrics.digit_sample_quality(data, images, seed=seed)
-    again = {"fid_classifier": quality["fid_classifier"]}
-    classes = _classes_drawn(training)
-    if classes:
-        classifier, _ = metrics.digit_classifier(data, seed=seed)
-        device = next(classifier.parameters()).device
-        asked = classes_in_turn(n, classes)  # what draw asks for by default
-        accuracy = metrics.conditional_accuracy(images.to(device), asked, classifier)
-        again["conditional_accuracy"] = accuracy["conditional_accuracy"]
-    claimed = record.get("final", {}).get("class_coverage")
-    if not (_is_number(claimed) and abs(quality["class_coverage"] - claimed) <= 1):
-        return {}, f"its weights cover {quality['class_coverage']} digits, its metrics.json says {claimed}"
-    return again, None
 
 
 # --------------------------------------------------------------------------- the class
 
 
 def grade_student(path: Path, work: Path, evaluator: Evaluator, course: dict) -> Student:
-    """One student's row: every check of this module on the submission at ``path`` (unpacked under
+    """One student's row: every check of ``labkit.grade`` on the submission at ``path`` (unpacked under
     ``work``). A submission that cannot be read is refused with the reason; nothing it holds stops the class."""
     student = Student(path.stem if path.is_file() else path.name)
     try:
@@ -339,7 +233,7 @@ def grade_student(path: Path, work: Path, evaluator: Evaluator, course: dict) ->
         student.runs = load_runs(student.folder)
         if not student.runs:
             raise Refused("no runs/*/metrics.json in the submission")
-        student.discussions = report.read_discussions(student.folder / "REPORT.md")
+        student.discussions = read_discussions(student.folder / "REPORT.md")
         student.flags += report_flags(student.folder, student.runs)
         floors = {
             _data_key(r): evaluator.floor(bool(r.get("smoke")))
@@ -367,12 +261,12 @@ def discussion_flags(students: list[Student], threshold: float = SIMILARITY) -> 
     from sklearn.metrics.pairwise import cosine_similarity
 
     graded = [s for s in students if not s.refused]
-    for part in report.PARTS:
+    for part in PARTS:
         texts = {s.name: s.discussions.get(part.key, "") for s in graded}
         for s in graded:
-            if texts[s.name] in ("", report.PLACEHOLDER):
+            if texts[s.name] in ("", PLACEHOLDER):
                 s.flags.append(f"discussion of {part.key} not written")
-        written = [s for s in graded if texts[s.name] not in ("", report.PLACEHOLDER)]
+        written = [s for s in graded if texts[s.name] not in ("", PLACEHOLDER)]
         if len(written) < 2:
             continue
         matrix = TfidfVectorizer().fit_transform([texts[s.name] for s in written])
@@ -400,8 +294,8 @@ def grade(
     only read: ``ValueError`` (before anything is written) for an ``out`` that is, holds or lies
     inside one of them, for a ``course`` of another shape and for a reference that cannot be read.
     """
-    from . import metrics
-    from .engine.device import check_device
+    from .. import metrics
+    from ..engine.environment import check_device
 
     submissions, out = Path(submissions), Path(out)
     if not submissions.is_dir():
@@ -445,79 +339,6 @@ def grade(
     return book, class_report(students, rows, out, reference_record)
 
 
-def check_out(out: Path, inputs: dict[str, Path]) -> None:
-    """Refuse (``ValueError``) an ``out`` folder that is, holds or lies inside one of ``inputs``
-    (what -> path), or that is a file: the grader writes and cleans ``out``, and never touches its inputs."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(
-            f"--out {out} is a file: give a folder for gradebook.csv, class_report.md and the unpacked files"
-        )
-    where = out.resolve()
-    for what, path in inputs.items():
-        given = path.resolve()
-        if where == given or where.is_relative_to(given) or given.is_relative_to(where):
-            relation = "is" if where == given else "lies inside" if where.is_relative_to(given) else "holds"
-            raise ValueError(
-                f"--out {out} {relation} {what} ({path}): the grader writes into --out and never changes its "
-                "inputs. Choose a folder of its own beside them, for example --out grades"
-            )
-
-
-def check_course(course) -> dict[str, dict]:
-    """The course's fixed settings as given (run -> {setting: value}), or ``ValueError`` saying what is wrong."""
-    if not isinstance(course, dict) or not all(isinstance(fixed, dict) for fixed in course.values()):
-        raise ValueError(
-            "the course settings must be a JSON object of runs, each an object of settings, for example "
-            '{"ae": {"epochs": 20}, "vae": {"beta": 1.0}}'
-        )
-    return course
-
-
-def _entries(folder: Path) -> list[Path]:
-    """Everything under ``folder``, deepest first (links listed, never followed)."""
-    found = []
-    for parent, dirs, names in os.walk(folder):
-        found += [Path(parent, name) for name in dirs + names]
-    return sorted(found, key=lambda p: len(p.parts), reverse=True)
-
-
-def unpacked_earlier(work: Path) -> list[Path]:
-    """What an earlier grade unpacked into ``work`` (listed in its ``WORK_RECORD``), deepest first, to
-    be removed before unpacking anew; ``ValueError`` when ``work`` holds anything else, so that the
-    grader never deletes a file it did not write (an instructor's notes, a folder that merely has the name)."""
-    if not work.exists() and not work.is_symlink():
-        return []
-    if work.is_symlink() or not work.is_dir():
-        raise ValueError(f"{work} is not a folder the grader made: move it away or choose another --out")
-    record = work / WORK_RECORD
-    try:
-        listed = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
-        written, unpacking = set(listed.get("written", [])), set(listed.get("unpacking", []))
-    except (OSError, ValueError, AttributeError, TypeError):
-        written, unpacking = set(), set()
-    entries = _entries(work)
-    names = {p.relative_to(work).as_posix(): p.is_dir() for p in entries if p != record}
-    # "unpacking": the student folders of a grade that was stopped before it could list what it wrote
-    foreign = [name for name in names if name not in written and name.split("/")[0] not in unpacking]
-    foreign.sort(key=lambda name: (names[name], name))  # files first: they are what would be lost
-    if foreign:
-        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
-        raise ValueError(
-            f"{work} holds {foreign[0]}{more}, which labkit grade did not unpack there; it removes only what it "
-            f"wrote itself. Move them out of {work}, or choose another --out"
-        )
-    return entries
-
-
-def record_unpacked(work: Path, unpacking: list[str] = ()) -> None:
-    """List in ``work/WORK_RECORD`` everything under ``work`` (all of it unpacked by this grade), so that
-    the next grade can remove exactly that; before unpacking, also the student folders about to be made
-    (``unpacking``), so that a grade stopped half-way still leaves a folder the next one may clean."""
-    written = sorted(p.relative_to(work).as_posix() for p in _entries(work) if p != work / WORK_RECORD)
-    listing = {"written_by": "labkit grade", "written": written, "unpacking": sorted(unpacking)}
-    files.write_text(work / WORK_RECORD, json.dumps(listing, indent=1))
-
-
 def reference_runs(reference: Path | None, out: Path) -> dict[str, dict]:
     """The instructor's own runs: a runs folder (``*/metrics.json``) or a submission (archive or folder,
     unpacked into a temporary folder of ``out`` that is removed again). ``ValueError`` when it cannot be read."""
@@ -525,7 +346,7 @@ def reference_runs(reference: Path | None, out: Path) -> dict[str, dict]:
         return {}
     try:
         if reference.is_dir() and not (reference / MANIFEST).is_file():
-            runs = report.load_runs(reference)
+            runs = load_runs_folder(reference)
         else:
             with tempfile.TemporaryDirectory(prefix=".reference-", dir=out) as work:
                 runs = load_runs(open_submission(reference, Path(work)))
