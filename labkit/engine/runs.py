@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..data import ImageData
+from ..models import count_parameters
 from . import distributed, environment, files, tensorboard
 from .checkpoint import FILE_NAME as CHECKPOINT_FILE
 from .loop import fit
@@ -232,18 +233,14 @@ def start_run(
     """Open the run folder (failing now, not after training, if it is not writable), seed every
     generator and pick the device: the first step of every headless recipe. Under ``torchrun`` it
     also joins the job (``labkit.engine.distributed``), and the device is this process's GPU."""
-    from .environment import pick_device, seed_everything
-
-    chosen = pick_device(device)  # a device that is not here is refused before the folder is made
+    chosen = environment.pick_device(device)  # a device that is not here is refused before the folder is made
     run = Run(name, out)
-    seed_everything(seed)
+    environment.seed_everything(seed)
     return run, distributed.init_from_env(chosen)
 
 
 def cost(history: History, model: torch.nn.Module) -> dict:
     """Seconds per epoch (the first, warm-up epoch left out) and trainable parameters of a run."""
-    from ..models import count_parameters
-
     return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
 
 
