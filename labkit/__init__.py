@@ -23,13 +23,17 @@ The engine, which students need not read (``labkit/engine/``, see its ``__init__
 what wraps it (resume, several GPUs, the NaN watch), what a training is (its history and precision),
 checkpoints, the environment (device, Colab and Kaggle, smoke mode, folders), runs and the settings' checks.
 Around it: data (resident MNIST), image_folder and art (image folders, the gallery, CIFAR-10), datasets (the
-registry behind ``--dataset``), experiments (every recipe by name, and ``trained``), report (REPORT.md),
-doctor, submit, grade (a package) and gradebook (instructors), hosted, notebook, exercises (a package: one module per
-notebook's checks), explore.
+registry behind ``--dataset``), experiments (the registry of families, the one place that lists them: every
+recipe by name, and ``trained``; each family declares its recipes as ``labkit.engine.family`` describes), report
+(REPORT.md), doctor, submit, grade (a package) and gradebook (instructors), hosted, notebook, exercises (a
+package: one module per notebook's checks), explore.
 
 Imports only go down, in at most eight floors (``tests/test_house.py``): the engine at the bottom, then the
-data, the metrics and the families' networks and trainings, their recipes, the registry of recipes, the course's
-and the instructors' tools, and the command line on top. No family imports another.
+data, the metrics and the families' networks and trainings, their recipes, the registry of families, the
+course's and the instructors' tools, and the command line on top. No family imports another, and outside the
+families only the registry names them (besides the report's outline and the exercise checks, one part and one
+module per notebook): the command line, the doctor, grade, the gradebook, notebook 04 and ``make run`` loop
+over ``experiments.FAMILIES``.
 
 The names most notebooks use are here at the top: ``labkit.fit``, ``labkit.evaluate``,
 ``labkit.History``, ``labkit.TrainingBase``, ``labkit.seconds_per_epoch``, ``labkit.pick_device``,

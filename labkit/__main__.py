@@ -40,64 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--lr", type=float, help="learning rate")
     train.add_argument("--device", help="cuda, mps or cpu (default: the best available)")
-    train.add_argument("--variant", help="VAE variant: default, narrow, classic or latent2")
-    train.add_argument(
-        "--beta", type=float, help="VAE, cVAE: weight of the KL term (beta-VAE); VQ-VAE: the commitment weight"
-    )
-    train.add_argument("--latent-dim", type=int, dest="latent_dim", help="cVAE, GANs: size of the latent code")
-    train.add_argument("--n-codes", type=int, dest="n_codes", help="VQ-VAE: codebook size")
-    train.add_argument("--code-dim", type=int, dest="code_dim", help="VQ-VAE: size of each code vector")
-    train.add_argument("--lr-g", type=float, dest="lr_g", help="GAN: generator learning rate (default: --lr)")
-    train.add_argument("--lr-d", type=float, dest="lr_d", help="GAN: discriminator learning rate (default: --lr)")
-    train.add_argument(
-        "--real-label",
-        type=float,
-        dest="real_label",
-        help="GAN: target for real images (0.9 = one-sided label smoothing, 1 = none)",
-    )
-    train.add_argument(
-        "--g-steps", type=int, dest="g_steps", help="GAN: generator updates per discriminator update (k)"
-    )
-    train.add_argument(
-        "--loss", choices=("bce", "wgan-gp"), help="GAN: bce (default) or wgan-gp (a critic with the gradient penalty)"
-    )
-    train.add_argument("--n-critic", type=int, dest="n_critic", help="GAN, wgan-gp: critic updates per G update (5)")
-    train.add_argument("--gp-weight", type=float, dest="gp_weight", help="GAN, wgan-gp: penalty weight lambda (10)")
-    train.add_argument(
-        "--spectral-norm",
-        action="store_true",
-        default=None,
-        dest="spectral_norm",
-        help="GAN: spectral normalisation of the discriminator's layers (Miyato et al. 2018)",
-    )
-    train.add_argument(
-        "--objective", choices=("eps", "flow"), help="diffusion: flow (flow matching, default) or eps (DDPM)"
-    )
-    train.add_argument(
-        "--conditional",
-        action="store_true",
-        default=None,
-        help="diffusion: learn to draw the class asked for (classifier-free guidance)",
-    )
-    train.add_argument("--guidance", type=float, help="diffusion, conditional: guidance weight w (0: none, 1: plain)")
-    train.add_argument("--sampler", help="diffusion: ddim or ddpm (objective eps), euler or heun (objective flow)")
-    train.add_argument(
-        "--sample-steps", type=int, dest="sample_steps", help="diffusion: sampler steps (heun 16, ddim/euler 32)"
-    )
-    train.add_argument("--ema", type=float, help="diffusion: decay of the weights' average samples come from (0.999)")
-    train.add_argument(
-        "--lr-schedule",
-        choices=("constant", "linear"),
-        dest="lr_schedule",
-        help="diffusion: after the warm-up, keep --lr (constant) or lower it to 0 at the last step (linear, default)",
-    )
-    train.add_argument(
-        "--warmup-steps", type=int, dest="warmup_steps", help="diffusion: steps the learning rate rises over (100)"
-    )
+    for option in experiments.options():  # each family's own, as its recipes declare them
+        if option.kind is bool:
+            train.add_argument(option.flag, action="store_true", default=None, dest=option.name, help=option.help)
+        else:
+            train.add_argument(
+                option.flag, type=option.kind, choices=option.choices, dest=option.name, help=option.help
+            )
     train.add_argument("--dataset", help="mnist, fashion-mnist, kmnist, cifar10, abstract-art or an image folder")
     train.add_argument("--image-size", type=int, dest="image_size", help="pixels a side, resized (default: the data's)")
-    train.add_argument("--downsample", help="dcgan: discriminator downsampling, stride (default) or maxpool")
-    train.add_argument("--n-images", type=int, dest="n_images", help="dcgan: train on at most N images")
     train.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
@@ -149,43 +100,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "train":
-        overrides = {
-            k: getattr(args, k)
-            for k in (
-                "epochs",
-                "seed",
-                "batch_size",
-                "lr",
-                "variant",
-                "beta",
-                "latent_dim",
-                "n_codes",
-                "code_dim",
-                "lr_g",
-                "lr_d",
-                "real_label",
-                "g_steps",
-                "loss",
-                "n_critic",
-                "gp_weight",
-                "spectral_norm",
-                "objective",
-                "conditional",
-                "guidance",
-                "sampler",
-                "sample_steps",
-                "ema",
-                "lr_schedule",
-                "warmup_steps",
-                "dataset",
-                "image_size",
-                "downsample",
-                "n_images",
-                "precision",
-                "compile",
-            )
-        }
-        allowed = set(experiments.RECIPES[args.model][1].__dataclass_fields__)
+        common = ("epochs", "seed", "batch_size", "lr", "dataset", "image_size", "precision", "compile")
+        overrides = {k: getattr(args, k) for k in (*common, *(option.name for option in experiments.options()))}
+        allowed = set(experiments.RECIPES[args.model].settings.__dataclass_fields__)
         unused = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None and k not in allowed]
         if unused:
             print(f"error: {', '.join(unused)} does not apply to {args.model}", file=sys.stderr)
@@ -200,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg = experiments.settings_for(args.model, **{k: v for k, v in overrides.items() if k in allowed})
             pick_device(args.device, verbose=False)  # a device that is not here: refused before anything is written
-            recipe = experiments.RECIPES[args.model][0]
+            recipe = experiments.RECIPES[args.model]
             with distributed.quiet_unless_main(), tensorboard.log_every_run(args.tensorboard):
-                trained = recipe(cfg, out=args.out, device=args.device, progress=not args.no_progress)
+                trained = recipe.run(cfg, out=args.out, device=args.device, progress=not args.no_progress)
         except (
             ValueError,
             FileNotFoundError,

@@ -13,9 +13,8 @@ import time
 
 import torch
 
-from . import metrics
+from . import metrics, models
 from .data import ImageData
-from .diffusion import samplers
 from .engine import environment
 from .engine.runs import Trained
 from .engine.training import seconds_per_epoch
@@ -24,12 +23,12 @@ from .engine.training import seconds_per_epoch
 # of recipes, which the doctor uses too, and are named here again (``X as X``: a deliberate re-export).
 from .experiments import COMPARED as COMPARED
 from .experiments import CONDITIONAL as CONDITIONAL
+from .experiments import LIKELIHOOD_DEFINED, RECIPES
 from .experiments import default_settings as default_settings
 from .experiments import trained as trained
-from .models import generate
+from .models import code_of, generate
 from .plots import linear_path
 from .report.tables import format_value, markdown_table
-from .vae import cvae
 
 INTERPOLATION_PAIRS = ((1, 7), (3, 8), (4, 9), (0, 6), (2, 5))  # digits whose codes we walk between
 DIGITS = 10
@@ -38,13 +37,19 @@ DIGITS = 10
 # --------------------------------------------------------------------------- measurements
 
 
+def has_encoder(model: Trained) -> bool:
+    """Whether the model encodes images into codes (the AE, the VAE) and so reconstructs them."""
+    return hasattr(getattr(model.training, "model", None), "encode")
+
+
 @torch.no_grad()
-def reconstruction(ae: Trained, vae: Trained, test_x: torch.Tensor) -> dict[str, dict[str, float]]:
-    """Test reconstruction error of the AE and of the VAE (decoding the posterior mean, no sampling)."""
-    vae_model = vae.training.model
+def reconstruction(models: dict[str, Trained], test_x: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Test reconstruction error of each model with an encoder (``has_encoder``: the AE, and the VAE decoding
+    its posterior mean, no sampling), by name."""
+    nets = {name: model.training.model for name, model in models.items() if has_encoder(model)}
     return {
-        "ae": metrics.reconstruction_errors(ae.training.model, test_x),
-        "vae": metrics.reconstruction_errors(lambda x: vae_model.decode(vae_model.encode(x)[0]), test_x),
+        name: metrics.reconstruction_errors(lambda x, net=net: net.decode(code_of(net, x)), test_x)
+        for name, net in nets.items()
     }
 
 
@@ -55,14 +60,15 @@ def _device(training) -> torch.device:
 @torch.no_grad()
 def samples(model: Trained, n: int, seed: int, reference: torch.Tensor | None = None) -> torch.Tensor:
     """n generated digits in [0, 1] on the CPU: the training's own ``draw`` where it has one (the GAN from
-    its noise, the diffusion model with its sampler), the VAE's prior, or, for the AE, random codes drawn
-    from a Gaussian fitted to the codes of ``reference`` images (notebook 01's recipe)."""
+    its noise, the diffusion model with its sampler), the prior of a model that has one (the VAE's
+    ``sample``), or, for a plain autoencoder, random codes drawn from a Gaussian fitted to the codes of
+    ``reference`` images (notebook 01's recipe)."""
     if hasattr(model.training, "draw"):
         return model.training.draw(n, seed=seed).cpu()
     net = model.training.model
     device = next(net.parameters()).device
     g = torch.Generator().manual_seed(seed)
-    if model.name == "vae":
+    if hasattr(net, "sample"):  # a prior to draw the codes from
         return net.decode(torch.randn(n, net.latent_dim, generator=g).to(device)).cpu()
     codes = net.encode(reference)
     z = torch.randn(n, codes.shape[1], generator=g).to(device) * codes.std(0) + codes.mean(0)
@@ -94,26 +100,21 @@ def timed_samples(
 
 
 def network_evaluations(model: Trained) -> int:
-    """Calls of a network per sample: the sampler's steps for a diffusion model
-    (``labkit.diffusion.samplers.network_evaluations``; two per step where classifier-free guidance mixes
-    a conditional and an unconditional prediction), one for a decoder or a generator."""
-    training = model.training
-    steps = getattr(training, "sample_steps", None)
-    if steps is None:
-        return 1
-    guidance = training.guidance if getattr(training, "num_classes", 0) else None
-    return samplers.network_evaluations(training.sampler, steps, guidance)
+    """Calls of a network per sample: the training's own count where its sampler calls the network many times
+    (a diffusion model: ``labkit.diffusion.samplers.network_evaluations``, two per step where classifier-free
+    guidance mixes a conditional and an unconditional prediction), one for a decoder or a generator."""
+    return getattr(model.training, "network_evaluations", 1)
 
 
 @torch.no_grad()
 def conditional_samples(model: Trained, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n digits in [0, 1] on the CPU from a conditional model, asked for the digits 0-9 in turn, and
     those requested digits (n,): the training's ``draw`` where it has one (the cGAN, conditional
-    diffusion with its guidance), the cVAE's prior otherwise."""
+    diffusion with its guidance), the model's prior otherwise (the cVAE's, ``labkit.models.conditional_samples``)."""
     if hasattr(model.training, "draw"):
         digits = torch.arange(n, device=_device(model.training)) % DIGITS
         return model.training.draw(n, digits, seed=seed).cpu(), digits.cpu()
-    images, digits = cvae.conditional_samples(model.training.model, n, seed=seed)
+    images, digits = models.conditional_samples(model.training.model, n, seed=seed)
     return images.cpu(), digits.cpu()
 
 
@@ -191,13 +192,12 @@ def interpolation(
         paths = [(generate(G, linear_path(a, b, steps).to(next(G.parameters()).device)) + 1) / 2 for a, b in ends]
     else:
         net = model.training.model
-        encode = (lambda x: net.encode(x)[0]) if model.name == "vae" else net.encode
         paths = []
         for a, b in INTERPOLATION_PAIRS:
             found = [(data.test_y == d).nonzero() for d in (a, b)]
             if any(len(f) == 0 for f in found):
                 continue
-            za, zb = encode(data.test_x[[int(found[0][0]), int(found[1][0])]])
+            za, zb = code_of(net, data.test_x[[int(found[0][0]), int(found[1][0])]])
             paths.append(net.decode(linear_path(za, zb, steps)).cpu())
     if not paths:
         raise ValueError("no interpolation path: the test split lacks the digits of INTERPOLATION_PAIRS")
@@ -231,45 +231,31 @@ def stability(model: Trained, last: int = 5) -> str:
 
 def comparison_rows(results: dict) -> list[tuple[str, ...]]:
     """The rows of the comparison table (aspect, then one column per model of ``COMPARED``: AE, VAE, GAN,
-    diffusion) from ``results`` as notebook 04 collects them: reconstruction, elbo, iwae, quality,
-    memorisation, smoothness (no diffusion entry: not measured), stability, cost."""
+    diffusion) from ``results`` as notebook 04 collects them, each by model name: reconstruction (the models
+    with an encoder), elbo and iwae (the likelihood bounds the notebook computed), quality, memorisation,
+    smoothness (the models it walked along), stability, cost; and iwae_k."""
     rec, q, s, cost = results["reconstruction"], results["quality"], results["smoothness"], results["cost"]
-    memorised = results["memorisation"]
-    no_encoder = "n/a (no encoder)"
-    not_likelihood = "n/a (not a likelihood model)"
+    memorised, elbo, iwae = results["memorisation"], results["elbo"], results["iwae"]
     row = lambda aspect, f: (aspect, *(f(m) for m in COMPARED))  # noqa: E731
 
     def on_path(key):
         return lambda m: format_value(s[m][key], 3) if m in s else "n/a (not measured)"
 
+    def reconstructed(key):
+        return lambda m: format_value(rec[m][key]) if m in rec else "n/a (no encoder)"
+
+    def bound(m):
+        if m in elbo:
+            return "{} ({} + {})".format(*(format_value(elbo[m][k]) for k in ("neg_elbo", "recon", "kl")))
+        return "n/a (defined, not computed here)" if m in LIKELIHOOD_DEFINED else "n/a (not a likelihood model)"
+
     return [
-        (
-            "Reconstruction: test MSE per pixel",
-            format_value(rec["ae"]["mse_per_pixel"]),
-            format_value(rec["vae"]["mse_per_pixel"]),
-            no_encoder,
-            no_encoder,
-        ),
-        (
-            "Reconstruction: test BCE, nats per image",
-            format_value(rec["ae"]["bce_nats"]),
-            format_value(rec["vae"]["bce_nats"]),
-            no_encoder,
-            no_encoder,
-        ),
-        (
-            "Likelihood bound: test -ELBO (recon + KL), nats",
-            not_likelihood,
-            "{} ({} + {})".format(*(format_value(results["elbo"][k]) for k in ("neg_elbo", "recon", "kl"))),
-            not_likelihood,
-            "n/a (defined, not computed here)",
-        ),
-        (
+        row("Reconstruction: test MSE per pixel", reconstructed("mse_per_pixel")),
+        row("Reconstruction: test BCE, nats per image", reconstructed("bce_nats")),
+        row("Likelihood bound: test -ELBO (recon + KL), nats", bound),
+        row(
             f"Likelihood bound: importance-weighted, k = {results['iwae_k']}, nats",
-            "n/a",
-            format_value(results["iwae"]),
-            "n/a",
-            "n/a",
+            lambda m: format_value(iwae[m]) if m in iwae else "n/a",
         ),
         row(
             "Samples: Fréchet distance to test digits (classifier features, lower is better)",
@@ -313,8 +299,10 @@ def comparison_rows(results: dict) -> list[tuple[str, ...]]:
     ]
 
 
-def comparison_table(rows: list[tuple[str, ...]], header=("Aspect (measured)", "AE", "VAE", "GAN", "Diffusion")) -> str:
-    """The comparison table as Markdown, built like every table of the report."""
+def comparison_table(rows: list[tuple[str, ...]], header: tuple[str, ...] | None = None) -> str:
+    """The comparison table as Markdown, built like every table of the report; ``header`` by default: the
+    aspect, then each model of ``COMPARED`` by its label (AE, VAE, GAN, Diffusion)."""
+    header = header or ("Aspect (measured)", *(RECIPES[name].label for name in COMPARED))
     return "\n".join(markdown_table(rows, header))
 
 

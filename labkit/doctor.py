@@ -24,18 +24,15 @@ from pathlib import Path
 
 import torch
 
+from . import experiments
 from .engine import environment
+from .engine.family import DoctorCheck
 from .engine.loop import fit
 from .engine.runs import installed_version
 from .engine.training import Precision
 
 N_TRAIN, N_TEST = 512, 256  # MNIST images per check: an epoch is a few steps
 N_ART = 32  # 64x64 images for the DCGAN checks: one step of 32
-MODELS = (
-    *("ae", "vae", "cvae", "vqvae", "gan", "gan-wgan-gp", "cgan", "dcgan", "dcgan-wgan-gp-sn", "classifier"),
-    *("diffusion-eps", "diffusion-flow-cond"),
-)
-LABELLED = ("classifier", "cvae", "cgan", "diffusion-flow-cond")  # their steps take the labels too
 PACKAGES = (
     "torch",
     "torchvision",
@@ -105,44 +102,20 @@ def _finite(record: dict) -> str:
     return ", ".join(f"{k} {record[k]:.4g}" for k in shown)
 
 
-def _training(model: str, dev: torch.device, channels_last: bool = False):
-    """A fresh training of ``model`` on ``dev``, built as its recipe builds it."""
+def _classifier(device: torch.device):
     from . import metrics
-    from .ae.recipe import AESettings
-    from .diffusion.recipe import DiffusionSettings
-    from .gan.nets import mlp_gan
-    from .gan.recipe import CGANSettings, DCGANSettings, GANSettings
-    from .vae.cvae import CVAESettings
-    from .vae.recipe import VAESettings
-    from .vae.vqvae import VQVAESettings
 
-    if model == "ae":
-        return AESettings(epochs=1).training(dev)
-    if model == "vae":
-        return VAESettings(epochs=1).training(dev)
-    if model == "gan":
-        return GANSettings(epochs=1).training(*(m.to(dev) for m in mlp_gan()))
-    if model == "gan-wgan-gp":  # the gradient penalty's double backward in mixed precision
-        cfg = GANSettings(epochs=1, loss="wgan-gp")
-        return cfg.training(*(m.to(dev) for m in cfg.networks()))
-    if model.startswith("dcgan"):
-        cfg = DCGANSettings(epochs=1, loss="wgan-gp" if "wgan-gp" in model else "bce", spectral_norm="-sn" in model)
-        G, D = (m.to(dev) for m in cfg.networks())
-        if channels_last:
-            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-        return cfg.training(G, D)
-    if model == "classifier":
-        return metrics.ClassifierTraining(metrics.DigitClassifier().to(dev))
-    if model == "cvae":
-        return CVAESettings(epochs=1).training(dev)
-    if model == "cgan":
-        return CGANSettings(epochs=1).training(*(m.to(dev) for m in CGANSettings().networks()))
-    if model == "vqvae":
-        return VQVAESettings(epochs=1).training(dev)
-    if model.startswith("diffusion"):  # the UNet's attention and GroupNorm, guidance's label dropout
-        objective = "eps" if "eps" in model else "flow"
-        return DiffusionSettings(epochs=1, objective=objective, conditional=model.endswith("-cond")).training(dev)
-    raise ValueError(f"no doctor check for model {model!r}")
+    return metrics.ClassifierTraining(metrics.DigitClassifier().to(device))
+
+
+def model_checks() -> list[DoctorCheck]:
+    """The short epochs the doctor trains: every recipe's (``labkit.experiments.FAMILIES``), then the digit
+    classifier that judges the samples."""
+    recipes = experiments.RECIPES.values()
+    return [
+        *(check for recipe in recipes for check in recipe.doctor),
+        DoctorCheck("classifier", _classifier, "labelled digits"),
+    ]
 
 
 class Doctor:
@@ -159,37 +132,40 @@ class Doctor:
         self.art = synthetic_art(N_ART, 64).to(dev).float().div_(255)
         self.mnist = mnist
 
-    def epoch(self, model: str, precision: str, compile: bool = False, channels_last: bool = False) -> str:
+    def epoch(self, check: DoctorCheck, precision: str, compile: bool = False, channels_last: bool = False) -> str:
         torch.manual_seed(0)
-        training = _training(model, self.device, channels_last)
-        if model.startswith("dcgan"):
-            history = fit(
-                training,
-                self.art,
-                None,
-                epochs=2 if compile else 1,
-                batch_size=32,
-                progress=False,
-                precision=precision,
-                compile=compile,
-            )
+        training = check.build(self.device)
+        if channels_last:  # in place: the optimisers keep the same parameters
+            for module in training.modules.values():
+                module.to(memory_format=torch.channels_last)
+        if check.data == "art":
+            x, test_x, batch_size, labels = self.art, None, 32, {}
         else:
-            labels = {"train_y": self.y, "test_y": self.test_y} if model in LABELLED else {}
-            history = fit(
-                training, self.x, self.test_x, epochs=1, batch_size=64, progress=False, precision=precision, **labels
-            )
+            x, test_x, batch_size = self.x, self.test_x, 64
+            labels = {"train_y": self.y, "test_y": self.test_y} if check.data == "labelled digits" else {}
+        epochs = 2 if compile else 1  # a compiled model's second epoch runs the compiled code
+        history = fit(
+            training,
+            x,
+            test_x,
+            epochs=epochs,
+            batch_size=batch_size,
+            progress=False,
+            precision=precision,
+            compile=compile,
+            **labels,
+        )
         return f"{training.precision.mode}: {_finite(history.last)}, {history.last['seconds']:.2f} s/epoch"
 
     def resume(self) -> str:
         """Two epochs in one go equal one epoch, a new process's worth of fresh objects, and a resumed one."""
-        from .ae.recipe import AESettings
-
+        settings = experiments.RECIPES[experiments.QUICKEST].settings
         x = self.x
         with tempfile.TemporaryDirectory() as folder:
 
             def run(epochs: int, seed: int, checkpoint):
                 torch.manual_seed(seed)
-                training = AESettings(epochs=epochs).training(self.device)
+                training = settings(epochs=epochs).fresh_training(self.device)
                 fit(
                     training,
                     x,
@@ -216,13 +192,11 @@ class Doctor:
 
     def reuse(self) -> str:
         """Notebook 04 loads notebook 01's run from its checkpoint instead of training again."""
-        from .ae.recipe import AESettings
-        from .experiments import trained
-
+        name = experiments.QUICKEST
         with tempfile.TemporaryDirectory() as folder, _environment(LABKIT_RUNS=folder, LABKIT_SMOKE="1"):
-            cfg = AESettings(epochs=1)
-            first = trained("ae", self.mnist, self.device, cfg, progress=False)
-            again = trained("ae", self.mnist, self.device, cfg, progress=False)
+            cfg = experiments.RECIPES[name].settings(epochs=1)
+            first = experiments.trained(name, self.mnist, self.device, cfg, progress=False)
+            again = experiments.trained(name, self.mnist, self.device, cfg, progress=False)
         if first.reused or not again.reused:
             raise AssertionError("the second call trained again instead of reusing the run")
         return "the second call reused the checkpoint of the first"
@@ -239,7 +213,7 @@ class Doctor:
                 "-m",
                 "labkit",
                 "train",
-                "ae",
+                experiments.QUICKEST,
                 "--epochs",
                 "1",
                 "--out",
@@ -272,22 +246,23 @@ def checks(doctor: Doctor) -> list[tuple[str, Callable[[], str] | str]]:
     dev = doctor.device
     auto = Precision(dev, "auto").mode
     rows: list[tuple[str, Callable[[], str] | str]] = []
-    for model in MODELS:
-        rows.append((f"{model}: one epoch, precision auto ({auto})", lambda m=model: doctor.epoch(m, "auto")))
-        forced = f"{model}: one epoch, float16 forced (as on a T4)"
-        if model.startswith("diffusion") and dev.type == "cpu":  # PyTorch's CPU float16 convolutions are slow
-            rows.append((forced, "the UNet's float16 convolutions take minutes on a CPU; the tests check it"))
+    for check in model_checks():
+        rows.append((f"{check.name}: one epoch, precision auto ({auto})", lambda c=check: doctor.epoch(c, "auto")))
+        forced = f"{check.name}: one epoch, float16 forced (as on a T4)"
+        if not check.float16_on_cpu and dev.type == "cpu":  # PyTorch's CPU float16 convolutions are slow
+            rows.append((forced, "its float16 convolutions take minutes on a CPU; the tests check it"))
         else:
-            rows.append((forced, lambda m=model: doctor.epoch(m, "fp16")))
+            rows.append((forced, lambda c=check: doctor.epoch(c, "fp16")))
     rows.append(("resume from a checkpoint", doctor.resume))
     rows.append(("notebook 04 reuses a run", doctor.reuse))
     channels_last = dev.type == "cuda"
-    rows.append(
-        (
-            f"dcgan: {'channels-last, ' if channels_last else ''}compiled, two epochs",
-            lambda: doctor.epoch("dcgan", "auto", compile=True, channels_last=channels_last),
+    for check in (check for check in model_checks() if check.compiled):
+        rows.append(
+            (
+                f"{check.name}: {'channels-last, ' if channels_last else ''}compiled, two epochs",
+                lambda c=check: doctor.epoch(c, "auto", compile=True, channels_last=channels_last),
+            )
         )
-    )
     gpus = torch.cuda.device_count() if dev.type == "cuda" else 0
     rows.append(("2-process DDP (torchrun)", doctor.ddp if gpus >= 2 else f"needs 2 GPUs, {gpus} visible"))
     return rows

@@ -1,7 +1,9 @@
-"""Every model's recipe and settings by name, as ``python -m labkit train MODEL``, notebook 04 and ``doctor``
-find them: the autoencoder (``labkit.ae``), the VAE (``labkit.vae``), the conditional VAE (``labkit.vae.cvae``),
-the VQ-VAE (``labkit.vae.vqvae``), the GANs (``labkit.gan.recipe``) and diffusion (``labkit.diffusion.recipe``);
-and ``trained``: a model trained by its recipe, or reused from the run it left in the runs folder.
+"""The registry of model families: every recipe by name, as ``python -m labkit train MODEL``, ``doctor``,
+``grade``, the gradebook, notebook 04 and ``make run`` find them. Each family declares its recipes in its own
+package (``labkit.engine.family``); this is the one place that lists the families: the autoencoder
+(``labkit.ae``), the VAEs (``labkit.vae``: the VAE, the conditional VAE and the VQ-VAE), the GANs (``labkit.gan``)
+and diffusion (``labkit.diffusion``). Also ``trained``: a model trained by its recipe, or reused from the run it
+left in the runs folder.
 """
 
 from __future__ import annotations
@@ -10,25 +12,47 @@ from dataclasses import asdict
 
 import torch
 
-from .ae.recipe import AESettings, run_ae
+from .ae.recipe import RECIPE as AE
 from .data import ImageData
-from .diffusion.recipe import RECIPES_DIFFUSION
+from .diffusion.recipe import RECIPE as DIFFUSION
 from .engine.checkpoint import Checkpoint
+from .engine.family import Family, Option, Recipe
 from .engine.runs import METRICS_FILE, Run, Trained, load_metrics
 from .engine.training import History
-from .gan.recipe import RECIPES_GAN
-from .vae.cvae import CVAESettings, run_cvae
-from .vae.recipe import VAESettings, run_vae
-from .vae.vqvae import VQVAESettings, run_vqvae
+from .gan.recipe import RECIPES as GANS
+from .vae.cvae import RECIPE as CVAE
+from .vae.recipe import RECIPE as VAE
+from .vae.vqvae import RECIPE as VQVAE
 
-RECIPES = {
-    "ae": (run_ae, AESettings),
-    "vae": (run_vae, VAESettings),
-    "cvae": (run_cvae, CVAESettings),
-    "vqvae": (run_vqvae, VQVAESettings),
-    **RECIPES_GAN,
-    **RECIPES_DIFFUSION,
-}
+FAMILIES = (
+    Family("ae", (AE,)),
+    Family("vae", (VAE, CVAE, VQVAE)),
+    Family("gan", GANS),
+    Family("diffusion", (DIFFUSION,)),
+)
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for family in FAMILIES for recipe in family.recipes}
+QUICKEST = "ae"  # the model the doctor's checks of resuming, reusing and two processes train: the quickest
+
+
+def options() -> list[Option]:
+    """The command-line options of every recipe, one per settings field, in the order the families declare
+    them; recipes that share a field share its option, whose help joins theirs."""
+    merged: dict[str, Option] = {}
+    for recipe in RECIPES.values():
+        for option in recipe.options:
+            known = merged.get(option.name)
+            if known is None:
+                merged[option.name] = option
+            elif (known.kind, known.choices) != (option.kind, option.choices):
+                raise ValueError(f"{option.flag} is declared twice with different types or choices ({recipe.name})")
+            elif option.help not in known.help.split("; "):
+                merged[option.name] = Option(option.name, f"{known.help}; {option.help}", known.kind, known.choices)
+    return list(merged.values())
+
+
+def gradebook_metrics() -> tuple[tuple[str, str], ...]:
+    """(run, metric) of every number the gradebook shows in a column, family by family."""
+    return tuple((recipe.name, metric) for recipe in RECIPES.values() for metric in recipe.gradebook)
 
 
 def settings_for(model: str, **overrides) -> object:
@@ -36,10 +60,11 @@ def settings_for(model: str, **overrides) -> object:
     others, as a conditional diffusion model's epochs do)."""
     if model not in RECIPES:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(RECIPES)}")
-    return RECIPES[model][1](**{k: v for k, v in overrides.items() if v is not None})
+    return RECIPES[model].settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-COMPARED = ("ae", "vae", "gan", "diffusion")
+COMPARED = ("ae", "vae", "gan", "diffusion")  # notebook 04's columns
+LIKELIHOOD_DEFINED = ("diffusion",)  # models with a likelihood bound that notebook 04 does not compute
 CONDITIONAL = ("cvae", "cgan", "diffusion-cond")  # told which digit to draw: notebook 04, "The conditional models"
 RECIPE_OF = {"diffusion-cond": "diffusion"}  # written by another name's recipe: train diffusion --conditional
 
@@ -51,7 +76,7 @@ def default_settings(name: str):
     (``labkit.diffusion.recipe.DiffusionSettings.for_notebook``: notebook 05's epochs), ``diffusion-cond`` the
     same model told the digit and sampled with classifier-free guidance (``train diffusion --conditional``)."""
     _check_name(name)
-    settings_class = RECIPES[RECIPE_OF.get(name, name)][1]
+    settings_class = RECIPES[RECIPE_OF.get(name, name)].settings
     notebook_settings = getattr(settings_class, "for_notebook", settings_class)  # fewer CPU epochs than the CLI
     return notebook_settings(conditional=True) if name == "diffusion-cond" else notebook_settings()
 
@@ -59,13 +84,6 @@ def default_settings(name: str):
 def _check_name(name: str) -> None:
     if name not in COMPARED + CONDITIONAL:
         raise ValueError(f"unknown model {name!r}; notebook 04 compares {', '.join(COMPARED + CONDITIONAL)}")
-
-
-def make_training(name: str, cfg, device: torch.device | str):
-    """A fresh, untrained training of model ``name`` (one of ``COMPARED`` or ``CONDITIONAL``) built from ``cfg``."""
-    if name in ("gan", "cgan"):
-        return cfg.training(*(m.to(device) for m in cfg.networks()))
-    return cfg.training(device)
 
 
 def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, progress: bool = True) -> Trained:
@@ -76,7 +94,7 @@ def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, pr
     A run folder whose checkpoint belongs to other settings or data is reported, not overwritten.
     """
     _check_name(name)
-    recipe = RECIPES[RECIPE_OF.get(name, name)][0]
+    recipe = RECIPES[RECIPE_OF.get(name, name)].run
     cfg = cfg or default_settings(name)
     if getattr(cfg, "run_name", name) != name:
         raise ValueError(
@@ -90,7 +108,7 @@ def trained(name: str, data: ImageData, device: torch.device | str, cfg=None, pr
     if not done:
         recipe(cfg, out=run.dir, device=str(device), progress=progress)
         state = checkpoint.load()
-    training = make_training(name, cfg, device)
+    training = cfg.fresh_training(device)
     history = History()
     checkpoint.restore(state, training, history, [], data.train_x)
     for module in training.modules.values():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,19 +34,6 @@ class Student:
     notes: list[str] = field(default_factory=list)
     verified: list[str] = field(default_factory=list)
     refused: str = ""
-
-
-MAIN_METRICS = (
-    ("ae", "test_mse"),
-    ("vae", "test_neg_elbo_nats"),
-    ("vae", "test_recon_nats"),
-    ("vae", "test_kl_nats"),
-    ("gan", "fid_classifier"),
-    ("gan", "class_coverage"),
-    ("dcgan", "seconds_per_epoch"),
-    ("diffusion", "fid_classifier"),
-    ("diffusion", "memorised_fraction"),
-)
 
 
 ABSURD = 1e12  # no number a labkit run records, parameter counts included, comes near this in size
@@ -81,12 +69,14 @@ def _words(text: str) -> int:
     return 0 if text in ("", PLACEHOLDER) else len(text.split())
 
 
-def gradebook_rows(students: list[Student]) -> tuple[list[str], list[dict]]:
+def gradebook_rows(students: list[Student], main_metrics: Sequence[tuple[str, str]]) -> tuple[list[str], list[dict]]:
+    """The gradebook's columns and one row per student: the checklist, then each (run, metric) of
+    ``main_metrics`` (``labkit.experiments.gradebook_metrics()``), then the words of each Discussion."""
     checklist = [f"{part} {description}" for part, _, _, _, description in CHECKLIST]
     columns = (
         ["student", "status", "flags", "verified"]
         + checklist
-        + [f"{run}_{metric}" for run, metric in MAIN_METRICS]
+        + [f"{run}_{metric}" for run, metric in main_metrics]
         + [f"words_{p.key}" for p in PARTS]
     )
     rows = []
@@ -100,7 +90,7 @@ def gradebook_rows(students: list[Student]) -> tuple[list[str], list[dict]]:
         for (_, run, kind, item, _), column in zip(CHECKLIST, checklist):
             present = item in s.runs.get(run, {}).get("final" if kind == "final" else "figures", {})
             row[column] = "present" if present else "missing"
-        for run, metric in MAIN_METRICS:
+        for run, metric in main_metrics:
             row[f"{run}_{metric}"] = _number_cell(s.runs.get(run, {}).get("final", {}).get(metric))
         for p in PARTS:
             row[f"words_{p.key}"] = _words(s.discussions.get(p.key, ""))
@@ -108,10 +98,12 @@ def gradebook_rows(students: list[Student]) -> tuple[list[str], list[dict]]:
     return columns, rows
 
 
-def write_gradebook(students: list[Student], out: Path) -> tuple[Path, list[dict]]:
-    """``out/gradebook.csv``, written atomically; returns its path and its rows. Text cells are quoted,
-    numbers are not: a spreadsheet reads the numeric columns as numbers."""
-    columns, rows = gradebook_rows(students)
+def write_gradebook(
+    students: list[Student], out: Path, main_metrics: Sequence[tuple[str, str]]
+) -> tuple[Path, list[dict]]:
+    """``out/gradebook.csv`` (``gradebook_rows``), written atomically; returns its path and its rows. Text cells
+    are quoted, numbers are not: a spreadsheet reads the numeric columns as numbers."""
+    columns, rows = gradebook_rows(students, main_metrics)
     path = out / "gradebook.csv"
     with files.atomic_writer(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, quoting=csv.QUOTE_NONNUMERIC)
@@ -132,8 +124,14 @@ def _outliers(values: dict[str, float]) -> dict[str, float]:
     return {name: (v - median) / mad for name, v in values.items() if abs(v - median) / mad > 3}
 
 
-def class_report(students: list[Student], rows: list[dict], out: Path, reference: dict[str, dict]) -> Path:
-    """``class_report.md``: each main metric across the class (reference run marked), outliers, flags."""
+def class_report(
+    students: list[Student],
+    rows: list[dict],
+    out: Path,
+    reference: dict[str, dict],
+    main_metrics: Sequence[tuple[str, str]],
+) -> Path:
+    """``class_report.md``: each of ``main_metrics`` across the class (reference run marked), outliers, flags."""
     import matplotlib
     import matplotlib.pyplot as plt
 
@@ -151,7 +149,7 @@ def class_report(students: list[Student], rows: list[dict], out: Path, reference
         "metrics.json files; `gradebook.csv` has one row per student.",
         "",
     ]
-    for run, metric in MAIN_METRICS:
+    for run, metric in main_metrics:
         values = {
             name: float(r[f"{run}_{metric}"])
             for name, r in zip(names, rows)

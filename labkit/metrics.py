@@ -20,6 +20,7 @@ from .data import ImageData, batches
 from .engine import distributed, environment, files
 from .engine.training import TrainingBase
 from .losses import bernoulli_nll_of_probabilities
+from .models import classes_in_turn
 
 CLASSIFIER_VERSION = 1  # bump when DigitClassifier or its training recipe changes: caches retrain
 
@@ -282,6 +283,16 @@ def conditional_accuracy(images: torch.Tensor, requested: torch.Tensor, classifi
     hits = torch.bincount(requested, weights=hit, minlength=10)
     per_digit = torch.where(asked > 0, hits / asked.clamp(min=1), torch.full_like(asked, float("nan")))
     return {"conditional_accuracy": float(hit.mean()), "conditional_accuracy_per_digit": per_digit.tolist()}
+
+
+def drawn_class_accuracy(images: torch.Tensor, num_classes: int, data: ImageData, seed: int = 0) -> dict:
+    """``conditional_accuracy`` of images (N, 1, 28, 28) in [0, 1], on any device, drawn for the classes 0, 1,
+    ..., ``num_classes`` - 1 in turn, as a conditional model's ``draw`` asks for them (``classes_in_turn``),
+    judged by the digit classifier of ``data`` trained with ``seed``: what a cGAN's run records, and what
+    ``labkit.grade`` measures again on a student's weights."""
+    classifier, _ = digit_classifier(data, seed=seed)
+    device = next(classifier.parameters()).device
+    return conditional_accuracy(images.to(device), classes_in_turn(len(images), num_classes), classifier)
 
 
 INCEPTION_DOWNLOAD_TIMEOUT = 20  # seconds before giving up on the Inception weights

@@ -149,6 +149,24 @@ def classes_in_turn(n: int, num_classes: int, device: torch.device | str = "cpu"
     return torch.arange(n, device=device) % num_classes
 
 
+def conditional_samples(model: nn.Module, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` samples of a conditional model with a prior (``sample(digits)``: the cVAE, ``labkit.vae.cvae``), the
+    classes in turn, drawn with ``seed`` (the caller's generators left as they were): (images (n, C, H, W) in
+    [0, 1], requested classes (n,))."""
+    device = next(model.parameters()).device
+    digits = classes_in_turn(n, model.num_classes, device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return model.sample(digits), digits
+
+
+def code_of(model: nn.Module, x: torch.Tensor, *labels: torch.Tensor) -> torch.Tensor:
+    """The code of images ``x`` under a model with an encoder: the autoencoder's code, a VAE's posterior mean
+    (its ``encode`` gives the mean and the log-variance)."""
+    codes = model.encode(x, *labels)
+    return codes[0] if isinstance(codes, tuple) else codes
+
+
 @contextmanager
 def batch_statistics(module: nn.Module):
     """Run ``module``'s batch-norm layers on the batch's own statistics (as in training) without

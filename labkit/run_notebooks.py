@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import experiments
 from .engine import environment, files
 
 # In this order: notebook 04 compares the models of all the others (diffusion included) and ends by writing
@@ -143,10 +144,7 @@ def _execute(i: int, n: int, name: str, path: Path, out: Path, minutes: dict[str
 
 def _cpu_notes() -> list[str]:
     """What the notebooks shrink on a machine without a GPU, and what a GPU runs instead."""
-    from .diffusion.recipe import DiffusionSettings
-    from .gan.recipe import DCGANSettings
-
-    notes = (DCGANSettings().epochs_note, DiffusionSettings.for_notebook().cpu_note)
+    notes = (recipe.cpu_note() for recipe in experiments.RECIPES.values() if recipe.cpu_note)
     return [note for note in notes if note]
 
 

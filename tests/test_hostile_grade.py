@@ -15,12 +15,13 @@ import pytest
 import torch
 from test_grade import _rewrite_member, _set_env  # the honest class's environment switch and archive edit
 
-from labkit import ae, grade, report, submit
+from labkit import ae, experiments, grade, report, submit
 from labkit.__main__ import main
-from labkit.gradebook import MAIN_METRICS
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-NUMERIC_COLUMNS = {f"{run}_{metric}" for run, metric in MAIN_METRICS} | {f"words_{p.key}" for p in report.PARTS}
+NUMERIC_COLUMNS = {f"{run}_{metric}" for run, metric in experiments.gradebook_metrics()} | {
+    f"words_{p.key}" for p in report.PARTS
+}
 
 
 def _record(**changes) -> dict:

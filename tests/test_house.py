@@ -116,3 +116,61 @@ def test_a_family_package_imports_no_other_family(package):
         if family_of(target) not in (None, package)
     }
     assert crossing == set(), f"labkit.{package} imports another family: move what both need below the families"
+
+
+# Where a family may be named: its own package, the registry that lists the families (``labkit.experiments``), the
+# package's index (``labkit``), the report's outline (one part per notebook) and the notebooks' exercise checks
+# (one module per notebook). Everywhere else labkit loops over the registry.
+MAY_NAME_FAMILIES = ("labkit", "labkit.experiments", "labkit.report.parts")
+EXERCISES = "labkit.exercises"
+
+
+def family_names() -> set[str]:
+    """Every name the registry gives a family, a recipe, a model notebook 04 compares or a doctor check."""
+    from labkit import experiments
+
+    recipes = experiments.RECIPES.values()
+    return (
+        {family.name for family in experiments.FAMILIES}
+        | set(experiments.RECIPES)
+        | set(experiments.COMPARED + experiments.CONDITIONAL)
+        | {check.name for recipe in recipes for check in recipe.doctor}
+    )
+
+
+def names_in(source: str, names: set[str]) -> list[str]:
+    """The lines of ``source`` where a string constant is one of ``names``, as ``line N: 'name'``."""
+    return [
+        f"line {node.lineno}: {node.value!r}"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
+    ]
+
+
+def test_the_check_finds_a_family_named_in_a_branch():
+    source = 'def step(model):\n    if model == "dcgan":\n        return 2\n    return {"note": "a dcgan run"}\n'
+    assert names_in(source, {"dcgan", "gan"}) == ["line 2: 'dcgan'"]
+
+
+def test_the_registry_names_the_families_that_are_packages():
+    from labkit import experiments
+
+    assert tuple(family.name for family in experiments.FAMILIES) == FAMILY_PACKAGES
+
+
+def test_no_module_outside_the_families_and_the_registry_names_a_family():
+    names, graph = family_names(), import_graph()
+    found = {}
+    for module, targets in sorted(graph.items()):
+        if family_of(module) or module in MAY_NAME_FAMILIES or module.startswith(EXERCISES):
+            continue
+        path = LABKIT.parent / (module.replace(".", "/") + ".py")
+        path = path if path.is_file() else path.with_suffix("") / "__init__.py"
+        problems = [f"imports {target}" for target in sorted(targets) if family_of(target)]
+        problems += names_in(path.read_text(encoding="utf-8"), names)
+        if problems:
+            found[module] = problems
+    assert found == {}, (
+        "these modules name a family instead of looping over labkit.experiments.FAMILIES (declare what differs "
+        f"in the family's Recipe, labkit.engine.family): {found}"
+    )

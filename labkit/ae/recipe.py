@@ -15,6 +15,7 @@ from .. import datasets, plots
 from ..conv_nets import conv_plan, network_for
 from ..data import ImageData
 from ..engine import distributed, environment, settings
+from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.loop import evaluate
 from ..engine.runs import Trained, cost, fit_in_run, start_run
 from ..engine.training import History
@@ -109,3 +110,20 @@ def run_ae(
     plots.close_all()
     final = ae_final(test, history, model)
     return run.record(model="ae", cfg=cfg, training=training, data=data, history=history, final=final, device=device)
+
+
+def remeasure_ae(training: AutoencoderTraining, data: ImageData, cfg: AESettings) -> dict[str, float]:
+    """The test MSE per pixel of a student's weights, as ``run_ae`` measured it (``labkit.grade``)."""
+    return {"test_mse": evaluate(training, data.test_x)["loss"]}
+
+
+RECIPE = Recipe(
+    "ae",
+    run_ae,
+    AESettings,
+    options=(Option("latent_dim", "AE: size of the code", int),),
+    doctor=(DoctorCheck.of("ae", AESettings),),
+    remeasure=remeasure_ae,
+    gradebook=("test_mse",),
+    label="AE",
+)

@@ -16,6 +16,7 @@ import torch
 from .. import datasets, metrics, plots, progression
 from ..data import ImageData
 from ..engine import distributed, environment, settings
+from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.loop import evaluate
 from ..engine.runs import Run, Trained, cost, fit_in_run, start_run
 from ..engine.training import History
@@ -303,5 +304,34 @@ def diffusion_final(cfg: DiffusionSettings, training, data: ImageData, test: dic
     return final
 
 
-RECIPES_DIFFUSION = {"diffusion": (run_diffusion, DiffusionSettings)}
-__all__ = ["SAMPLERS", "DiffusionSettings", "RECIPES_DIFFUSION", "run_diffusion", "save_diffusion_run"]
+ON_GPU = {"float16_on_cpu": False}  # the doctor checks float16 on GPUs only: the tests check it on a CPU
+RECIPE = Recipe(
+    "diffusion",
+    run_diffusion,
+    DiffusionSettings,
+    options=(
+        Option("objective", "diffusion: flow (flow matching, default) or eps (DDPM)", str, OBJECTIVES),
+        Option("conditional", "diffusion: learn to draw the class asked for (classifier-free guidance)", bool),
+        Option("guidance", "diffusion, conditional: guidance weight w (0: none, 1: plain)", float),
+        Option("sampler", "diffusion: ddim or ddpm (objective eps), euler or heun (objective flow)"),
+        Option("sample_steps", "diffusion: sampler steps (heun 16, ddim/euler 32)", int),
+        Option("ema", "diffusion: decay of the weights' average samples come from (0.999)", float),
+        Option(
+            "lr_schedule",
+            "diffusion: after the warm-up, keep --lr (constant) or lower it to 0 at the last step (linear, default)",
+            str,
+            LR_SCHEDULES,
+        ),
+        Option("warmup_steps", "diffusion: steps the learning rate rises over (100)", int),
+    ),
+    doctor=(
+        # the UNet's attention and GroupNorm, guidance's label dropout; a CPU's float16 convolutions take minutes
+        DoctorCheck.of("diffusion-eps", DiffusionSettings, check=ON_GPU, objective="eps"),
+        DoctorCheck.of("diffusion-flow-cond", DiffusionSettings, "labelled digits", check=ON_GPU, conditional=True),
+    ),
+    drawn=True,
+    gradebook=("fid_classifier", "memorised_fraction"),
+    cpu_note=lambda: DiffusionSettings.for_notebook().cpu_note,
+    label="Diffusion",
+)
+__all__ = ["RECIPE", "SAMPLERS", "DiffusionSettings", "run_diffusion", "save_diffusion_run"]

@@ -14,7 +14,7 @@ from ..engine import optim, settings
 from ..engine.training import TrainingBase
 from ..models import classes_in_turn
 from .losses import TIME_DENSITIES, drop_labels, eps_loss, flow_matching_loss
-from .samplers import SAMPLERS, check_sampler, sample
+from .samplers import SAMPLERS, check_sampler, network_evaluations, sample
 from .schedule import NoiseSchedule, flow_interpolate, to_signed, to_unit
 
 OBJECTIVES = tuple(SAMPLERS)  # "eps" (DDPM) and "flow" (flow matching)
@@ -198,6 +198,12 @@ class DiffusionTraining(TrainingBase):
                 prediction = ema(noisy[part], time[part], None if y is None else y[part])
             squared_error += F.mse_loss(prediction.float(), target[part], reduction="sum")
         return {"loss": squared_error / target.numel()}
+
+    @property
+    def network_evaluations(self) -> int:
+        """Calls of the network per sample with this training's sampler and steps: two per step where
+        classifier-free guidance mixes a conditional and an unconditional prediction (notebook 04, "Cost")."""
+        return network_evaluations(self.sampler, self.sample_steps, self.guidance if self.num_classes else None)
 
     @torch.no_grad()
     def draw(

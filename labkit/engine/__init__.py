@@ -14,8 +14,11 @@ to learn the models (``labkit.engine.loop`` excepted: it is the one training loo
     settings     the checks every setting runs on its value
     files        writing files whole or not at all
     tensorboard  ``--tensorboard``: every epoch's numbers and a picture of progress, for TensorBoard
+    family       what a model family declares for the rest of labkit: its recipes with their settings and
+                 command-line options, the doctor's checks, what ``grade`` measures again
+                 (``labkit.experiments.FAMILIES`` lists the families)
 
-Imports go one way: ``environment``, ``settings``, ``files``, ``optim``, ``distributed`` and ``tensorboard``
-import no other part of labkit; ``training`` and ``checkpoint`` build on them, ``loop`` on those, ``runs`` on
+Imports go one way: ``environment``, ``settings``, ``files``, ``optim``, ``distributed``, ``tensorboard`` and
+``family`` import no other part of labkit; ``training`` and ``checkpoint`` build on them, ``loop`` on those, ``runs`` on
 ``loop``.
 """

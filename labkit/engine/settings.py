@@ -66,12 +66,12 @@ def one_of(name: str, value: T, choices: Iterable[T], hint: str = "") -> T:
 
 @dataclass
 class RunSettings:
-    """What the settings of every model share (``labkit.ae.AESettings``, ``labkit.vae.VAESettings``,
-    ``labkit.gan.recipe.GANSettings``, ``labkit.diffusion.recipe.DiffusionSettings``, ...): the seed, the
-    precision (``PRECISIONS``), whether to compile the modules, and the dataset and image size to train on; and
-    the checks of the three fields each model declares with its own defaults, ``epochs``, ``batch_size`` and
-    ``lr``. A model's settings declare those and their own fields, call ``super().__post_init__()``, and check
-    ``dataset`` against what their network can take (``labkit.datasets.check_dataset``)."""
+    """What the settings of every model share (each family's recipe declares its own, ``labkit.engine.family``):
+    the seed, the precision (``PRECISIONS``), whether to compile the modules, and the dataset and image size to
+    train on; and the checks of the three fields each model declares with its own defaults, ``epochs``,
+    ``batch_size`` and ``lr``. A model's settings declare those and their own fields, call
+    ``super().__post_init__()``, and check ``dataset`` against what their network can take
+    (``labkit.datasets.check_dataset``)."""
 
     seed: int = 0
     precision: str = "auto"
@@ -84,3 +84,9 @@ class RunSettings:
         whole_number("batch_size", self.batch_size)
         learning_rate("lr", self.lr)
         one_of("precision", self.precision, PRECISIONS)
+
+    def fresh_training(self, device="cpu"):
+        """A fresh, untrained training of this model on ``device``, built as its recipe builds it: what
+        ``grade``, ``doctor`` and notebook 04 make from settings alone. Most settings build it with
+        ``training(device)``; the GANs', whose ``training`` takes the networks, build those first."""
+        return self.training(device)

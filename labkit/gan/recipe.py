@@ -9,7 +9,6 @@ run and a command-line run leave the same metrics.json, figures and GIF.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,9 +16,10 @@ from torch import nn
 from .. import datasets, metrics, plots, progression
 from ..data import ImageData
 from ..engine import distributed, environment, settings
+from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.runs import Run, Trained, fit_in_run, start_run
 from ..engine.training import History, seconds_per_epoch
-from ..models import MNIST_SHAPE, classes_in_turn, count_parameters
+from ..models import MNIST_SHAPE, count_parameters
 from . import cgan, wgan
 from . import nets as gan_nets
 from . import training as gan
@@ -36,13 +36,11 @@ N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, s
 class GANSettings(settings.RunSettings):
     """Defaults of the MLP GAN on MNIST (notebook 03, "The MNIST GAN").
 
-    ``lr`` is both learning rates unless ``lr_g`` / ``lr_d`` set one apart; ``real_label`` 0.9
-    switches on one-sided label smoothing; ``g_steps`` = k generator updates per D update.
-    ``loss`` "wgan-gp" trains a critic with the gradient penalty (``labkit.gan.wgan``; ``n_critic`` critic
-    updates per G update, penalty weight ``gp_weight``); ``spectral_norm`` normalises D's layers
-    (Miyato et al. 2018). Notebook 03, "Other losses: WGAN-GP and spectral normalisation".
-    ``dataset`` and ``image_size``: what to train on (``labkit.datasets``); the MLPs are built for its
-    image shape.
+    ``lr`` is both learning rates unless ``lr_g`` / ``lr_d`` set one apart; ``real_label`` 0.9 switches on
+    one-sided label smoothing; ``g_steps`` = k generator updates per D update. ``loss`` "wgan-gp" trains a critic
+    with the gradient penalty (``labkit.gan.wgan``; ``n_critic`` critic updates per G update, penalty weight
+    ``gp_weight``); ``spectral_norm`` normalises D's layers (Miyato et al. 2018): notebook 03, "Other losses:
+    WGAN-GP and spectral normalisation". ``dataset`` and ``image_size``: what to train on (``labkit.datasets``).
     """
 
     epochs: int = field(default_factory=lambda: environment.pick(full=100, smoke=environment.SMOKE_EPOCHS))
@@ -108,6 +106,12 @@ class GANSettings(settings.RunSettings):
     def lrs(self) -> tuple[float, float]:
         """(generator lr, discriminator lr)."""
         return (self.lr_g or self.lr, self.lr_d or self.lr)
+
+    epochs_note = None  # why these settings train fewer epochs than the course's (DCGANSettings); None: they do not
+
+    def fresh_training(self, device="cpu") -> gan.GANTraining:
+        """A fresh training of this GAN's ``networks()`` on ``device`` (``RunSettings.fresh_training``)."""
+        return self.training(*(m.to(device) for m in self.networks()))
 
     def training(self, generator, discriminator, training_class: type | None = None) -> gan.GANTraining:
         """The adversarial training of ``generator`` and ``discriminator`` with these settings;
@@ -289,14 +293,12 @@ def save_gan_run(
         final.update(metrics.inception_fid(real[:n_check], (fake + 1) / 2))
     if hasattr(G, "num_classes"):  # the conditional GAN: does it draw the class it is asked for?
         if judged_by_classifier:
-            final.update(cgan_sample_quality(G, data, fake, seed=cfg.seed))
+            final.update(metrics.drawn_class_accuracy((fake + 1) / 2, G.num_classes, data, seed=cfg.seed))
         run.save_figure(cgan.digit_rows(G, seed=cfg.seed), "digit_grid")
     plots.close_all()
     used = {"lr_g": cfg.lrs[0], "lr_d": cfg.lrs[1]}  # what was used, not None for "same as lr"
-    note = None
     if isinstance(cfg, DCGANSettings):
         used["image_size"] = cfg.size
-        note = cfg.epochs_note
     return run.record(
         model=model,
         cfg=cfg,
@@ -305,23 +307,18 @@ def save_gan_run(
         history=history,
         final=final,
         device=device,
-        note=note,
+        note=cfg.epochs_note,
         **used,
     )
 
 
-def cgan_sample_quality(generator: nn.Module, data: ImageData, fake: torch.Tensor, seed: int = 0) -> dict:
-    """What a cGAN run records about ``fake``, images in [-1, 1] of the classes 0-9 in turn as
-    ``labkit.gan.sample`` draws them: the conditional accuracy (the digit classifier's agreement with
-    the requested digit, overall and per digit), as the conditional VAE's run records it."""
-    requested = classes_in_turn(len(fake), generator.num_classes)
-    classifier, _ = metrics.digit_classifier(data, seed=seed)
-    device = next(classifier.parameters()).device
-    return metrics.conditional_accuracy(((fake + 1) / 2).to(device), requested, classifier)
-
-
-def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device, progress: bool) -> Trained | None:
-    G, D = G.to(device), D.to(device)
+def _train(model: str, cfg: GANSettings, out, device, progress: bool) -> Trained | None:
+    """The recipe of each GAN: train ``cfg.networks()`` into the run ``cfg.run_name`` and save it."""
+    run, device = start_run(cfg.run_name, cfg.seed, out, device)
+    if cfg.epochs_note:
+        print(f"labkit: {cfg.epochs_note}")
+    data = load_gan_data(cfg, device)
+    G, D = (m.to(device) for m in cfg.networks())
     if device.type == "cuda" and model == "dcgan":  # convolutions run faster on NHWC tensors on GPUs
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     training = cfg.training(G, D)
@@ -335,37 +332,67 @@ def _train(model: str, run: Run, cfg: GANSettings, data: ImageData, G, D, device
     )
 
 
-def run_gan(
-    cfg: GANSettings | None = None, out: str | Path | None = None, device: str | None = None, progress: bool = True
-) -> dict:
+def run_gan(cfg: GANSettings | None = None, out=None, device=None, progress: bool = True) -> Trained | None:
     """Train the MLP GAN (on MNIST by default) and write its figures, GIF and metrics.json."""
-    cfg = cfg or GANSettings()
-    run, device = start_run(cfg.run_name, cfg.seed, out, device)
-    data = load_gan_data(cfg, device)
-    return _train("gan", run, cfg, data, *cfg.networks(), device, progress)
+    return _train("gan", cfg or GANSettings(), out, device, progress)
 
 
-def run_cgan(
-    cfg: CGANSettings | None = None, out: str | Path | None = None, device: str | None = None, progress: bool = True
-) -> dict:
-    """Train the conditional MLP GAN (on MNIST by default) and write its figures (one row per class), GIF
-    and metrics.json."""
-    cfg = cfg or CGANSettings()
-    run, device = start_run(cfg.run_name, cfg.seed, out, device)
-    data = load_gan_data(cfg, device)
-    return _train("cgan", run, cfg, data, *cfg.networks(), device, progress)
+def run_cgan(cfg: CGANSettings | None = None, out=None, device=None, progress: bool = True) -> Trained | None:
+    """Train the conditional MLP GAN (on MNIST by default) and write its figures, one row per class, GIF, metrics."""
+    return _train("cgan", cfg or CGANSettings(), out, device, progress)
 
 
-def run_dcgan(
-    cfg: DCGANSettings | None = None, out: str | Path | None = None, device: str | None = None, progress: bool = True
-) -> dict:
+def run_dcgan(cfg: DCGANSettings | None = None, out=None, device=None, progress: bool = True) -> Trained | None:
     """Train the DCGAN (abstract art by default) and write its figures, GIF and metrics.json."""
-    cfg = cfg or DCGANSettings()
-    run, device = start_run(cfg.run_name, cfg.seed, out, device)
-    if cfg.epochs_note:
-        print(f"labkit: {cfg.epochs_note}")
-    data = load_gan_data(cfg, device)
-    return _train("dcgan", run, cfg, data, *cfg.networks(), device, progress)
+    return _train("dcgan", cfg or DCGANSettings(), out, device, progress)
 
 
-RECIPES_GAN = {"gan": (run_gan, GANSettings), "cgan": (run_cgan, CGANSettings), "dcgan": (run_dcgan, DCGANSettings)}
+OPTIONS = (  # what every GAN's settings take on the command line
+    Option("latent_dim", "GAN: size of the latent code", int),
+    Option("lr_g", "GAN: generator learning rate (default: --lr)", float),
+    Option("lr_d", "GAN: discriminator learning rate (default: --lr)", float),
+    Option("real_label", "GAN: target for real images (0.9 = one-sided label smoothing, 1 = none)", float),
+    Option("g_steps", "GAN: generator updates per discriminator update (k)", int),
+    Option("loss", "GAN: bce (default) or wgan-gp (a critic with the gradient penalty)", str, LOSSES),
+    Option("n_critic", "GAN, wgan-gp: critic updates per G update (5)", int),
+    Option("gp_weight", "GAN, wgan-gp: penalty weight lambda (10)", float),
+    Option("spectral_norm", "GAN: spectral normalisation of the discriminator's layers (Miyato et al. 2018)", bool),
+)
+DCGAN_OPTIONS = (
+    Option("downsample", "dcgan: discriminator downsampling, stride (default) or maxpool"),
+    Option("n_images", "dcgan: train on at most N images", int),
+)
+RECIPES = (
+    Recipe(
+        "gan",
+        run_gan,
+        GANSettings,
+        OPTIONS,  # the second doctor check: the gradient penalty's double backward in mixed precision
+        doctor=(DoctorCheck.of("gan", GANSettings), DoctorCheck.of("gan-wgan-gp", GANSettings, loss="wgan-gp")),
+        drawn=True,
+        gradebook=("fid_classifier", "class_coverage"),
+        label="GAN",
+    ),
+    Recipe(
+        "cgan",
+        run_cgan,
+        CGANSettings,
+        OPTIONS,
+        (DoctorCheck.of("cgan", CGANSettings, "labelled digits"),),
+        drawn=True,
+        label="cGAN",
+    ),
+    Recipe(
+        "dcgan",
+        run_dcgan,
+        DCGANSettings,
+        OPTIONS + DCGAN_OPTIONS,
+        doctor=(
+            DoctorCheck.of("dcgan", DCGANSettings, "art", check={"compiled": True}),
+            DoctorCheck.of("dcgan-wgan-gp-sn", DCGANSettings, "art", loss="wgan-gp", spectral_norm=True),
+        ),
+        gradebook=("seconds_per_epoch",),
+        cpu_note=lambda: DCGANSettings().epochs_note,
+        label="DCGAN",
+    ),
+)

@@ -5,7 +5,6 @@ models) again, as its recipe judged it: as many images, drawn with the run's see
 from __future__ import annotations
 
 from .. import metrics
-from ..models import classes_in_turn
 
 SAMPLES_JUDGED = (1000, 256)  # images a run that draws is judged on (full, smoke), as many as its recipe judged
 
@@ -27,9 +26,6 @@ def judge_drawn(training, data, smoke: bool, seed: int) -> tuple[dict[str, float
     again = {"fid_classifier": quality["fid_classifier"]}
     classes = _classes_drawn(training)
     if classes:
-        classifier, _ = metrics.digit_classifier(data, seed=seed)
-        device = next(classifier.parameters()).device
-        asked = classes_in_turn(n, classes)  # what draw asks for by default
-        accuracy = metrics.conditional_accuracy(images.to(device), asked, classifier)
+        accuracy = metrics.drawn_class_accuracy(images, classes, data, seed=seed)  # draw's classes in turn
         again["conditional_accuracy"] = accuracy["conditional_accuracy"]
     return again, quality["class_coverage"]

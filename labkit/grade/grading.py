@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
+from .. import experiments
 from ..engine.checkpoint import refusal_reason
-from ..gradebook import MAIN_METRICS, Student, class_report, number_problem, write_gradebook
+from ..gradebook import Student, class_report, number_problem, write_gradebook
 from ..report.discussions import read_discussions
 from ..report.parts import PARTS, PLACEHOLDER
 from ..report.tables import format_value
@@ -35,10 +36,11 @@ from .flags import check_course, report_flags, settings_flags
 from .out_folder import CACHE, UNPACKED, check_out, record_unpacked, unpacked_earlier
 
 TOLERANCE = {"test_mse": 0.02, "test_neg_elbo_nats": 0.02, "fid_classifier": 0.15, "conditional_accuracy": 0.05}
-REEVALUATED = ("ae", "vae", "cvae", "vqvae", "gan", "cgan", "diffusion")  # models whose weights the grader runs again
+# the models whose weights the grader runs again (``labkit.engine.family.Recipe.graded_again``)
+REEVALUATED = tuple(name for name, recipe in experiments.RECIPES.items() if recipe.graded_again)
 SIMILARITY = 0.8  # cosine similarity of two Discussions (TF-IDF) that is flagged
 # The numbers of a run's "final" that the grader compares or lists: each must be a finite number.
-GRADED_NUMBERS = set(TOLERANCE) | {metric for _, metric in MAIN_METRICS}
+GRADED_NUMBERS = set(TOLERANCE) | {metric for _, metric in experiments.gradebook_metrics()}
 GRADED_SUFFIXES = ("test_mse", "test_neg_elbo_nats", "fid_classifier", "class_coverage", "conditional_accuracy")
 
 
@@ -50,7 +52,7 @@ def _is_number(value) -> bool:
 
 
 def _graded_number(key: str) -> bool:
-    return key in GRADED_NUMBERS or key.endswith(GRADED_SUFFIXES) or re.match(r"vae_iwae_k\d+_nats", key) is not None
+    return key in GRADED_NUMBERS or key.endswith(GRADED_SUFFIXES) or re.fullmatch(r".+_iwae_k\d+_nats", key) is not None
 
 
 def _data_key(record: dict) -> tuple:
@@ -100,13 +102,14 @@ def plausibility_flags(runs: dict[str, dict], floors: dict) -> list[str]:
                     f"{name}: {key} = {format_value(value)} is below the real-data floor "
                     f"{format_value(floor)} (real training digits against real test digits)"
                 )
-        iwae = [v for k, v in final.items() if re.match(r"vae_iwae_k\d+_nats", k) and _is_number(v)]
-        elbo = final.get("vae_test_neg_elbo_nats")
-        if iwae and _is_number(elbo) and elbo < iwae[0] - 1e-6:
-            flags.append(
-                f"{name}: the -ELBO {format_value(final['vae_test_neg_elbo_nats'])} is below the "
-                f"importance-weighted bound {format_value(iwae[0])}, which it can never be"
-            )
+        for key, iwae in final.items():  # notebook 04's <model>_iwae_k<k>_nats beside <model>_test_neg_elbo_nats
+            found = re.fullmatch(r"(.+)_iwae_k\d+_nats", key)
+            elbo = final.get(f"{found[1]}_test_neg_elbo_nats") if found else None
+            if _is_number(iwae) and _is_number(elbo) and elbo < iwae - 1e-6:
+                flags.append(
+                    f"{name}: the -ELBO {format_value(elbo)} is below the importance-weighted bound "
+                    f"{format_value(iwae)}, which it can never be"
+                )
     return flags
 
 
@@ -146,9 +149,6 @@ class Evaluator:
 
     def reproduce(self, name: str, record: dict, weights_path: Path) -> tuple[list[str], str | None]:
         """(flags, what was verified) for one run; runs of other models or data are not re-evaluated."""
-        from .. import experiments
-        from ..engine.loop import evaluate
-
         model = record.get("model")
         if model not in REEVALUATED or not weights_path.is_file():
             return [], None
@@ -165,7 +165,8 @@ class Evaluator:
             ], None
         if not isinstance(saved, dict) or saved.get("format") != WEIGHTS_FORMAT:
             return [f"{name}: {WEIGHTS_FILE} is not a labkit submission checkpoint"], None
-        known = {f.name for f in fields(experiments.RECIPES[model][1])}
+        recipe = experiments.RECIPES[model]
+        known = {f.name for f in fields(recipe.settings)}
         hyper = {
             k: (tuple(v) if isinstance(v, list) else v)
             for k, v in record.get("hyperparameters", {}).items()
@@ -173,10 +174,7 @@ class Evaluator:
         }
         try:
             cfg = experiments.settings_for(model, **hyper)
-            if hasattr(cfg, "networks"):  # the GANs: settings that build the networks apart from the training
-                training = cfg.training(*(m.to(self.device) for m in cfg.networks()))
-            else:
-                training = cfg.training(self.device)
+            training = cfg.fresh_training(self.device)
             for module_name, module in training.modules.items():
                 module.load_state_dict(
                     {k: v.to(module.state_dict()[k].dtype) for k, v in saved["modules"][module_name].items()}
@@ -189,19 +187,13 @@ class Evaluator:
         final, data = record.get("final", {}), self.data(bool(record.get("smoke")))
         for module in training.modules.values():
             module.eval()
-        if callable(getattr(training, "draw", None)):  # the GANs and the diffusion models
+        if recipe.drawn:  # the GANs and the diffusion models
             again, coverage = judge_drawn(training, data, bool(record.get("smoke")), cfg.seed)
             claimed = final.get("class_coverage")  # weights that cover other digits cannot be the run's
             if not (_is_number(claimed) and abs(coverage - claimed) <= 1):
                 return [f"{name}: its weights cover {coverage} digits, its metrics.json says {claimed}"], None
-        elif model == "ae":
-            again = {"test_mse": evaluate(training, data.test_x)["loss"]}
-        elif model == "vqvae":
-            again = {"test_mse": evaluate(training, data.test_x)["mse"]}
-        else:  # the VAE and the cVAE
-            torch.manual_seed(cfg.seed)  # the recipe's test ELBO draws z from this seed
-            labels = data.test_y if model == "cvae" else None
-            again = {"test_neg_elbo_nats": evaluate(training, data.test_x, labels)["neg_elbo"]}
+        else:
+            again = recipe.remeasure(training, data, cfg)
         flags = []
         for key, value in again.items():
             claimed = final.get(key)
@@ -335,8 +327,8 @@ def grade(
     finally:
         record_unpacked(work)
     discussion_flags(students, similarity)
-    book, rows = write_gradebook(students, out)
-    return book, class_report(students, rows, out, reference_record)
+    book, rows = write_gradebook(students, out, experiments.gradebook_metrics())
+    return book, class_report(students, rows, out, reference_record, experiments.gradebook_metrics())
 
 
 def reference_runs(reference: Path | None, out: Path) -> dict[str, dict]:

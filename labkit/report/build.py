@@ -202,7 +202,7 @@ def _report_lines(
         extra = sorted(n for n in runs if n not in part.runs and any(n.startswith(r + "-") for r in part.runs))
         for name in present + extra:
             lines += run_section(name, runs[name], links.get(name, {}))
-        if part.key == "gan" and variants is not None:
+        if part.variants_table and variants is not None:
             lines += variants
         if not present and not extra:
             lines += [f"_No run yet: {', '.join(part.runs)}._", ""]

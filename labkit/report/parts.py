@@ -21,6 +21,7 @@ class Part:
     title: str
     runs: tuple[str, ...]  # run folder names, in order of appearance
     questions: tuple[str, ...]
+    variants_table: bool = False  # the table of benchmarks/gan_variants.py (variants over seeds) follows its runs
 
 
 # The guiding questions of each Discussion; each notebook's "Questions" cell lists its part's, word
@@ -93,6 +94,7 @@ PARTS = (
             "distance and the classes covered. Does being told the digit make G's job easier? Can a conditional "
             "G still collapse, and where would you look for it?",
         ),
+        variants_table=True,
     ),
     Part(
         "compare",

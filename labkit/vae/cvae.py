@@ -21,10 +21,12 @@ from torch import nn
 from .. import datasets, metrics, plots
 from ..data import ImageData, first_test_index
 from ..engine import distributed, environment, optim, settings
+from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.loop import evaluate
 from ..engine.runs import Trained, cost, fit_in_run, start_run
 from ..engine.training import History, TrainingBase
 from ..models import DEFAULT_HIDDEN, MNIST_SHAPE, FlatImageModel, mlp
+from ..models import conditional_samples as conditional_samples  # the cVAE's prior, the digits in turn
 from .evaluation import elbo_terms
 from .losses import reparameterize, vae_loss
 
@@ -184,16 +186,6 @@ class CVAESettings(settings.RunSettings):
 # --------------------------------------------------------------------------- samples of the digits asked for
 
 
-def conditional_samples(model: ConditionalVAE, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` samples from the prior, the digits 0-9 in turn, drawn with ``seed`` (the caller's
-    generators left as they were): (images (n, 1, 28, 28) in [0, 1], requested digits (n,))."""
-    device = next(model.parameters()).device
-    digits = torch.arange(n, device=device) % model.num_classes
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        return model.sample(digits), digits
-
-
 def cvae_sample_quality(model: ConditionalVAE, data: ImageData, n: int, seed: int = 0) -> dict:
     """What a cVAE run records about its samples: conditional accuracy by the cached digit classifier of
     ``data``, and the classifier Fréchet distance and class coverage exactly as an MNIST GAN run records them
@@ -265,3 +257,23 @@ def run_cvae(
         quality = cvae_sample_quality(model, data, environment.pick(*N_SAMPLES), seed=cfg.seed)
     final = cvae_final(test, quality, history, model)
     return run.record(model="cvae", cfg=cfg, training=training, data=data, history=history, final=final, device=device)
+
+
+def remeasure_cvae(training: ConditionalVAETraining, data: ImageData, cfg: CVAESettings) -> dict[str, float]:
+    """The test -ELBO of a student's weights given the test labels, with ``run_cvae``'s seed (``labkit.grade``)."""
+    torch.manual_seed(cfg.seed)
+    return {"test_neg_elbo_nats": evaluate(training, data.test_x, data.test_y)["neg_elbo"]}
+
+
+RECIPE = Recipe(
+    "cvae",
+    run_cvae,
+    CVAESettings,
+    options=(
+        Option("beta", "cVAE: weight of the KL term", float),
+        Option("latent_dim", "cVAE: size of the latent code", int),
+    ),
+    doctor=(DoctorCheck.of("cvae", CVAESettings, "labelled digits"),),
+    remeasure=remeasure_cvae,
+    label="cVAE",
+)

@@ -15,6 +15,7 @@ from .. import datasets, plots
 from ..conv_nets import conv_plan, network_for
 from ..data import ImageData, first_test_index
 from ..engine import distributed, environment, settings
+from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.loop import evaluate
 from ..engine.runs import Trained, cost, fit_in_run, start_run
 from ..engine.training import History
@@ -127,3 +128,24 @@ def vae_run_name(cfg: VAESettings) -> str:
     name = "vae" + datasets.run_suffix(cfg.dataset, cfg.image_size)
     name = name if cfg.variant == "default" else f"{name}-{cfg.variant}"
     return name if cfg.beta == 1 else f"{name}-beta{cfg.beta:g}"
+
+
+def remeasure_vae(training: VAETraining, data: ImageData, cfg: VAESettings) -> dict[str, float]:
+    """The test -ELBO of a student's weights, with ``run_vae``'s seed for the z it draws (``labkit.grade``)."""
+    torch.manual_seed(cfg.seed)
+    return {"test_neg_elbo_nats": evaluate(training, data.test_x)["neg_elbo"]}
+
+
+RECIPE = Recipe(
+    "vae",
+    run_vae,
+    VAESettings,
+    options=(
+        Option("variant", "VAE variant: default, narrow, classic or latent2"),
+        Option("beta", "VAE: weight of the KL term (beta-VAE)", float),
+    ),
+    doctor=(DoctorCheck.of("vae", VAESettings),),
+    remeasure=remeasure_vae,
+    gradebook=("test_neg_elbo_nats", "test_recon_nats", "test_kl_nats"),
+    label="VAE",
+)

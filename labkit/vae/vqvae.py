@@ -27,6 +27,7 @@ from torch import nn
 from .. import datasets, plots
 from ..data import ImageData, batches
 from ..engine import distributed, environment, optim, settings
+from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.loop import evaluate
 from ..engine.runs import Trained, cost, fit_in_run, start_run
 from ..engine.training import History, TrainingBase
@@ -351,3 +352,23 @@ def run_vqvae(
     plots.close_all()
     final = vqvae_final(test, usage, history, model)
     return run.record(model="vqvae", cfg=cfg, training=training, data=data, history=history, final=final, device=device)
+
+
+def remeasure_vqvae(training: VQVAETraining, data: ImageData, cfg: VQVAESettings) -> dict[str, float]:
+    """The test MSE per pixel of a student's weights, as ``run_vqvae`` measured it (``labkit.grade``)."""
+    return {"test_mse": evaluate(training, data.test_x)["mse"]}
+
+
+RECIPE = Recipe(
+    "vqvae",
+    run_vqvae,
+    VQVAESettings,
+    options=(
+        Option("n_codes", "VQ-VAE: codebook size", int),
+        Option("code_dim", "VQ-VAE: size of each code vector", int),
+        Option("beta", "VQ-VAE: the commitment weight", float),
+    ),
+    doctor=(DoctorCheck.of("vqvae", VQVAESettings),),
+    remeasure=remeasure_vqvae,
+    label="VQ-VAE",
+)
