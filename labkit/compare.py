@@ -119,11 +119,11 @@ def conditional_samples(model: Trained, n: int, seed: int) -> tuple[torch.Tensor
 
 
 def conditional_quality(model: Trained, classifier, real: torch.Tensor, n: int, seed: int = 0) -> dict:
-    """``sample_quality`` of a conditional model's samples and its conditional accuracy: how often
+    """``quality_and_diversity`` of a conditional model's samples and its conditional accuracy: how often
     the classifier reads each sample as the digit it was asked for (overall and per digit)."""
     fake, digits = conditional_samples(model, n, seed)
-    on_device = fake.to(next(classifier.parameters()).device)
-    return {**sample_quality(classifier, real, fake), **metrics.conditional_accuracy(on_device, digits, classifier)}
+    asked_for = metrics.conditional_accuracy(fake.to(next(classifier.parameters()).device), digits, classifier)
+    return {**quality_and_diversity(classifier, real, fake), **asked_for}
 
 
 def memorised_fractions(
@@ -142,7 +142,7 @@ def memorised_fractions(
     return {name: float((d < threshold).float().mean()) for name, d in zip(generated, distances)}
 
 
-def sample_quality(classifier, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+def quality_and_diversity(classifier, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
     """``labkit.metrics.sample_quality`` (classifier Fréchet distance to the real digits, class
     coverage and its KL from uniform) and the diversity ratio of notebook 03."""
     return {

@@ -17,7 +17,7 @@ from ..data import ImageData
 from ..engine import distributed, environment, settings
 from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.loop import evaluate
-from ..engine.runs import Trained, cost, fit_in_run, start_run
+from ..engine.runs import Trained, fit_in_run, start_run, training_cost
 from ..engine.training import History
 from ..models import DEFAULT_HIDDEN, MNIST_SHAPE
 from .model import Autoencoder, ConvAutoencoder
@@ -67,7 +67,7 @@ class AESettings(settings.RunSettings):
 
 def ae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
     """The ``final`` entry of an AE's metrics.json from ``evaluate`` on the test split."""
-    return {"test_mse": test["loss"], "test_bce": test["bce"], **cost(history, model)}
+    return {"test_mse": test["loss"], "test_bce": test["bce"], **training_cost(history, model)}
 
 
 def run_ae(

@@ -18,7 +18,7 @@ from ..data import ImageData
 from ..engine import distributed, environment, settings
 from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.loop import evaluate
-from ..engine.runs import Run, Trained, cost, fit_in_run, start_run
+from ..engine.runs import Run, Trained, fit_in_run, start_run, training_cost
 from ..engine.training import History
 from ..models import MNIST_SHAPE, classes_in_turn
 from .losses import TIME_DENSITIES
@@ -290,7 +290,7 @@ def diffusion_final(cfg: DiffusionSettings, training, data: ImageData, test: dic
         "network_evaluations": network_evaluations(cfg.sampler_name, cfg.sampling_steps, guidance),
         "sampling_seconds_per_1000": seconds * 1000 / n,
         "train_seconds": sum(history.series("seconds")),  # every epoch's training, evaluation excluded
-        **cost(history, training.net),
+        **training_cost(history, training.net),
     }
     if data.image_shape == MNIST_SHAPE and data.test_y is not None:  # the digit classifier's judgement
         final.update(metrics.digit_sample_quality(data, samples, seed=cfg.seed))

@@ -239,8 +239,9 @@ def start_run(
     return run, distributed.init_from_env(chosen)
 
 
-def cost(history: History, model: torch.nn.Module) -> dict:
-    """Seconds per epoch (the first, warm-up epoch left out) and trainable parameters of a run."""
+def training_cost(history: History, model: torch.nn.Module) -> dict:
+    """Seconds per epoch (the first, warm-up epoch left out) and trainable parameters of a run: what every
+    recipe's ``final`` records of its cost (notebook 04's ``compare.cost`` adds sampling)."""
     return {"seconds_per_epoch": seconds_per_epoch(history), "parameters": count_parameters(model)}
 
 

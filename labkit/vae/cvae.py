@@ -23,7 +23,7 @@ from ..data import ImageData, first_test_index
 from ..engine import distributed, environment, optim, settings
 from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.loop import evaluate
-from ..engine.runs import Trained, cost, fit_in_run, start_run
+from ..engine.runs import Trained, fit_in_run, start_run, training_cost
 from ..engine.training import History, TrainingBase
 from ..models import DEFAULT_HIDDEN, MNIST_SHAPE, FlatImageModel, mlp
 from ..models import conditional_samples as conditional_samples  # the cVAE's prior, the digits in turn
@@ -204,7 +204,7 @@ def cvae_sample_quality(model: ConditionalVAE, data: ImageData, n: int, seed: in
 def cvae_final(test: dict, quality: dict, history: History, model: nn.Module) -> dict:
     """The ``final`` entry of a cVAE's metrics.json: the VAE's (``evaluate`` on the test split, the cost)
     and the sample quality."""
-    return {**elbo_terms(test), **cost(history, model), **quality}
+    return {**elbo_terms(test), **training_cost(history, model), **quality}
 
 
 def run_cvae(

@@ -17,7 +17,7 @@ from ..data import ImageData, first_test_index
 from ..engine import distributed, environment, settings
 from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.loop import evaluate
-from ..engine.runs import Trained, cost, fit_in_run, start_run
+from ..engine.runs import Trained, fit_in_run, start_run, training_cost
 from ..engine.training import History
 from ..models import MNIST_SHAPE, start_at_mean_image
 from .evaluation import elbo_terms
@@ -63,7 +63,7 @@ class VAESettings(settings.RunSettings):
 
 def vae_final(test: dict, history: History, model: torch.nn.Module) -> dict:
     """The ``final`` entry of a VAE's metrics.json from ``evaluate`` on the test split."""
-    return {**elbo_terms(test), **cost(history, model)}
+    return {**elbo_terms(test), **training_cost(history, model)}
 
 
 def run_vae(

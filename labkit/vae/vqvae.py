@@ -29,7 +29,7 @@ from ..data import ImageData, batches
 from ..engine import distributed, environment, optim, settings
 from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.loop import evaluate
-from ..engine.runs import Trained, cost, fit_in_run, start_run
+from ..engine.runs import Trained, fit_in_run, start_run, training_cost
 from ..engine.training import History, TrainingBase
 from ..losses import bernoulli_nll
 from ..models import MNIST_SHAPE, FlatImageModel
@@ -307,7 +307,7 @@ class VQVAESettings(settings.RunSettings):
 
 def vqvae_final(test: dict, usage: dict, history: History, model: torch.nn.Module) -> dict:
     """The ``final`` entry of a VQ-VAE's metrics.json: ``evaluate`` and ``codebook_usage`` on the test split."""
-    return {"test_mse": test["mse"], "test_recon_nats": test["recon"], **usage, **cost(history, model)}
+    return {"test_mse": test["mse"], "test_recon_nats": test["recon"], **usage, **training_cost(history, model)}
 
 
 def run_vqvae(
