@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from .engine import settings
+from .engine.optim import count_parameters as count_parameters  # a network's trainable parameters
 
 MNIST_SHAPE = (1, 28, 28)
 
@@ -94,11 +95,6 @@ def start_at_mean_image(decoder: nn.Module, images: torch.Tensor) -> None:
             f"(shape {tuple(mean.shape)}): pass the images this decoder draws"
         )
     layer.bias.copy_(torch.logit(per_output.clamp(1e-3, 1 - 1e-3)).to(layer.bias))
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def model_summary(model: nn.Module, input_shape: Sequence[int], device: torch.device | str | None = None) -> str:

@@ -5,7 +5,7 @@ to learn the models (``labkit.engine.loop`` excepted: it is the one training loo
                  wraps it: checks before training, resume, several GPUs, the NaN watch, progress bars
     training     what a training is: the protocol ``fit`` drives, ``TrainingBase``, ``History``, and the
                  precision its steps run in (float32, bfloat16 or float16 with its gradient scaler)
-    optim        Adam, fused where the device has a fused kernel
+    optim        Adam, fused where the device has a fused kernel, and the count of what it trains
     checkpoint   saving every epoch, resuming, refusing checkpoints that need code to load
     distributed  several processes under ``torchrun`` (DistributedDataParallel)
     environment  where labkit runs: picking the GPU (and saying why not), Colab and Kaggle, smoke mode, the

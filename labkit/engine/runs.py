@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 
 from ..data import ImageData
-from ..models import count_parameters
 from . import distributed, environment, files, tensorboard
 from .checkpoint import FILE_NAME as CHECKPOINT_FILE
 from .loop import fit
+from .optim import count_parameters
 from .training import History, seconds_per_epoch
 
 METRICS_FILE = "metrics.json"
