@@ -14,6 +14,7 @@ What a student reads, by model and idea:
     diffusion    notebook 05's family (a package): noise schedules, DDPM's and flow matching's losses,
                  the UNet, the samplers with classifier-free guidance, training and recipe
     metrics      reconstruction, a digit classifier, Fréchet distance, coverage, diversity
+    swd          the sliced Wasserstein distance of image patches: colour samples judged offline
     compare      the measurements of notebook 04
     plots        every figure: image grids, curves, latent spaces
     models       what the networks share: MLP stacks, parameter counts, layer summaries

@@ -284,6 +284,9 @@ def test_run_dcgan_on_the_stand_in_writes_metrics_figures_and_gif(tmp_path, monk
     with Image.open(tmp_path / "run" / "progression.gif") as gif:
         assert gif.n_frames == 2
     assert "offline" in metrics["final"]["inception_fid_not_computed"]  # the report says why there is no FID
+    # the offline judge instead: 16 generated against 16 real images, and 16 other real ones against them
+    assert 0 < final["sliced_wasserstein_real"] < final["sliced_wasserstein"]  # two epochs: far from the floor
+    assert len(final["sliced_wasserstein_levels"]) == 3  # 64, 32 and 16 pixels
 
 
 def test_run_gan_on_mnist_reports_the_mode_collapse_ratio(tmp_path, monkeypatch):

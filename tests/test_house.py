@@ -174,3 +174,15 @@ def test_no_module_outside_the_families_and_the_registry_names_a_family():
         "these modules name a family instead of looping over labkit.experiments.FAMILIES (declare what differs "
         f"in the family's Recipe, labkit.engine.family): {found}"
     )
+
+
+MAX_LINES = 400  # a module a reader can hold in mind; split by what the parts are, not by line count
+
+
+def test_no_module_is_longer_than_a_reader_holds_in_mind():
+    long = {
+        str(p.relative_to(LABKIT)): n
+        for p in LABKIT.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}, f"modules over {MAX_LINES} lines: {long}"

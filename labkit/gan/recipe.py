@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .. import datasets, metrics, plots, progression
+from .. import datasets, metrics, plots, progression, swd
 from ..data import ImageData
 from ..engine import distributed, environment, settings
 from ..engine.family import DoctorCheck, Option, Recipe
@@ -289,8 +289,10 @@ def save_gan_run(
     judged_by_classifier = data.image_shape == MNIST_SHAPE and data.test_y is not None  # the MNIST family
     if judged_by_classifier:
         final.update(metrics.digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed))
-    elif data.image_shape[0] == 3:
-        final.update(metrics.inception_fid(real[:n_check], (fake + 1) / 2))
+    else:  # no classifier reads these: the pyramid's patches offline (labkit.swd), Inception's features for colour
+        final.update(swd.sliced_wasserstein_to_real(real, (fake + 1) / 2, n_check, seed=cfg.seed))
+        if data.image_shape[0] == 3:
+            final.update(metrics.inception_fid(real[:n_check], (fake + 1) / 2))
     if hasattr(G, "num_classes"):  # the conditional GAN: does it draw the class it is asked for?
         if judged_by_classifier:
             final.update(metrics.drawn_class_accuracy((fake + 1) / 2, G.num_classes, data, seed=cfg.seed))
