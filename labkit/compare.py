@@ -186,7 +186,7 @@ def interpolation(
             "nor a generator of its noise (GAN)"
         )
     if hasattr(model.training, "generator"):
-        G = model.training.generator
+        G = model.training.sampling_generator  # the average of G's weights where the training keeps one
         g = torch.Generator().manual_seed(seed)
         ends = torch.randn(len(INTERPOLATION_PAIRS), 2, G.latent_dim, generator=g)
         paths = [(generate(G, linear_path(a, b, steps).to(next(G.parameters()).device)) + 1) / 2 for a, b in ends]

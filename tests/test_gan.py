@@ -393,3 +393,18 @@ def test_on_a_cpu_the_dcgan_trains_fewer_epochs_and_says_so_in_its_run_and_the_r
     assert DCGANSettings().epochs_note is None  # smoke mode is reduced anyway, and says so itself
     section = "\n".join(report.run_section("dcgan", {"model": "dcgan", "epochs": 8, "note": note}, {}))
     assert f"*{note}.*" in section
+
+
+def test_samples_come_from_the_average_of_gs_weights_which_follows_them(mnist_offline):
+    torch.manual_seed(0)
+    cfg = GANSettings(epochs=1, batch_size=64)
+    training = cfg.fresh_training("cpu")
+    assert training.sampling_generator is training.modules["generator_average"].module
+    fit(training, mnist_offline.train_x[:640], None, epochs=1, batch_size=64, progress=False)
+    G, average = training.generator, training.sampling_generator
+    assert training.modules["generator_average"].n_averaged.item() == 10  # one update per generator step
+    moved = [(a - g).abs().max().item() for a, g in zip(average.parameters(), G.parameters())]
+    assert max(moved) > 0  # the average lags the weights ...
+    assert torch.equal(training.draw(8, seed=3), (gan.sample(average, 8, seed=3) + 1) / 2)  # ... and draws
+    plain = replace(cfg, ema=0.0).fresh_training("cpu")
+    assert plain.sampling_generator is plain.generator and "generator_average" not in plain.modules

@@ -266,6 +266,30 @@ def test_a_conditional_accuracy_its_weights_do_not_give_is_flagged(course, tmp_p
     assert "cgan fid_classifier" not in row["verified"] and "ae test_mse" in row["verified"]
 
 
+def test_a_gan_run_from_before_the_average_of_g_is_verified_from_its_weights(course, tmp_path):
+    """A GAN run made before the GANs sampled from the average of G's weights has no ``ema`` among its
+    settings and no average among its weights: the grader rebuilds it as it trained (``ema`` 0, the value of
+    ``labkit.engine.checkpoint.ADDED_SETTINGS``), instead of calling its weights unfit."""
+    folder = _student_folder(course, tmp_path, "kim", "My GAN drew digits of every kind after one epoch.")
+    shutil.rmtree(folder / "runs" / "gan")
+    old = _set_env(LABKIT_SMOKE=None, LABKIT_OFFLINE="1", LABKIT_RUNS=str(folder / "runs"))
+    try:
+        run_gan(GANSettings(epochs=1, ema=0.0), device="cpu", progress=False)
+    finally:
+        _set_env(**old)
+    metrics_path = folder / "runs" / "gan" / "metrics.json"
+    record = json.loads(metrics_path.read_text())
+    del record["hyperparameters"]["ema"]  # as such a run wrote it
+    metrics_path.write_text(json.dumps(record))
+    report.build_report(folder / "runs")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    _submit(folder, inbox / "kim.zip")
+    book, _ = grade.grade(inbox, tmp_path / "grades", reference=course / "runs")
+    row = next(csv.DictReader(open(book)))
+    assert "gan fid_classifier" in row["verified"] and "do not fit" not in row["flags"], row["flags"]
+
+
 @pytest.fixture(scope="module")
 def diffusion_course(tmp_path_factory):
     """A real conditional diffusion run in smoke mode (a UNet of width 8, one epoch, two Euler steps per

@@ -12,7 +12,9 @@ from torch.optim.swa_utils import AveragedModel
 
 from ..engine import optim, settings
 from ..engine.training import TrainingBase
+from ..models import EMA_WARMUP as EMA_WARMUP  # benchmarks/diffusion_ema.py measured it for this model
 from ..models import classes_in_turn
+from ..models import exponential_moving_average as exponential_moving_average
 from .losses import TIME_DENSITIES, drop_labels, eps_loss, flow_matching_loss
 from .samplers import SAMPLERS, check_sampler, network_evaluations, sample
 from .schedule import NoiseSchedule, flow_interpolate, to_signed, to_unit
@@ -32,11 +34,6 @@ DRAW_BATCH = {"cpu": 128}
 # tensors, converting between the two layouts around every norm.
 CHANNELS_LAST = ("cpu",)
 LR_SCHEDULES = ("constant", "linear")
-# The average's decay at step n is capped at (1 + n) / (EMA_WARMUP + n): an average over about the last 1 / (EMA_WARMUP
-# - 1) of the run so far, until the decay reaches ``ema``. At the CPU defaults (4,095 steps, the cap still below
-# 0.999 at the end) 5 gave a Fréchet distance of 8.05, where 3 gave 8.11, 10 8.28, 20 8.67, 40 8.93 and the trained
-# weights themselves 9.03 (benchmarks/results/diffusion_ema.json, one training, 1,000 samples of 16 Heun steps).
-EMA_WARMUP = 5
 
 
 def learning_rate_factor(step: int, warmup_steps: int, total_steps: int | None, schedule: str) -> float:
@@ -49,37 +46,6 @@ def learning_rate_factor(step: int, warmup_steps: int, total_steps: int | None, 
     if schedule == "constant" or not total_steps:
         return 1.0
     return max(total_steps - step, 1) / max(total_steps - warmup_steps, 1)
-
-
-def ema_with_warmup(decay: float):
-    """The update of an exponential moving average for ``AveragedModel(multi_avg_fn=...)``: torch's
-    ``get_ema_multi_avg_fn(decay)`` with the decay of step n capped at (1 + n) / (EMA_WARMUP + n). A fixed
-    0.999 would still hold 0.999 ** 600 = 55 % of the untrained weights after the 600 steps a CPU trains in a
-    few minutes; the cap averages over the last quarter of the steps so far (the "power function" profile of
-    Karras et al. 2024, "Analyzing and Improving the Training Dynamics of Diffusion Models", with gamma near 3),
-    so the average follows the early weights and settles to ``decay`` after about 4,000 steps."""
-
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
-        n = n_averaged.double()
-        weight = 1 - torch.clamp((1 + n) / (EMA_WARMUP + n), max=decay)  # a tensor: no wait for the GPU
-        for average, value in zip(averaged, current):
-            if average.is_floating_point():
-                average.lerp_(value, weight.to(average.dtype))
-            else:
-                average.copy_(value)
-
-    return update
-
-
-def exponential_moving_average(net: nn.Module, decay: float) -> AveragedModel:
-    """A copy of ``net`` whose weights follow the trained ones as w_ema <- d w_ema + (1 - d) w after every
-    step, d rising to ``decay`` (``ema_with_warmup``; torch.optim.swa_utils). Ho et al. 2020 (appendix B)
-    and Song & Ermon 2020 (section 3.5) sample from such an average: it smooths out the noise of the last
-    steps. Buffers are averaged too."""
-    if not isinstance(decay, (int, float)) or isinstance(decay, bool) or not 0 <= decay < 1:
-        raise ValueError(f"--ema must be a decay in [0, 1) such as 0.999, not {decay!r} (0 follows the weights)")
-    return AveragedModel(net, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
 
 
 class DiffusionTraining(TrainingBase):

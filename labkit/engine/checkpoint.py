@@ -65,6 +65,7 @@ def describe(training, config: dict | None, train_x: torch.Tensor) -> dict:
 ADDED_SETTINGS = {"loss": "bce", "n_critic": 5, "gp_weight": 10.0, "spectral_norm": False}
 ADDED_SETTINGS.update(dataset="mnist", image_size=None)  # AE, VAE, cVAE, VQ-VAE: MNIST only (the DCGAN saved them)
 ADDED_SETTINGS.update(lr_schedule="constant", warmup_steps=0)  # diffusion, before its learning rate fell
+ADDED_SETTINGS.update(ema=0.0)  # the GANs, before they sampled from the average of G's weights
 
 
 def mismatch(saved: dict, current: dict) -> list[str]:

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..engine import optim, settings
 from ..engine.training import History, TrainingBase
-from ..models import classes_in_turn, generate
+from ..models import classes_in_turn, exponential_moving_average, generate
 from .nets import LATENT_DIM
 
 
@@ -78,6 +78,8 @@ class GANTraining(TrainingBase):
     Adam with betas (0.5, 0.999) as in DCGAN. Reports per batch: ``d_loss``, ``g_loss`` (mean over the
     k steps), ``d_real`` = mean D(x) and ``d_fake`` = mean D(G(z)), as probabilities, both measured
     before D's update. Images arrive in [0, 1] and are mapped to [-1, 1], the range of G's tanh.
+    ``ema`` > 0 keeps a running average of G's weights with that decay (``update_average`` after G's updates),
+    which ``draw`` and ``sampling_generator`` sample from; a subclass's ``train_step`` calls it too.
     """
 
     name = "gan"
@@ -94,9 +96,13 @@ class GANTraining(TrainingBase):
         real_label: float = 1.0,
         g_steps: int = 1,
         latent_dim: int | None = None,
+        ema: float = 0.0,
     ):
         self.generator, self.discriminator = generator, discriminator
         self.modules = {"generator": generator, "discriminator": discriminator}
+        if ema:  # the generator's running average, which samples come from; kept under its own key
+            self.generator_average = exponential_moving_average(generator, ema)
+            self.modules["generator_average"] = self.generator_average
         self.latent_dim = settings.whole_number(
             "latent_dim", latent_dim if latent_dim is not None else getattr(generator, "latent_dim", LATENT_DIM)
         )
@@ -113,11 +119,26 @@ class GANTraining(TrainingBase):
         """n draws of z ~ N(0, I): (n, latent_dim)."""
         return torch.randn(n, self.latent_dim, device=device)
 
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator samples come from: the running average of G's weights where the training keeps one
+        (``ema``), G itself otherwise."""
+        average = self.modules.get("generator_average")  # the modules themselves, also under torchrun
+        return average.module if average is not None else self.modules["generator"]
+
+    def update_average(self) -> None:
+        """After G's update: move the running average of G's weights towards them (notebook 03, "Sampling
+        from the average"). Samples from the average are better than from the last weights, which jump
+        about from step to step in the game (Karras et al. 2018, section A.1; Yazıcı et al. 2019)."""
+        average = self.modules.get("generator_average")
+        if average is not None:
+            average.update_parameters(self.modules["generator"])
+
     def draw(self, n: int, labels: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
-        """``n`` images in [0, 1] from G on the CPU, the noise drawn from ``seed``; a conditional G draws
-        ``labels`` (default: the classes in turn). What tools outside the GAN (progress pictures, the grader)
-        ask every generative training for."""
-        return (sample(self.generator, n, seed=seed, labels=labels) + 1) / 2
+        """``n`` images in [0, 1] from the ``sampling_generator`` on the CPU, the noise drawn from ``seed``; a
+        conditional G draws ``labels`` (default: the classes in turn). What tools outside the GAN (progress
+        pictures, the grader) ask every generative training for."""
+        return (sample(self.sampling_generator, n, seed=seed, labels=labels) + 1) / 2
 
     def train_step(self, x: torch.Tensor, *labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """One round of the game (Goodfellow et al. 2014, algorithm 1), as notebook 03 writes it out.
@@ -151,6 +172,7 @@ class GANTraining(TrainingBase):
             scaler.step(self.opt_g)
             scaler.update()
             g_total = g_total + g_loss.detach()
+        self.update_average()  # the running average of G's weights, which samples come from
         return {
             "d_loss": d_loss.detach(),
             "g_loss": g_total / self.g_steps,

@@ -120,6 +120,7 @@ class WGANGPTraining(GANTraining):
             scaler.scale(g_loss).backward()  # the critic gets gradients too, but only G's optimiser steps
             scaler.step(self.opt_g)
             scaler.update()
+            self.update_average()
         return {
             "d_loss": d_loss.detach(),
             "gp": gp.detach(),

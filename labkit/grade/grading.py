@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .. import experiments
-from ..engine.checkpoint import refusal_reason
+from ..engine.checkpoint import ADDED_SETTINGS, refusal_reason
 from ..gradebook import Student, class_report, number_problem, write_gradebook
 from ..report.discussions import read_discussions
 from ..report.parts import PARTS, PLACEHOLDER
@@ -167,11 +167,11 @@ class Evaluator:
             return [f"{name}: {WEIGHTS_FILE} is not a labkit submission checkpoint"], None
         recipe = experiments.RECIPES[model]
         known = {f.name for f in fields(recipe.settings)}
-        hyper = {
-            k: (tuple(v) if isinstance(v, list) else v)
-            for k, v in record.get("hyperparameters", {}).items()
-            if k in known
+        hyper = {  # a run from before a setting existed trained with the value that trains as it did then
+            **{k: v for k, v in ADDED_SETTINGS.items() if k in known},
+            **{k: (tuple(v) if isinstance(v, list) else v) for k, v in record.get("hyperparameters", {}).items()},
         }
+        hyper = {k: v for k, v in hyper.items() if k in known}
         try:
             cfg = experiments.settings_for(model, **hyper)
             training = cfg.fresh_training(self.device)
