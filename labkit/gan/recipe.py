@@ -323,7 +323,7 @@ def _train(model: str, cfg: GANSettings, out, device, progress: bool) -> Trained
     if device.type == "cuda" and model == "dcgan":  # convolutions run faster on NHWC tensors on GPUs
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     training = cfg.training(G, D)
-    recorder = progression.FixedNoise(G, n=64, seed=cfg.seed)
+    recorder = progression.FixedNoise(training, n=64, seed=cfg.seed)  # what draw gives: the average, if kept
     conditional = hasattr(G, "num_classes")  # the conditional GAN's steps get the labels
     history = fit_in_run(run, training, data, cfg, progress, callbacks=[recorder], labels=conditional)
     if not distributed.is_main():
