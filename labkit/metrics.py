@@ -20,7 +20,7 @@ from .data import ImageData, batches
 from .engine import distributed, environment, files
 from .engine.training import TrainingBase
 from .losses import bernoulli_nll_of_probabilities
-from .models import classes_in_turn
+from .models import MNIST_SHAPE, classes_in_turn
 
 CLASSIFIER_VERSION = 1  # bump when DigitClassifier or its training recipe changes: caches retrain
 
@@ -49,10 +49,7 @@ def reconstruction_errors(reconstruct, x: torch.Tensor, batch_size: int = 1000) 
 
 class DigitClassifier(nn.Module):
     """A small CNN for MNIST; its 128-d penultimate layer is the feature space of the Fréchet distance.
-
-    ``features(x)`` gives (B, 128); ``forward(x)`` gives class logits (B, 10). ``num_features`` tells
-    torchmetrics the feature size.
-    """
+    ``features(x)`` gives (B, 128); ``forward(x)`` class logits (B, 10); ``num_features`` tells torchmetrics."""
 
     num_features = 128
 
@@ -109,11 +106,8 @@ class ClassifierTraining(TrainingBase):
 def _fingerprint(data: ImageData, epochs: int, seed: int) -> str:
     h = hashlib.sha1(f"v{CLASSIFIER_VERSION}-e{epochs}-s{seed}-{data.source}".encode())
     for t in (data.train_x, data.train_y, data.test_x, data.test_y):
-        h.update(
-            (t * 255).round().to(torch.uint8).cpu().numpy().tobytes()
-            if t.is_floating_point()
-            else t.cpu().numpy().tobytes()
-        )
+        t = (t * 255).round().to(torch.uint8) if t.is_floating_point() else t  # images as bytes, labels as they are
+        h.update(t.cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -222,8 +216,7 @@ def frechet_distance(
     _check_images(fake, "fake")
     classifier.eval()
     # sync_on_compute=False: under torchrun rank 0 alone measures; the other ranks have no samples to add
-    fid = FrechetInceptionDistance(feature=_Features(classifier), normalize=True, sync_on_compute=False)
-    fid = fid.to(real.device)
+    fid = FrechetInceptionDistance(feature=_Features(classifier), normalize=True, sync_on_compute=False).to(real.device)
     for images, is_real in ((real, True), (fake, False)):
         for xb in batches(images, batch_size=batch_size, shuffle=False):
             fid.update(xb, real=is_real)
@@ -295,6 +288,29 @@ def drawn_class_accuracy(images: torch.Tensor, num_classes: int, data: ImageData
     return conditional_accuracy(images.to(device), classes_in_turn(len(images), num_classes), classifier)
 
 
+def judged_by_digit_classifier(data: ImageData) -> bool:
+    """Whether ``digit_classifier`` can judge samples of ``data``: 28x28 grey images with labels (the MNIST family)."""
+    return data.image_shape == MNIST_SHAPE and data.test_y is not None
+
+
+class ConditionalAccuracyPerEpoch:
+    """A ``fit`` callback: after every epoch, the ``conditional_accuracy`` of ``n`` samples of ``training.draw`` (the
+    classes in turn), written into the epoch's record, so the history, its checkpoint and metrics.json keep the
+    curve. Notebook 03, "Why the label is heard late"."""
+
+    def __init__(self, training: TrainingBase, data: ImageData, num_classes: int = 10, n: int = 500, seed: int = 0):
+        if not judged_by_digit_classifier(data):
+            raise ValueError(
+                f"a digit classifier reads the conditional accuracy: {data.label} are not labelled 28x28 digits"
+            )
+        self.training, self.data, self.num_classes, self.n, self.seed = training, data, num_classes, n, seed
+
+    def __call__(self, epoch: int, record: dict, history) -> None:
+        images = self.training.draw(self.n, seed=self.seed)  # (n, 1, 28, 28) in [0, 1], the classes in turn
+        accuracy = drawn_class_accuracy(images, self.num_classes, self.data, seed=self.seed)
+        record["conditional_accuracy"] = accuracy["conditional_accuracy"]
+
+
 INCEPTION_DOWNLOAD_TIMEOUT = 20  # seconds before giving up on the Inception weights
 
 
@@ -328,10 +344,8 @@ def inception_fid(real: torch.Tensor, fake: torch.Tensor) -> dict:
 
 
 def diversity(images: torch.Tensor, max_images: int = 1000) -> float:
-    """Mean Euclidean distance between two different images of the batch (pixels flattened).
-
-    Equal images give 0. Compare generated and real images in the same value range.
-    """
+    """Mean Euclidean distance between two different images of the batch (pixels flattened). Equal images
+    give 0. Compare generated and real images in the same value range."""
     flat = images[:max_images].detach().float().flatten(1).cpu()
     n = flat.shape[0]
     if n < 2:
@@ -341,12 +355,9 @@ def diversity(images: torch.Tensor, max_images: int = 1000) -> float:
 
 
 def diversity_ratio(fake: torch.Tensor, real: torch.Tensor, max_images: int = 1000) -> dict[str, float]:
-    """A classifier-free mode-collapse signal: diversity of generated samples / diversity of real ones.
-
-    Both in [0, 1] pixels. About 1: samples differ from each other as much as real images do.
-    Well below 1 (say < 0.7): samples resemble each other, the generator covers few modes.
-    Notebook 03, "Mode collapse".
-    """
+    """A classifier-free mode-collapse signal: diversity of generated samples / diversity of real ones, both in
+    [0, 1] pixels. About 1: samples differ from each other as much as real images do. Well below 1 (say < 0.7):
+    samples resemble each other, the generator covers few modes. Notebook 03, "Mode collapse"."""
     d_fake, d_real = diversity(fake, max_images), diversity(real, max_images)
     return {"diversity_ratio": d_fake / d_real, "sample_diversity": d_fake, "real_diversity": d_real}
 

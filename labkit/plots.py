@@ -7,7 +7,7 @@ dataset label so that an offline subset or a synthetic stand-in is never mistake
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -301,6 +301,29 @@ def wasserstein_curves(history: History, title: str = "") -> plt.Figure:
     return _per_epoch_panels(fig, (left, right), title)
 
 
+def runs_per_epoch(
+    histories: Mapping[str, Sequence[dict]],
+    key: str,
+    ylabel: str = "",
+    title: str = "",
+    chance: float | None = None,
+    ylim: tuple[float, float] | None = None,
+) -> plt.Figure:
+    """One curve per run: ``key`` of each epoch's record, for runs (histories, or some of their epochs) named by
+    ``histories``' keys; ``chance`` draws the value of a model that ignores what it is asked (e.g. 0.1 for a
+    conditional accuracy over ten digits); ``ylim`` fixes the y range. Notebook 03, "Why the label is heard late"."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.3))
+    for name, records in histories.items():
+        kept = [r for r in records if key in r]
+        ax.plot([r["epoch"] for r in kept], [r[key] for r in kept], "-o", ms=3, label=name)
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", lw=1, label=f"chance ({chance:g})")
+    ax.set_ylabel(ylabel or key)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    return _per_epoch_panels(fig, (ax,), title)
+
+
 def codebook_usage(indices: torch.Tensor, n_codes: int, title: str = "") -> plt.Figure:
     """How often each code of a VQ-VAE's codebook is used, as bars: dead codes are the gaps.
     Notebook 02, "The VQ-VAE"."""
@@ -315,7 +338,7 @@ def codebook_usage(indices: torch.Tensor, n_codes: int, title: str = "") -> plt.
 
 
 def _per_epoch_panels(fig: plt.Figure, axes, title: str) -> plt.Figure:
-    """The finish of the two-panel GAN figures: whole-number epoch axes, grid, legends, title."""
+    """The finish of the per-epoch figures: whole-number epoch axes, grid, legends, title."""
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")

@@ -3,12 +3,14 @@ gradient penalty's critic too), the conditional accuracy reads what a generator 
 writes the metrics.json the report reads."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 from labkit import gan, metrics
+from labkit.__main__ import _parser, main
 from labkit.engine import environment
 from labkit.engine.loop import fit
 from labkit.gan import cgan
@@ -16,9 +18,10 @@ from labkit.gan.recipe import CGANSettings, run_cgan
 from labkit.gan.wgan import WGANGPTraining, gradient_penalty
 
 
-def test_both_networks_see_the_label():
+@pytest.mark.parametrize("d_conditioning", ["projection", "concat"])
+def test_both_networks_see_the_label(d_conditioning):
     torch.manual_seed(0)
-    G, D = cgan.conditional_gan()
+    G, D = cgan.conditional_gan(d_conditioning=d_conditioning)
     G.eval()
     z = torch.randn(4, 100)
     threes, sevens = torch.full((4,), 3), torch.full((4,), 7)
@@ -28,15 +31,48 @@ def test_both_networks_see_the_label():
     assert D(x, threes).shape == (4,)
     assert not torch.allclose(D(x, threes), D(x, sevens))
     assert G.latent_dim == 100 and G.num_classes == 10  # the noise stays 100-d; the label is added beside it
-    assert G.net[0].in_features == 110 and D.net[0].in_features == 794
+    assert G.net[0].in_features == 110
+    if d_conditioning == "concat":
+        assert D.net[0].in_features == 794  # the one-hot beside the pixels
+    else:
+        assert D.features[1].in_features == 784 and D.class_embedding.weight.shape == (10, 256)
 
 
-def test_a_label_of_the_wrong_shape_or_type_is_refused_with_what_was_expected():
-    G, D = cgan.conditional_gan()
+def test_the_projection_discriminator_adds_the_class_vector_dotted_with_the_image_features():
+    """Miyato & Koyama 2018, eq. 3: D(x, y) = psi(phi(x)) + <embed(y), phi(x)>. With embed(3) = 0 the logit of a
+    3 is psi(phi(x)) alone, and with embed(7) = the first unit vector, the 7's logit exceeds it by phi(x)'s first
+    feature; two images of different labels in one batch each get their own class's term."""
+    torch.manual_seed(0)
+    _, D = cgan.conditional_gan()
+    with torch.no_grad():
+        D.class_embedding.weight.zero_()
+        D.class_embedding.weight[7, 0] = 1.0
+    x = torch.rand(2, 1, 28, 28)
+    phi = D.features(x)
+    assert phi.shape == (2, 256)
+    realness = D.realness(phi).squeeze(1)
+    torch.testing.assert_close(D(x, torch.tensor([3, 3])), realness)
+    torch.testing.assert_close(D(x, torch.tensor([7, 3])), realness + torch.stack([phi[0, 0], torch.tensor(0.0)]))
+    assert CGANSettings().d_conditioning == "projection" and CGANSettings(d_conditioning="concat").run_name == (
+        "cgan-concat"
+    )  # the old design's runs never land in the new one's folder
+    with pytest.raises(ValueError, match="d_conditioning must be one of projection, concat"):
+        CGANSettings(d_conditioning="auxiliary")
+    assert _parser().parse_args(["train", "cgan", "--d-conditioning", "concat"]).d_conditioning == "concat"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "cgan", "--d-conditioning", "auxiliary"])
+    assert main(["train", "gan", "--d-conditioning", "concat"]) == 2  # "does not apply to gan": it has no labels
+
+
+@pytest.mark.parametrize("d_conditioning", ["projection", "concat"])
+def test_a_label_of_the_wrong_shape_or_type_is_refused_with_what_was_expected(d_conditioning):
+    G, D = cgan.conditional_gan(d_conditioning=d_conditioning)
     with pytest.raises(ValueError, match=r"one class index per image, shape \(4,\), integer"):
         G(torch.randn(4, 100), torch.zeros(4))  # float labels
     with pytest.raises(ValueError, match="one class index per image"):
         D(torch.rand(4, 1, 28, 28), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match="one class index per image"):
+        D(torch.rand(4, 1, 28, 28), torch.zeros(4))
 
 
 class Recording(nn.Module):
@@ -134,6 +170,33 @@ def test_conditional_accuracy_of_a_perfect_and_of_a_label_blind_generator(mnist_
     assert per_digit[0] > 0.9 and max(per_digit[1:]) < 0.1  # label-blind: only the 0s are right
 
 
+class Drawing:
+    """A "training" whose ``draw`` is a ``Copier``'s images in [0, 1]: what the per-epoch callback asks for."""
+
+    def __init__(self, generator):
+        self.generator = generator
+
+    def draw(self, n, seed=0):
+        return (gan.sample(self.generator, n, seed=seed) + 1) / 2
+
+
+def test_the_conditional_accuracy_per_epoch_is_written_into_each_epochs_record(
+    mnist_offline, classifier_cache, monkeypatch
+):
+    monkeypatch.setenv("LABKIT_RUNS", str(classifier_cache))
+    classifier, accuracy = metrics.digit_classifier(mnist_offline, epochs=2, cache_dir=classifier_cache)
+    monkeypatch.setattr(metrics, "digit_classifier", lambda data, seed=0: (classifier, accuracy))
+    records = []
+    for ignore in (False, True):
+        callback = metrics.ConditionalAccuracyPerEpoch(Drawing(Copier(mnist_offline, ignore)), mnist_offline, n=200)
+        records.append({"epoch": 1})
+        callback(1, records[-1], [records[-1]])
+    obeys, blind = (r["conditional_accuracy"] for r in records)
+    assert obeys > 0.9 and 0.09 <= blind <= 0.11  # real digits of the class asked for, and always a 0
+    with pytest.raises(ValueError, match="not labelled 28x28 digits"):
+        metrics.ConditionalAccuracyPerEpoch(Drawing(Copier(mnist_offline)), replace(mnist_offline, test_y=None))
+
+
 @pytest.mark.parametrize(
     "options, name", [({}, "cgan"), ({"loss": "wgan-gp", "spectral_norm": True}, "cgan-wgan-gp-sn")]
 )
@@ -147,4 +210,7 @@ def test_the_recipe_writes_conditional_accuracy_and_one_row_per_digit(tmp_path, 
     assert 0 <= final["conditional_accuracy"] <= 1 and len(final["conditional_accuracy_per_digit"]) == 10
     assert 0 <= final["class_coverage"] <= 10 and final["fid_classifier"] > 0
     assert "digit_grid" in written["figures"] and (tmp_path / name / written["figures"]["digit_grid"]).is_file()
+    per_epoch = [r["conditional_accuracy"] for r in written["history"]]
+    assert per_epoch == [r["conditional_accuracy"] for r in trained.history]
+    assert len(trained.history) == 1 and 0 <= trained.history[0]["conditional_accuracy"] <= 1  # one per epoch
     assert trained.final == final

@@ -18,6 +18,7 @@ from labkit import ae, grade, report, submit, vae
 from labkit.data import load_mnist
 from labkit.diffusion.recipe import DiffusionSettings, run_diffusion
 from labkit.engine.loop import fit
+from labkit.experiments import RECIPES
 from labkit.gan.recipe import CGANSettings, GANSettings, run_cgan, run_gan
 from labkit.grade.grading import _data_key
 from labkit.vae.cvae import CVAESettings, run_cvae
@@ -266,20 +267,31 @@ def test_a_conditional_accuracy_its_weights_do_not_give_is_flagged(course, tmp_p
     assert "cgan fid_classifier" not in row["verified"] and "ae test_mse" in row["verified"]
 
 
-def test_a_gan_run_from_before_the_average_of_g_is_verified_from_its_weights(course, tmp_path):
+@pytest.mark.parametrize(
+    "model, make_settings, added",
+    [
+        ("gan", lambda: GANSettings(epochs=1, ema=0.0), "ema"),  # before the average of G's weights
+        ("cgan", lambda: CGANSettings(epochs=1, ema=0.0, d_conditioning="concat"), "d_conditioning"),  # projection
+    ],
+)
+def test_a_gan_run_from_before_a_setting_was_added_is_graded_as_it_trained(
+    course, tmp_path, model, make_settings, added
+):
     """A GAN run made before the GANs sampled from the average of G's weights has no ``ema`` among its
-    settings and no average among its weights: the grader rebuilds it as it trained (``ema`` 0, the value of
+    settings and no average among its weights; a cGAN run made before its D was told the label by projection has
+    no ``d_conditioning`` and the weights of the concat D. The grader rebuilds each as it trained (the values of
     ``labkit.engine.checkpoint.ADDED_SETTINGS``), instead of calling its weights unfit."""
     folder = _student_folder(course, tmp_path, "kim", "My GAN drew digits of every kind after one epoch.")
-    shutil.rmtree(folder / "runs" / "gan")
+    shutil.rmtree(folder / "runs" / model)
     old = _set_env(LABKIT_SMOKE=None, LABKIT_OFFLINE="1", LABKIT_RUNS=str(folder / "runs"))
     try:
-        run_gan(GANSettings(epochs=1, ema=0.0), device="cpu", progress=False)
+        RECIPES[model].run(make_settings(), out=folder / "runs" / model, device="cpu", progress=False)
     finally:
         _set_env(**old)
-    metrics_path = folder / "runs" / "gan" / "metrics.json"
+    metrics_path = folder / "runs" / model / "metrics.json"
     record = json.loads(metrics_path.read_text())
-    del record["hyperparameters"]["ema"]  # as such a run wrote it
+    for name in {"ema", added}:
+        del record["hyperparameters"][name]  # as such a run wrote it
     metrics_path.write_text(json.dumps(record))
     report.build_report(folder / "runs")
     inbox = tmp_path / "inbox"
@@ -287,7 +299,7 @@ def test_a_gan_run_from_before_the_average_of_g_is_verified_from_its_weights(cou
     _submit(folder, inbox / "kim.zip")
     book, _ = grade.grade(inbox, tmp_path / "grades", reference=course / "runs")
     row = next(csv.DictReader(open(book)))
-    assert "gan fid_classifier" in row["verified"] and "do not fit" not in row["flags"], row["flags"]
+    assert f"{model} fid_classifier" in row["verified"] and "do not fit" not in row["flags"], row["flags"]
 
 
 @pytest.fixture(scope="module")

@@ -34,3 +34,16 @@ def test_grid_array_agrees_with_torchvision_make_grid_on_colour_images():
 def test_a_single_image_is_shown_without_a_frame():
     image = torch.rand(1, 1, 5, 7)
     np.testing.assert_array_equal(plots.grid_array(image, nrow=8)[:, :, 0], image[0, 0].numpy())
+
+
+def test_runs_per_epoch_draws_each_runs_values_at_their_epochs_and_skips_epochs_without_them():
+    first = [{"epoch": 1, "acc": 0.1}, {"epoch": 2, "acc": 0.5}, {"epoch": 3}]  # epoch 3 measured nothing
+    second = [{"epoch": 1, "acc": 0.2}, {"epoch": 2, "acc": 0.3}, {"epoch": 3, "acc": 0.9}]
+    fig = plots.runs_per_epoch({"a": first, "b": second}, "acc", chance=0.1, ylim=(0, 1))
+    ax = fig.axes[0]
+    a, b, chance = ax.lines
+    assert list(a.get_xdata()) == [1, 2] and list(a.get_ydata()) == [0.1, 0.5]
+    assert list(b.get_xdata()) == [1, 2, 3] and list(b.get_ydata()) == [0.2, 0.3, 0.9]
+    assert list(chance.get_ydata()) == [0.1, 0.1] and ax.get_ylim() == (0, 1)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b", "chance (0.1)"]
+    plots.close_all()

@@ -20,7 +20,7 @@ from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.loop import evaluate
 from ..engine.runs import Run, Trained, fit_in_run, start_run, training_cost
 from ..engine.training import History
-from ..models import MNIST_SHAPE, classes_in_turn
+from ..models import classes_in_turn
 from .losses import TIME_DENSITIES
 from .samplers import SAMPLERS, check_sampler, network_evaluations
 from .schedule import SCHEDULES, NoiseSchedule, to_unit
@@ -292,7 +292,7 @@ def diffusion_final(cfg: DiffusionSettings, training, data: ImageData, test: dic
         "train_seconds": sum(history.series("seconds")),  # every epoch's training, evaluation excluded
         **training_cost(history, training.net),
     }
-    if data.image_shape == MNIST_SHAPE and data.test_y is not None:  # the digit classifier's judgement
+    if metrics.judged_by_digit_classifier(data):  # the digit classifier's judgement
         final.update(metrics.digit_sample_quality(data, samples, seed=cfg.seed))
         if cfg.conditional:
             classifier, _ = metrics.digit_classifier(data, seed=cfg.seed)

@@ -66,6 +66,7 @@ ADDED_SETTINGS = {"loss": "bce", "n_critic": 5, "gp_weight": 10.0, "spectral_nor
 ADDED_SETTINGS.update(dataset="mnist", image_size=None)  # AE, VAE, cVAE, VQ-VAE: MNIST only (the DCGAN saved them)
 ADDED_SETTINGS.update(lr_schedule="constant", warmup_steps=0)  # diffusion, before its learning rate fell
 ADDED_SETTINGS.update(ema=0.0)  # the GANs, before they sampled from the average of G's weights
+ADDED_SETTINGS.update(d_conditioning="concat")  # the cGAN, before its D was told the label by projection
 
 
 def mismatch(saved: dict, current: dict) -> list[str]:

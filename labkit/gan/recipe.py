@@ -19,7 +19,7 @@ from ..engine import distributed, environment, settings
 from ..engine.family import DoctorCheck, Option, Recipe
 from ..engine.runs import Run, Trained, fit_in_run, start_run
 from ..engine.training import History, seconds_per_epoch
-from ..models import MNIST_SHAPE, count_parameters
+from ..models import count_parameters
 from . import cgan, wgan
 from . import nets as gan_nets
 from . import training as gan
@@ -69,16 +69,8 @@ class GANSettings(settings.RunSettings):
         gan.check_real_label(self.real_label)
         settings.one_of("loss", self.loss, LOSSES)
         settings.number("gp_weight", self.gp_weight, at_least=0, what="a number >= 0 (10 in the WGAN-GP paper)")
-        if self.loss == "wgan-gp" and self.real_label != 1:
-            raise ValueError(
-                f"real_label={self.real_label:g} is label smoothing, a trick of the BCE loss; the WGAN-GP critic "
-                "has no labels: leave real_label at 1"
-            )
-        if self.loss == "wgan-gp" and self.g_steps != 1:
-            raise ValueError(
-                f"g_steps={self.g_steps} is a trick of the BCE loss; WGAN-GP balances the two the other way "
-                f"round, with n_critic critic updates per generator update (now {self.n_critic})"
-            )
+        if self.loss == "wgan-gp":
+            wgan.check_bce_tricks_unused(self.real_label, self.g_steps, self.n_critic)
 
     @property
     def run_name(self) -> str:
@@ -221,10 +213,14 @@ class DCGANSettings(GANSettings):
 class CGANSettings(GANSettings):
     """Defaults of the conditional GAN (notebook 03, "The conditional GAN"): the MNIST GAN's, with the
     label given to both networks (``labkit.gan.cgan``). Every option of the MNIST GAN applies; the dataset
-    must have a class label per image."""
+    must have a class label per image. ``d_conditioning``: how D is told the label, "projection" (Miyato &
+    Koyama 2018) or "concat" (the one-hot beside the image, which G hears late: "Why the label is heard late")."""
+
+    d_conditioning: str = "projection"
 
     def __post_init__(self):
         super().__post_init__()
+        settings.one_of("d_conditioning", self.d_conditioning, cgan.D_CONDITIONING)
         if not datasets.has_labels(self.dataset):
             raise ValueError(
                 f"the conditional GAN draws G(z, y) for a class y and needs a label for every image, and "
@@ -234,12 +230,13 @@ class CGANSettings(GANSettings):
 
     @property
     def run_name(self) -> str:
-        """``cgan``, the dataset when it is not MNIST, then ``-wgan-gp`` and ``-sn`` as for ``gan``."""
-        return "cgan" + datasets.run_suffix(self.dataset, self.image_size) + self.variant_suffix
+        """``cgan``, the dataset when not MNIST, ``-concat`` for that D, ``-wgan-gp`` and ``-sn`` as for ``gan``."""
+        concat = "-concat" if self.d_conditioning == "concat" else ""
+        return "cgan" + datasets.run_suffix(self.dataset, self.image_size) + concat + self.variant_suffix
 
     def networks(self) -> tuple[nn.Module, nn.Module]:
-        """The conditional MLP generator and discriminator for these images."""
-        return cgan.conditional_gan(self.latent_dim, self.image_shape)
+        """The conditional MLP generator and discriminator for these images, D told the label by ``d_conditioning``."""
+        return cgan.conditional_gan(self.latent_dim, self.image_shape, self.d_conditioning)
 
 
 def load_gan_data(cfg: GANSettings, device: torch.device | str = "cpu") -> ImageData:
@@ -285,7 +282,7 @@ def save_gan_run(
         **{k: history.last[f"train_{k}"] for k in ("wasserstein", "gp") if f"train_{k}" in history.last},
         **metrics.diversity_ratio((fake + 1) / 2, real[:n_check].cpu()),
     }
-    judged_by_classifier = data.image_shape == MNIST_SHAPE and data.test_y is not None  # the MNIST family
+    judged_by_classifier = metrics.judged_by_digit_classifier(data)  # the MNIST family
     if judged_by_classifier:
         final.update(metrics.digit_sample_quality(data, (fake + 1) / 2, seed=cfg.seed))
     else:  # no classifier reads these: the pyramid's patches offline (labkit.swd), Inception's features for colour
@@ -300,17 +297,8 @@ def save_gan_run(
     used = {"lr_g": cfg.lrs[0], "lr_d": cfg.lrs[1]}  # what was used, not None for "same as lr"
     if isinstance(cfg, DCGANSettings):
         used["image_size"] = cfg.size
-    return run.record(
-        model=model,
-        cfg=cfg,
-        training=training,
-        data=data,
-        history=history,
-        final=final,
-        device=device,
-        note=cfg.epochs_note,
-        **used,
-    )
+    kept = {"training": training, "data": data, "history": history, "final": final, "device": device}
+    return run.record(model=model, cfg=cfg, note=cfg.epochs_note, **kept, **used)
 
 
 def _train(model: str, cfg: GANSettings, out, device, progress: bool) -> Trained | None:
@@ -325,7 +313,10 @@ def _train(model: str, cfg: GANSettings, out, device, progress: bool) -> Trained
     training = cfg.training(G, D)
     recorder = progression.FixedNoise(training, n=64, seed=cfg.seed)  # what draw gives: the average, if kept
     conditional = hasattr(G, "num_classes")  # the conditional GAN's steps get the labels
-    history = fit_in_run(run, training, data, cfg, progress, callbacks=[recorder], labels=conditional)
+    callbacks = [recorder]
+    if conditional and metrics.judged_by_digit_classifier(data):  # does G draw the digit asked for? after each epoch
+        callbacks.append(metrics.ConditionalAccuracyPerEpoch(training, data, seed=cfg.seed))
+    history = fit_in_run(run, training, data, cfg, progress, callbacks=callbacks, labels=conditional)
     if not distributed.is_main():
         return None  # under torchrun, rank 0 evaluates and writes the run
     return save_gan_run(
@@ -360,6 +351,7 @@ OPTIONS = (  # what every GAN's settings take on the command line
     Option("spectral_norm", "GAN: spectral normalisation of the discriminator's layers (Miyato et al. 2018)", bool),
     Option("ema", "GAN: decay of the average of G's weights samples come from (0.999, dcgan 0: G itself)", float),
 )
+CGAN_OPTIONS = (Option("d_conditioning", "cgan: how D is told the label", str, cgan.D_CONDITIONING),)
 DCGAN_OPTIONS = (
     Option("downsample", "dcgan: discriminator downsampling, stride (default) or maxpool"),
     Option("n_images", "dcgan: train on at most N images", int),
@@ -379,7 +371,7 @@ RECIPES = (
         "cgan",
         run_cgan,
         CGANSettings,
-        OPTIONS,
+        OPTIONS + CGAN_OPTIONS,
         (DoctorCheck.of("cgan", CGANSettings, "labelled digits"),),
         drawn=True,
         label="cGAN",

@@ -24,6 +24,21 @@ N_CRITIC = 5  # critic updates per generator update (algorithm 1)
 WGAN_BETAS = (0.0, 0.9)  # Adam's betas in the paper
 
 
+def check_bce_tricks_unused(real_label: float, g_steps: int, n_critic: int) -> None:
+    """Refuse the BCE loss's tricks in WGAN-GP settings, saying why: the critic has no labels to smooth, and
+    it balances the two networks the other way round (``n_critic`` critic updates per generator update)."""
+    if real_label != 1:
+        raise ValueError(
+            f"real_label={real_label:g} is label smoothing, a trick of the BCE loss; the WGAN-GP critic "
+            "has no labels: leave real_label at 1"
+        )
+    if g_steps != 1:
+        raise ValueError(
+            f"g_steps={g_steps} is a trick of the BCE loss; WGAN-GP balances the two the other way "
+            f"round, with n_critic critic updates per generator update (now {n_critic})"
+        )
+
+
 def critic_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
     """E[D(G(z))] - E[D(x)]: minimising it makes the critic score real images above fakes; its negative
     estimates the Wasserstein-1 distance between the two distributions when the critic is 1-Lipschitz
