@@ -122,18 +122,23 @@ def test_time_to_quality_times_the_scripts_loop_and_labkits_training_inside_thei
 def test_time_to_quality_compares_the_dcgans_distance_to_the_floor_before_and_after(tmp_path, monkeypatch):
     import time_to_quality
 
-    def fake_run(model, work, seed, upsample, epochs):  # distances 100 (before) and 40 (after) over a floor of 10
+    def fake_run(model, work, seed, upsample, ema, epochs):  # distances 100 (before) and 40 (after) over a floor of 10
         swd = 100.0 if upsample == "transposed" else 40.0
         history = [{"seconds": (3.0 if upsample == "transposed" else 4.0)}] * epochs
         folder = work / upsample
         folder.mkdir(parents=True)
         (folder / "samples.png").write_bytes(b"png")
         final = {"sliced_wasserstein": swd, "sliced_wasserstein_real": 10.0}
-        return {"final": final, "history": history, "dataset": {"name": "stand-in"}, "folder": str(folder)}
+        return {
+            "final": final,
+            "history": history,
+            "dataset": {"name": "art", "source": "stand-in"},
+            "folder": str(folder),
+        }
 
     monkeypatch.setattr(time_to_quality, "train_recipe", fake_run)
     for name in ("DCGAN_BEFORE", "DCGAN_SMOKE_BEFORE"):  # 30 epochs of 3 s before, the defaults' epochs of 4 s after
-        monkeypatch.setattr(time_to_quality, name, {"upsample": "transposed", "epochs": 30})
+        monkeypatch.setattr(time_to_quality, name, {"upsample": "transposed", "ema": 0.0, "epochs": 30})
     lines = []
     summary = time_to_quality.part_dcgan([0], tmp_path / "work", lines, tmp_path)
     assert summary["ratio_distance_to_floor_before_over_after"] == pytest.approx(90 / 30)

@@ -120,6 +120,9 @@ def test_settings_added_later_match_a_checkpoint_saved_without_them_only_at_thei
     assert ckpt.mismatch(before, run(**{**now, "lr_schedule": "linear"})) == [  # a diffusion run's falling rate
         "it was saved with lr_schedule='constant', this run has lr_schedule='linear'"
     ]
+    assert ckpt.mismatch(before, run(**{**now, "upsample": "resize"})) == [  # a DCGAN's G from before resized
+        "it was saved with upsample='transposed', this run has upsample='resize'"
+    ]
     assert ckpt.mismatch(run(lr=2e-4), run(lr=2e-4, width=8)) == [
         "it was saved with width='<unset>', this run has width=8"
     ]

@@ -22,19 +22,51 @@ from labkit.gan.recipe import DCGANSettings, GANSettings, run_dcgan, run_gan
 
 @pytest.mark.parametrize("size, channels", [(28, 1), (32, 3), (64, 3)])
 @pytest.mark.parametrize("downsample", ["stride", "maxpool"])
-def test_dcgan_output_shapes_at_28_32_and_64_pixels(size, channels, downsample):
-    G, D = gan_nets.dcgan(size, channels, downsample=downsample)
+@pytest.mark.parametrize("upsample", ["resize", "transposed"])
+def test_dcgan_output_shapes_at_28_32_and_64_pixels(size, channels, downsample, upsample):
+    G, D = gan_nets.dcgan(size, channels, downsample=downsample, upsample=upsample)
     images = G(torch.randn(4, 100))
     assert images.shape == (4, channels, size, size)
     assert images.min() >= -1 and images.max() <= 1  # tanh
     assert D(images).shape == (4,)
 
 
-def test_dcgan_64_has_the_parameter_count_of_pytorch_examples():
+def test_dcgan_64_has_the_parameter_count_of_pytorch_examples_with_transposed_convolutions():
     # pytorch/examples dcgan/main.py with nz=100, ngf=ndf=64, nc=3: 3,576,704 and 2,765,633 parameters
-    G, D = gan_nets.dcgan(64, 3)
+    G, D = gan_nets.dcgan(64, 3, upsample="transposed")
     assert sum(p.numel() for p in G.parameters()) == 3_576_704
     assert sum(p.numel() for p in D.parameters()) == 2_765_633
+    # resize-then-convolve: the same first block (100*512*16 + 2*512), then 3x3 kernels where those were 4x4:
+    # 512*256*9 + 2*256, 256*128*9 + 2*128, 128*64*9 + 2*64, 64*3*9
+    G = gan_nets.DCGANGenerator(upsample="resize")
+    assert sum(p.numel() for p in G.parameters()) == 820_224 + 1_180_160 + 295_168 + 73_856 + 1_728
+
+
+@pytest.mark.parametrize("upsample", ["resize", "transposed"])
+def test_only_the_transposed_convolution_paints_a_checkerboard_on_a_flat_input(upsample):
+    """Odena et al. 2016: a flat feature map doubled by a stride-2 transposed convolution comes out with a pattern
+    of period 2 (each pixel of a 2x2 block sums other kernel taps); upsampling then convolving keeps it flat away
+    from the border."""
+    torch.manual_seed(0)
+    double = nn.Sequential(*gan_nets._doubling(1, 1, upsample))
+    with torch.no_grad():
+        out = double(torch.ones(1, 1, 8, 8))[0, 0, 2:-2, 2:-2]  # (12, 12), away from the zero padding
+    parity_means = torch.stack([out[i::2, j::2].mean() for i in (0, 1) for j in (0, 1)])
+    assert out.shape == (12, 12) and out.abs().min() > 0
+    if upsample == "resize":
+        torch.testing.assert_close(out, torch.full_like(out, out[0, 0].item()))
+    else:
+        assert (out[0::2, 0::2] == out[0, 0]).all()  # flat within each parity class ...
+        assert parity_means.max() - parity_means.min() > 0.1 * parity_means.abs().max()  # ... and not between them
+
+
+def test_the_command_line_chooses_the_dcgan_generators_upsampling():
+    from labkit.__main__ import _parser
+
+    assert _parser().parse_args(["train", "dcgan"]).upsample is None  # None: the settings' default, resize
+    assert _parser().parse_args(["train", "dcgan", "--upsample", "transposed"]).upsample == "transposed"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "dcgan", "--upsample", "bilinear"])
 
 
 def test_mlp_gan_has_the_write_up_003_layers_and_shapes():
@@ -63,6 +95,7 @@ def test_discriminator_says_which_size_it_was_built_for():
         (lambda: gan_nets.DCGANGenerator(latent_dim=0), "latent_dim"),
         (lambda: gan_nets.DCGANGenerator(image_size=48), "48 is not supported"),
         (lambda: gan_nets.DCGANDiscriminator(downsample="avgpool"), "downsample"),
+        (lambda: gan_nets.DCGANGenerator(upsample="bilinear"), "upsample must be one of resize, transposed"),
         (lambda: gan.GANTraining(*gan_nets.mlp_gan(), lr_g=0), "lr_g"),
         (lambda: gan.GANTraining(*gan_nets.mlp_gan(), lr_d=-1e-4), "lr_d"),
         (lambda: gan.GANTraining(*gan_nets.mlp_gan(), g_steps=0), "g_steps"),
@@ -83,6 +116,7 @@ def test_dcgan_settings_follow_the_dataset_when_it_is_changed_later():
     assert cfg.size == 32 and cfg.run_name == "dcgan-cifar10"
     assert DCGANSettings().size == 64 and DCGANSettings(image_size=32).size == 32
     assert DCGANSettings(image_size=32).run_name == "dcgan-32px"  # never the 64-pixel run's folder
+    assert DCGANSettings().upsample == "resize" and DCGANSettings(upsample="transposed").run_name == "dcgan-transposed"
     assert replace(cfg, dataset="mnist").run_name == "dcgan-mnist"
     assert DCGANSettings(dataset="fashion-mnist", loss="wgan-gp").run_name == "dcgan-fashion-mnist-wgan-gp"
     assert DCGANSettings(dataset="fashion-mnist").image_shape == (1, 28, 28)

@@ -193,12 +193,13 @@ def test_the_notebooks_vae_loss_is_labkits(beta):
 # --------------------------------------------------------------------------- notebook 03: the DCGAN
 
 
-@pytest.mark.parametrize("c_in, c_out, shape", [(16, 8, ()), (100, 32, (4, 1, 0))])
-def test_the_notebooks_up_block_is_labkits(c_in, c_out, shape):
-    """``shape``: the kernel, stride and padding notebook 03 passes (the first block), or none (the defaults)."""
-    up = _run_definitions(GAN_NOTEBOOK, GAN_NETWORKS_CELL)["up"]
-    ours, theirs = _built_alike(lambda: up(c_in, c_out, *shape), lambda: gan_nets._up(c_in, c_out, *shape))
-    _assert_same_outputs(ours, theirs, torch.randn(3, c_in, 4, 4))
+def test_the_notebooks_project_and_up_blocks_are_labkits():
+    """``project``: z as a 1x1 image to 4x4 (labkit's ``_project``); ``up``: resize, then convolve (``_up``)."""
+    cells = _run_definitions(GAN_NOTEBOOK, GAN_NETWORKS_CELL)
+    ours, theirs = _built_alike(lambda: cells["project"](100, 32), lambda: gan_nets._project(100, 32, 4))
+    _assert_same_outputs(ours, theirs, torch.randn(3, 100, 1, 1))
+    ours, theirs = _built_alike(lambda: cells["up"](16, 8), lambda: gan_nets._up(16, 8, "resize"))
+    _assert_same_outputs(ours, theirs, torch.randn(3, 16, 4, 4))
 
 
 @pytest.mark.parametrize("norm", [True, False])

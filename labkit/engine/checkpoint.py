@@ -67,6 +67,7 @@ ADDED_SETTINGS.update(dataset="mnist", image_size=None)  # AE, VAE, cVAE, VQ-VAE
 ADDED_SETTINGS.update(lr_schedule="constant", warmup_steps=0)  # diffusion, before its learning rate fell
 ADDED_SETTINGS.update(ema=0.0)  # the GANs, before they sampled from the average of G's weights
 ADDED_SETTINGS.update(d_conditioning="concat")  # the cGAN, before its D was told the label by projection
+ADDED_SETTINGS.update(upsample="transposed")  # the DCGAN, before its G resized then convolved
 
 
 def mismatch(saved: dict, current: dict) -> list[str]:

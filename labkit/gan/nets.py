@@ -1,5 +1,6 @@
 """The networks of notebook 03: the DCGAN generator and discriminator (28, 32 and 64 pixels; Radford
-et al. 2016) and the course's MLP GAN for MNIST, with the tensor shape after every block.
+et al. 2016), its generator upsampling by resize-then-convolve (Odena et al. 2016) or by transposed
+convolutions, and the course's MLP GAN for MNIST, with the tensor shape after every block.
 
 Generators end in tanh, so they draw pixels in [-1, 1]; discriminators return logits (B,), never
 probabilities (the losses in ``labkit.gan`` take logits). Notebook 03, "The networks", writes the
@@ -19,6 +20,7 @@ from ..engine import settings
 LATENT_DIM = 100
 IMAGE_SIZES = (28, 32, 64)
 DOWNSAMPLING = ("stride", "maxpool")
+UPSAMPLING = ("resize", "transposed")
 
 
 def _check_image_size(image_size) -> int:
@@ -30,13 +32,25 @@ def _check_image_size(image_size) -> int:
     return image_size
 
 
-def _up(c_in: int, c_out: int, kernel: int = 4, stride: int = 2, padding: int = 1) -> nn.Sequential:
-    """Transposed convolution (doubles the side with the defaults), batch norm, ReLU."""
-    return nn.Sequential(
-        nn.ConvTranspose2d(c_in, c_out, kernel, stride, padding, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
-    )
+def _project(c_in: int, c_out: int, side: int) -> nn.Sequential:
+    """The generator's first block: z as a 1 x 1 image -> ``side`` x ``side`` feature maps (a transposed
+    convolution that covers the whole output, so no overlap and no checkerboard), batch norm, ReLU."""
+    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, side, 1, 0, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True))
+
+
+def _doubling(c_in: int, c_out: int, upsample: str) -> list[nn.Module]:
+    """Layers that double the side: nearest-neighbour upsampling then a 3 x 3 convolution ("resize", every
+    output pixel sees the same number of input pixels: Odena et al. 2016, "Deconvolution and Checkerboard
+    Artifacts"), or a 4 x 4 transposed convolution of stride 2 ("transposed", Radford et al. 2016), whose
+    kernels overlap unevenly and leave a checkerboard until training removes it."""
+    if upsample == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)]
+    return [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False)]
+
+
+def _up(c_in: int, c_out: int, upsample: str) -> nn.Sequential:
+    """Double the side (``_doubling``), batch norm, ReLU."""
+    return nn.Sequential(*_doubling(c_in, c_out, upsample), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
 def _down(c_in: int, c_out: int, downsample: str, norm: bool = True) -> nn.Sequential:
@@ -68,40 +82,46 @@ class DCGANGenerator(nn.Module):
     """DCGAN generator: z (B, latent_dim) -> images (B, channels, size, size) in [-1, 1].
 
     Inputs: ``latent_dim`` (100); ``image_size`` 28, 32 or 64; ``channels`` 3 (RGB) or 1;
-    ``width`` feature maps of the last hidden layer (64 in the paper; shapes below use 64).
-    Transposed convolutions with batch norm and ReLU, tanh output, weights N(0, 0.02).
-    Notebook 03, "The networks".
+    ``width`` feature maps of the last hidden layer (64 in the paper; shapes below use 64);
+    ``upsample`` how each block doubles the side: ``"resize"`` (nearest-neighbour upsampling then a
+    3 x 3 convolution, the default: no checkerboard) or ``"transposed"`` (the paper's transposed
+    convolutions). Batch norm and ReLU, tanh output, weights N(0, 0.02). Notebook 03, "The networks".
     """
 
-    def __init__(self, latent_dim: int = LATENT_DIM, image_size: int = 64, channels: int = 3, width: int = 64):
+    def __init__(
+        self,
+        latent_dim: int = LATENT_DIM,
+        image_size: int = 64,
+        channels: int = 3,
+        width: int = 64,
+        upsample: str = "resize",
+    ):
         super().__init__()
         self.latent_dim = settings.whole_number("latent_dim", latent_dim)
         self.image_size = _check_image_size(image_size)
         self.channels = settings.whole_number("channels", channels)
+        self.upsample = settings.one_of("upsample", upsample, UPSAMPLING)
         w = settings.whole_number("width", width)
-        out = lambda c_in: nn.ConvTranspose2d(c_in, channels, 4, 2, 1, bias=False)  # noqa: E731 - doubles the side
         if image_size == 64:
             layers = [
-                _up(latent_dim, 8 * w, 4, 1, 0),  # (B, 512, 4, 4)
-                _up(8 * w, 4 * w),  # (B, 256, 8, 8)
-                _up(4 * w, 2 * w),  # (B, 128, 16, 16)
-                _up(2 * w, w),  # (B, 64, 32, 32)
-                out(w),
-            ]  # (B, 3, 64, 64)
+                _project(latent_dim, 8 * w, 4),  # (B, 512, 4, 4)
+                _up(8 * w, 4 * w, upsample),  # (B, 256, 8, 8)
+                _up(4 * w, 2 * w, upsample),  # (B, 128, 16, 16)
+                _up(2 * w, w, upsample),  # (B, 64, 32, 32)
+            ]
         elif image_size == 32:
             layers = [
-                _up(latent_dim, 4 * w, 4, 1, 0),  # (B, 256, 4, 4)
-                _up(4 * w, 2 * w),  # (B, 128, 8, 8)
-                _up(2 * w, w),  # (B, 64, 16, 16)
-                out(w),
-            ]  # (B, 3, 32, 32)
+                _project(latent_dim, 4 * w, 4),  # (B, 256, 4, 4)
+                _up(4 * w, 2 * w, upsample),  # (B, 128, 8, 8)
+                _up(2 * w, w, upsample),  # (B, 64, 16, 16)
+            ]
         else:
             layers = [
-                _up(latent_dim, 2 * w, 7, 1, 0),  # (B, 128, 7, 7)
-                _up(2 * w, w),  # (B, 64, 14, 14)
-                out(w),
-            ]  # (B, 1, 28, 28)
-        self.net = nn.Sequential(*layers, nn.Tanh())  # pixels in [-1, 1]
+                _project(latent_dim, 2 * w, 7),  # (B, 128, 7, 7)
+                _up(2 * w, w, upsample),  # (B, 64, 14, 14)
+            ]
+        out = _doubling(w, channels, upsample)  # (B, channels, size, size): no batch norm on the output
+        self.net = nn.Sequential(*layers, *out, nn.Tanh())  # pixels in [-1, 1]
         self.apply(init_dcgan_weights)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -168,11 +188,12 @@ def dcgan(
     width: int = 64,
     downsample: str = "stride",
     norm: bool = True,
+    upsample: str = "resize",
 ) -> tuple[DCGANGenerator, DCGANDiscriminator]:
     """A DCGAN generator and discriminator pair for ``image_size`` pixels (notebook 03, "The networks");
-    ``norm=False`` leaves batch norm out of the discriminator."""
+    ``norm=False`` leaves batch norm out of the discriminator; ``upsample`` is the generator's."""
     return (
-        DCGANGenerator(latent_dim, image_size, channels, width),
+        DCGANGenerator(latent_dim, image_size, channels, width, upsample),
         DCGANDiscriminator(image_size, channels, width, downsample, norm),
     )
 

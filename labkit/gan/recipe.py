@@ -26,8 +26,8 @@ from . import training as gan
 
 DCGAN_REAL_LABEL = 0.9  # one-sided label smoothing, on by default for the DCGAN
 DCGAN_EPOCHS = 100  # the course's full settings for the DCGAN ...
-DCGAN_CPU_EPOCHS = 30  # ... and what fits on a CPU: 24 s per epoch of the 2,872 64x64 images on 2 cores, so
-# that notebook 03 takes about 17 minutes there (labkit.run_notebooks.REFERENCE_CPU_MINUTES)
+DCGAN_CPU_EPOCHS = 18  # ... and what fits on a CPU: the CPU minutes of the 30 epochs that the transposed G trained
+# before (its step costs about 1.5-1.7 times theirs on 2 cores), for notebook 03's time in REFERENCE_CPU_MINUTES
 LOSSES = ("bce", "wgan-gp")  # the minimax game on logits (Goodfellow et al. 2014), or WGAN-GP (labkit.gan.wgan)
 GENERATOR_EMA = 0.999  # samples from the average of G: a Fréchet distance of 11.2 (3 seeds), G itself 19.6 (README)
 N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)
@@ -142,8 +142,9 @@ class DCGANSettings(GANSettings):
     one-sided label smoothing on. ``dataset``: any of ``labkit.datasets`` (abstract-art, cifar10,
     mnist, ...); ``image_size``: 28, 32 or 64, by default the dataset's own when it is one of these and
     64 otherwise (images are resized to it); ``downsample``: stride or maxpool (the CIFAR-10 variant);
-    ``n_images`` caps the training images (None: all; smoke mode: 128 abstract-art images). ``epochs``:
-    100, or ``DCGAN_CPU_EPOCHS`` on a machine without a GPU, where 100 take hours (``epochs_note`` says so).
+    ``upsample``: resize (then convolve; no checkerboard) or transposed (the paper's G); ``n_images`` caps
+    the training images (None: all; smoke mode: 128 abstract-art images). ``epochs``: 100, or
+    ``DCGAN_CPU_EPOCHS`` on a machine without a GPU, where 100 take hours (``epochs_note`` says so).
     ``real_label`` is 0.9 for the BCE loss and 1 (no labels to smooth) for WGAN-GP."""
 
     epochs: int = field(
@@ -155,8 +156,8 @@ class DCGANSettings(GANSettings):
     dataset: str = "abstract-art"
     width: int = 64
     downsample: str = "stride"
+    upsample: str = "resize"
     n_images: int | None = None
-    ema: float = 0.0  # the average of G's weights is not measured for the DCGAN yet: samples from G itself
 
     def __post_init__(self):
         if self.loss == "wgan-gp" and self.real_label == DCGAN_REAL_LABEL:
@@ -169,6 +170,7 @@ class DCGANSettings(GANSettings):
             )
         settings.whole_number("width", self.width)
         settings.one_of("downsample", self.downsample, gan_nets.DOWNSAMPLING)
+        settings.one_of("upsample", self.upsample, gan_nets.UPSAMPLING)
         if self.n_images is not None:
             settings.whole_number("n_images", self.n_images)
 
@@ -200,13 +202,13 @@ class DCGANSettings(GANSettings):
             data = data.removeprefix("-abstract-art")
         elif self.dataset == "mnist":
             data = "-mnist" + data
-        return "dcgan" + data + self.variant_suffix
+        transposed = "-transposed" if self.upsample == "transposed" else ""
+        return "dcgan" + data + transposed + self.variant_suffix
 
     def networks(self) -> tuple[gan_nets.DCGANGenerator, gan_nets.DCGANDiscriminator]:
         """The DCGAN pair for these settings; D without batch norm for WGAN-GP or spectral norm."""
-        return gan_nets.dcgan(
-            self.size, self.image_shape[0], self.latent_dim, self.width, self.downsample, self.discriminator_norm
-        )
+        channels, norm = self.image_shape[0], self.discriminator_norm
+        return gan_nets.dcgan(self.size, channels, self.latent_dim, self.width, self.downsample, norm, self.upsample)
 
 
 @dataclass
@@ -349,11 +351,12 @@ OPTIONS = (  # what every GAN's settings take on the command line
     Option("n_critic", "GAN, wgan-gp: critic updates per G update (5)", int),
     Option("gp_weight", "GAN, wgan-gp: penalty weight lambda (10)", float),
     Option("spectral_norm", "GAN: spectral normalisation of the discriminator's layers (Miyato et al. 2018)", bool),
-    Option("ema", "GAN: decay of the average of G's weights samples come from (0.999, dcgan 0: G itself)", float),
+    Option("ema", "GAN: decay of the average of G's weights samples come from (0.999; 0: G itself)", float),
 )
 CGAN_OPTIONS = (Option("d_conditioning", "cgan: how D is told the label", str, cgan.D_CONDITIONING),)
 DCGAN_OPTIONS = (
     Option("downsample", "dcgan: discriminator downsampling, stride (default) or maxpool"),
+    Option("upsample", "dcgan: generator upsampling", str, gan_nets.UPSAMPLING),
     Option("n_images", "dcgan: train on at most N images", int),
 )
 RECIPES = (
