@@ -24,8 +24,8 @@ NOTEBOOKS = ("01_ae", "02_vae", "03_gan_abstract_art", "05_diffusion", "04_compa
 TIMINGS_FILE = "timings.json"  # in --out: each notebook's minutes, per device, from the last run
 # Minutes at full settings on the reference machine (2 CPU cores, no GPU, the offline data), measured by
 # `make run` on a fresh clone: the estimate before a first run on a CPU. Other devices get theirs after
-# their first run. Notebook 03 was the transposed DCGAN's 30 CPU epochs (24 s each; 18 of the resizing G now
-# fill the same minutes) and the MNIST GANs. Notebooks 05 (its two models, 20 and 10 epochs, and their
+# their first run. Notebook 03 was the transposed DCGAN's 30 CPU epochs (24 s each; the resizing G's 18 now train
+# in about three quarters of their time) and the MNIST GANs. Notebooks 05 (its two models, 20 and 10 epochs, and their
 # measurements) and 04 come from a later five-notebook run, on a day the machine ran slower (notebook 03 took
 # 33.6 minutes there; the diffusion epochs 11.6 s).
 REFERENCE_CPU_MINUTES = {

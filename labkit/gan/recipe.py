@@ -26,8 +26,8 @@ from . import training as gan
 
 DCGAN_REAL_LABEL = 0.9  # one-sided label smoothing, on by default for the DCGAN
 DCGAN_EPOCHS = 100  # the course's full settings for the DCGAN ...
-DCGAN_CPU_EPOCHS = 18  # ... and what fits on a CPU: the CPU minutes of the 30 epochs that the transposed G trained
-# before (its step costs about 1.5-1.7 times theirs on 2 cores), for notebook 03's time in REFERENCE_CPU_MINUTES
+DCGAN_CPU_EPOCHS = 18  # ... and what fits on a CPU: within the minutes of the transposed G's 30 epochs before (on
+# 2 cores 1,292 s of training against 1,690 s, benchmarks/results/time_to_quality.json; REFERENCE_CPU_MINUTES)
 LOSSES = ("bce", "wgan-gp")  # the minimax game on logits (Goodfellow et al. 2014), or WGAN-GP (labkit.gan.wgan)
 GENERATOR_EMA = 0.999  # samples from the average of G: a Fréchet distance of 11.2 (3 seeds), G itself 19.6 (README)
 N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)
