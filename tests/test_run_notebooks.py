@@ -74,12 +74,13 @@ def test_it_announces_the_plan_shows_progress_and_bars_and_records_the_times(fol
 
 def test_on_a_cpu_it_says_first_what_the_notebooks_shrink_and_what_a_gpu_runs(folder, tmp_path, capsys, monkeypatch):
     from labkit.engine import environment
+    from labkit.gan.recipe import DCGAN_CPU_EPOCHS
 
     monkeypatch.setattr(environment, "training_on_cpu", lambda: True)
     assert runner.run_notebooks(folder, tmp_path / "executed", names=("a_first",)) == 0
     notes = [line.strip() for line in capsys.readouterr().out.splitlines() if line.strip().startswith("CPU: ")]
     assert len(notes) == 2, notes
-    assert notes[0].startswith("CPU: 30 of the course's 100 DCGAN epochs")  # notebook 03
+    assert notes[0].startswith(f"CPU: {DCGAN_CPU_EPOCHS} of the course's 100 DCGAN epochs")  # notebook 03
     assert notes[1].startswith(  # notebook 05, which trains fewer epochs than the command line
         "CPU: a diffusion UNet of width 16 on batches of 64 for 20 epochs, fewer than the 72 of "
         "`python -m labkit train diffusion`"
