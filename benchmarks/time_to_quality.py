@@ -24,7 +24,8 @@ The four measurements of the issue "Quality per minute", at the kit's defaults:
   sample grid is copied beside ``--out``.
 
 One JSON line per measurement, then one summary line per part with its ratio or goal last; ``--out`` keeps
-every line in one JSON file with the machine it ran on.
+every line in one JSON file, each run's lines after the line that says which machine ran them. A file already
+there keeps the lines of the parts this run does not measure (``--parts gan cgan`` adds those two to the others).
 """
 
 import argparse
@@ -151,7 +152,6 @@ def part_vae(mnist: data.ImageData, work: Path, repeats: int, lines: list) -> di
         "labkit_epochs_to_target": reached,
         "labkit_final_test_neg_elbo": statistics.median(r["test_neg_elbo"][-1] for r in labkit),
         "labkit_epochs": epochs,
-        "script_final_test_neg_elbo": target,
         "script_loop_seconds": script_seconds,
     }
     if len(seconds) < len(labkit):
@@ -273,6 +273,19 @@ def part_dcgan(seeds: list[int], work: Path, lines: list, grids: Path | None) ->
     }
 
 
+def merge_runs(kept: list[dict], new: list[dict]) -> list[dict]:
+    """The lines of an earlier ``--out`` file whose parts ``new`` does not measure, each after its run's header
+    line (headers left without a part dropped), then ``new``."""
+    measured = {line.get("part", line.get("summary")) for line in new} - {None}
+    runs: list[list[dict]] = []
+    for line in kept:
+        if "benchmark" in line or not runs:
+            runs.append([])
+        if line.get("part", line.get("summary")) not in measured:
+            runs[-1].append(line)
+    return [line for run in runs if run and (len(run) > 1 or "benchmark" not in run[0]) for line in run] + new
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", choices=tuple(GOALS), default=list(GOALS))
@@ -303,10 +316,10 @@ def main():
                 summary = {"gan": part_gan, "cgan": part_cgan}[part](args.seeds, work, lines)
             emit({"summary": part, **summary}, lines)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(
-            json.dumps({"benchmark": "benchmarks/time_to_quality.py", "lines": lines}, indent=1) + "\n"
-        )
+        out = Path(args.out)
+        if out.exists():
+            lines = merge_runs(json.loads(out.read_text())["lines"], lines)
+        out.write_text(json.dumps({"benchmark": "benchmarks/time_to_quality.py", "lines": lines}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

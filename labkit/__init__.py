@@ -42,10 +42,12 @@ The names most notebooks use are here at the top: ``labkit.fit``, ``labkit.evalu
 """
 
 from . import ae, art, data, experiments, gan, losses, metrics, models, plots, vae
-from .engine.environment import pick, pick_device, seed_everything, smoke_mode
+from .engine.environment import flush_denormals, pick, pick_device, seed_everything, smoke_mode
 from .engine.loop import evaluate, fit
 from .engine.training import History, TrainingBase, seconds_per_epoch
 from .gan.wgan import gradient_penalty
+
+flush_denormals()  # before torch starts its worker threads, which inherit the setting
 
 __version__ = "0.1.0"
 

@@ -267,3 +267,24 @@ def test_the_diffusion_ema_benchmark_judges_every_average_of_one_training(tmp_pa
     # a few smoke steps: the cap (1 + n) / (10 + n) stays below 0.99, so capping the decay there changes nothing ...
     assert fid["k10"] == fid["k10_decay0.995"] == fid["k10_decay0.99"]
     assert len({fid["k3"], fid["k10"], fid["k40"], fid["weights"]}) == 4  # ... while another cap is another average
+
+
+def test_time_to_quality_keeps_the_parts_an_earlier_run_measured_and_this_run_did_not():
+    from time_to_quality import merge_runs
+
+    header_a, header_b, header_c = ({"benchmark": "time_to_quality", "run": name} for name in "abc")
+    kept = [
+        header_a,
+        {"part": "dcgan", "side": "before"},
+        {"summary": "dcgan"},
+        {"part": "vae", "process": "labkit"},
+        {"summary": "vae"},
+        header_b,  # measured the gan part only, which the new run measures again
+        {"part": "gan", "seed": 0},
+        {"summary": "gan"},
+    ]
+    new = [header_c, {"part": "vae", "process": "labkit", "new": True}, {"summary": "vae", "new": True}]
+    merged = merge_runs(kept, new + [{"part": "gan", "seed": 0, "new": True}])
+    assert merged[:3] == [header_a, {"part": "dcgan", "side": "before"}, {"summary": "dcgan"}]
+    assert merged[3:] == new + [{"part": "gan", "seed": 0, "new": True}]  # run b had nothing left: its header goes
+    assert merge_runs([], new) == new

@@ -1,7 +1,9 @@
 """The kit's Adam: fused where the device has the kernel, the same steps as PyTorch's default Adam, and a
-checkpoint that resumes with the implementation of the device it resumes on."""
+checkpoint that resumes with the implementation of the device it resumes on; and denormals flushed on import."""
 
 import copy
+import subprocess
+import sys
 
 import torch
 from torch import nn
@@ -81,3 +83,22 @@ def test_a_run_checkpointed_with_the_default_adam_resumes_fused_to_the_same_end(
     assert Checkpoint(tmp_path / "resumed").load()["epochs_done"] == 2
     _, straight_history = run(2, tmp_path / "straight", fused=True)
     assert abs(resumed_history[-1]["test_neg_elbo"] - straight_history[-1]["test_neg_elbo"]) < 0.5
+
+
+DENORMALS_AFTER_IMPORT = """
+import torch
+import labkit
+tiny = torch.full((4_000_000,), 1e-39)  # a denormal float32; 4 million of them run on every worker thread
+print(int(((tiny * 1.0) != 0).sum()), float(torch.tensor([1e-39]) * 1.0))
+"""
+
+
+def test_importing_labkit_flushes_denormals_in_the_main_and_the_worker_threads():
+    """The VAE's epochs double in time once its gradients turn denormal (``environment.flush_denormals``).
+    Without the flag every product stays 1e-39; with it set after torch's worker threads started, the
+    workers' half of the elements would."""
+    done = subprocess.run(
+        [sys.executable, "-c", DENORMALS_AFTER_IMPORT], capture_output=True, text=True, check=True, timeout=120
+    )
+    nonzero, single = done.stdout.split()
+    assert (int(nonzero), float(single)) == (0, 0.0)
