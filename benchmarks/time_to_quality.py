@@ -51,11 +51,7 @@ SCRIPT_EPOCHS = 10  # the pytorch/examples default
 CGAN_EARLY_EPOCHS = 20  # the conditional GAN must know the label by then
 # the DCGAN's CPU settings before: the transposed G for 30 epochs, sampled from G itself
 DCGAN_BEFORE = {"upsample": "transposed", "ema": 0.0, "epochs": 30}
-DCGAN_SMOKE_BEFORE = {
-    "upsample": "transposed",
-    "ema": 0.0,
-    "epochs": 1,
-}  # LABKIT_SMOKE=1: every part in a minute or two
+DCGAN_SMOKE_BEFORE = {**DCGAN_BEFORE, "epochs": 1}  # LABKIT_SMOKE=1: every part in a minute or two
 GOALS = {"vae": 3.0, "gan": 12.0, "cgan": (0.9, 0.95), "dcgan": 2.0}
 # labkit's VAE in a process of its own: notebook 02's defaults and training, ``fit`` timed from its start to the
 # end of each epoch (training and test pass); prints the test -ELBO and the seconds after every epoch as JSON.
