@@ -23,17 +23,16 @@ from .engine import environment, files
 NOTEBOOKS = ("01_ae", "02_vae", "03_gan_abstract_art", "05_diffusion", "04_compare")
 TIMINGS_FILE = "timings.json"  # in --out: each notebook's minutes, per device, from the last run
 # Minutes at full settings on the reference machine (2 CPU cores, no GPU, the offline data), measured by
-# `make run` on a fresh clone: the estimate before a first run on a CPU. Other devices get theirs after
-# their first run. Notebook 03 was the transposed DCGAN's 30 CPU epochs (24 s each; the resizing G's 18 now train
-# in about three quarters of their time) and the MNIST GANs. Notebooks 05 (its two models, 20 and 10 epochs, and their
-# measurements) and 04 come from a later five-notebook run, on a day the machine ran slower (notebook 03 took
-# 33.6 minutes there; the diffusion epochs 11.6 s).
+# `make run` of the five notebooks on a fresh clone (52 minutes with the set-up): the estimate before a first
+# run on a CPU. Other devices get theirs after their first run. Notebook 03 is the resizing DCGAN's 18 CPU epochs
+# (80 s each that day; the same machine has run as fast as 24 s an epoch for the transposed G, which costs about
+# three quarters as much), the MNIST GANs and the six variants; notebook 05 its two models (20 and 10 epochs).
 REFERENCE_CPU_MINUTES = {
-    "01_ae": 0.29,
-    "02_vae": 1.47,
-    "03_gan_abstract_art": 17.03,
-    "05_diffusion": 10.51,
-    "04_compare": 1.89,
+    "01_ae": 0.55,
+    "02_vae": 3.1,
+    "03_gan_abstract_art": 34.01,
+    "05_diffusion": 9.78,
+    "04_compare": 2.11,
 }
 
 

@@ -29,7 +29,7 @@ DCGAN_EPOCHS = 100  # the course's full settings for the DCGAN ...
 DCGAN_CPU_EPOCHS = 18  # ... and what fits on a CPU: within the minutes of the transposed G's 30 epochs before (on
 # 2 cores 1,292 s of training against 1,690 s, benchmarks/results/time_to_quality.json; REFERENCE_CPU_MINUTES)
 LOSSES = ("bce", "wgan-gp")  # the minimax game on logits (Goodfellow et al. 2014), or WGAN-GP (labkit.gan.wgan)
-GENERATOR_EMA = 0.999  # samples from the average of G: a Fréchet distance of 11.2 (3 seeds), G itself 19.6 (README)
+GENERATOR_EMA = 0.999  # samples from the average of G: Fréchet distance 11.2, then 12.2 (3 seeds); G 19.6 (README)
 N_DIVERSITY = (1000, 256)  # images per side of the mode-collapse check (full, smoke)
 
 
@@ -180,8 +180,8 @@ class DCGANSettings(GANSettings):
         if environment.smoke_mode() or self.epochs >= DCGAN_EPOCHS or not environment.training_on_cpu():
             return None
         return (
-            f"CPU: {self.epochs} of the course's {DCGAN_EPOCHS} DCGAN epochs, so that notebook 03 runs in about "
-            f"a quarter of an hour on 2 cores; a GPU runtime (Colab, Kaggle) runs all {DCGAN_EPOCHS}"
+            f"CPU: {self.epochs} of the course's {DCGAN_EPOCHS} DCGAN epochs (on 2 cores the {DCGAN_CPU_EPOCHS} of the "
+            f"defaults took 24 minutes, notebook 03 in all 34); a GPU runtime (Colab, Kaggle) runs all {DCGAN_EPOCHS}"
         )
 
     @property
