@@ -94,7 +94,7 @@ print(int(((tiny * 1.0) != 0).sum()), float(torch.tensor([1e-39]) * 1.0))
 
 
 def test_importing_labkit_flushes_denormals_in_the_main_and_the_worker_threads():
-    """The VAE's epochs double in time once its gradients turn denormal (``environment.flush_denormals``).
+    """The VAE's epochs double in time once Adam's running means turn denormal (``environment.flush_denormals``).
     Without the flag every product stays 1e-39; with it set after torch's worker threads started, the
     workers' half of the elements would."""
     done = subprocess.run(
